@@ -1,0 +1,3 @@
+from shufflenet_cli.cli import main
+
+main()

@@ -1,0 +1,206 @@
+"""The `shufflenet` command line: parse options, call the library, map failures to exit codes.
+
+Only typer and the project's light modules are imported at start-up, so `--help` never loads torch.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+from rich.console import Console
+
+
+from shufflenet_cli import __version__
+from shufflenet_cli.errors import ShufflenetError
+from shufflenet_cli.models import DEFAULT_MODEL
+
+app = typer.Typer(
+    help="Classify images with torchvision's ImageNet-pretrained ShuffleNet v2.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+)
+
+EXIT_INTERNAL = 70
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+class BackendName(str, Enum):
+    auto = "auto"
+    torch = "torch"
+    onnxruntime = "onnxruntime"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+def _err_console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(err: Console, exc: ShufflenetError, verbose: bool) -> None:
+    """One or two plain lines on stderr: what happened, and what to do."""
+    err.print(f"Error: {exc.message}", markup=False)
+    if exc.hint:
+        err.print(f"Hint: {exc.hint}", markup=False)
+    if verbose and exc.__cause__ is not None:
+        err.print(f"Cause: {type(exc.__cause__).__name__}: {exc.__cause__}", markup=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"shufflenet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Classify images with torchvision's ImageNet-pretrained ShuffleNet v2."""
+
+
+@app.command()
+def predict(
+    paths: Annotated[
+        List[str],
+        typer.Argument(
+            help="Image files, directories (searched recursively), quoted glob patterns "
+            "('photos/**/*.jpg'), or - to read paths from stdin, one per line.",
+            show_default=False,
+        ),
+    ],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Width: x0_5, x1_0, x1_5 or x2_0 (or shufflenet_v2_x1_0).")
+    ] = DEFAULT_MODEL,
+    weights: Annotated[
+        Optional[Path],
+        typer.Option(help="Local weights file (a state dict; loaded with weights_only=True) instead of the cache."),
+    ] = None,
+    labels: Annotated[
+        Optional[Path], typer.Option(help="Class names, one per line, for --weights with a different classifier.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto (cuda if available, else cpu), cpu, cuda or cuda:N.")] = "auto",
+    batch_size: Annotated[
+        Optional[int], typer.Option("--batch-size", "-b", help="Images per forward pass [default: 32 on CPU, 128 on CUDA].", show_default=False)
+    ] = None,
+    workers: Annotated[
+        Optional[int],
+        typer.Option("--workers", "-j", help="Decode threads running ahead of inference; 0 decodes inline [default: up to 4].", show_default=False),
+    ] = None,
+    threads: Annotated[
+        Optional[int], typer.Option(help="Torch intra-op threads on CPU [default: number of cores].", show_default=False)
+    ] = None,
+    topk: Annotated[int, typer.Option("--topk", "-k", help="Predictions per image (clamped to 1..1000).")] = 5,
+    threshold: Annotated[
+        float, typer.Option(help="Drop predictions with a probability under this (0..1).")
+    ] = 0.0,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    json_: Annotated[bool, typer.Option("--json", help="Shorthand for --format json.")] = False,
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="Write results to FILE (json: atomically; jsonl/csv: appended as they come)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="With --output FILE (jsonl or csv): skip inputs already in FILE.")
+    ] = False,
+    recursive: Annotated[bool, typer.Option(help="Search directories recursively.")] = True,
+    hidden: Annotated[bool, typer.Option(help="Include hidden files and folders (names starting with '.').")] = False,
+    ext: Annotated[
+        Optional[str], typer.Option(help="Only these extensions from directories, e.g. jpg,png [default: all Pillow opens].", show_default=False)
+    ] = None,
+    null: Annotated[bool, typer.Option("--null", "-0", help="With -: paths on stdin are NUL-separated (find -print0).")] = False,
+    backend: Annotated[
+        BackendName, typer.Option(help="Inference engine: auto picks the fastest available for the device.")
+    ] = BackendName.auto,
+    precision: Annotated[Precision, typer.Option(help="Inference precision (fp16/bf16 use autocast).")] = Precision.fp32,
+    exact_decode: Annotated[
+        bool, typer.Option(help="Decode large JPEGs at full size (default: DCT-scaled to >= 2x the resize size).")
+    ] = False,
+    report: Annotated[
+        Optional[Path], typer.Option(help="Also write a self-contained HTML report (thumbnails and bar charts) to FILE.")
+    ] = None,
+    timings: Annotated[bool, typer.Option(help="Print throughput and per-stage timings on stderr.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr (only on a terminal).")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary on stderr.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Add the underlying exception to error messages.")] = False,
+    debug: Annotated[bool, typer.Option(help="Show full tracebacks.")] = False,
+) -> None:
+    """Classify images and print the top-k ImageNet classes with probabilities.
+
+    Results go to stdout; progress, warnings and errors go to stderr.
+    Exit codes: 0 all classified, 1 some inputs failed, 2 usage error or no image found,
+    3 model could not be loaded, 130 interrupted.
+    """
+    from shufflenet_cli.runner import PredictOptions
+    from shufflenet_cli.runner import predict as run_predict
+    from shufflenet_cli.summary import print_summary, print_timings
+
+    err = _err_console()
+    opts = PredictOptions(
+        paths=paths,
+        model=model,
+        weights=weights,
+        labels=labels,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        threads=threads,
+        topk=topk,
+        threshold=threshold,
+        fmt="json" if json_ else fmt.value,
+        output=output,
+        resume=resume,
+        recursive=recursive,
+        hidden=hidden,
+        ext=ext,
+        null=null,
+        precision=precision.value,
+        backend=backend.value,
+        report=report,
+        exact_decode=exact_decode,
+        timings=timings,
+        progress=progress,
+        quiet=quiet,
+    )
+    stdin = sys.stdin.buffer if "-" in paths and sys.stdin is not None else None
+    try:
+        outcome = run_predict(opts, stdin=stdin, stderr=err)
+    except ShufflenetError as exc:
+        if debug:
+            raise
+        fail(err, exc, verbose)
+        raise typer.Exit(code=exc.exit_code) from None
+    except BrokenPipeError:
+        raise typer.Exit(code=0) from None
+    except Exception as exc:  # noqa: BLE001
+        if debug:
+            raise
+        err.print(f"Error: unexpected failure: {type(exc).__name__}: {exc}", markup=False)
+        err.print("Hint: run again with --debug for the traceback, and report it", markup=False)
+        raise typer.Exit(code=EXIT_INTERNAL) from None
+    if not quiet:
+        print_summary(err, outcome)
+    if timings:
+        print_timings(err, outcome)
+    raise typer.Exit(code=outcome.exit_code)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,38 @@
+"""Domain exceptions. The CLI maps each to one message on stderr and an exit code."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_USAGE = 2
+EXIT_MODEL = 3
+EXIT_INTERRUPTED = 130
+
+
+class ShufflenetError(Exception):
+    """An expected failure: the message is for the user, the exit code for scripts."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(ShufflenetError):
+    """Bad options or no input at all (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class ModelLoadError(ShufflenetError):
+    """Weights missing or unusable, labels that do not fit, device unavailable (exit 3)."""
+
+    exit_code = EXIT_MODEL
+
+
+class OutputError(ShufflenetError):
+    """The results cannot be written where asked (exit 2: nothing was classified)."""
+
+    exit_code = EXIT_USAGE

@@ -1,0 +1,131 @@
+"""Finding inputs: files, directories (walked lazily, sorted), glob patterns, and `-` for stdin.
+
+Yields one `Input` per file in the order given, without listing everything first, so the first batch
+starts at once and memory stays flat. A path that does not exist is an `Input` with an error.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from typing import IO, Iterable, Iterator
+
+DEFAULT_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"})
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass(frozen=True)
+class Input:
+    path: str  # as the user will see it in the output
+    error: str | None = None  # set when the path cannot be an image input at all
+
+
+@dataclass(frozen=True)
+class WalkOptions:
+    recursive: bool = True
+    hidden: bool = False
+    extensions: frozenset[str] | None = None  # None: every extension Pillow opens
+
+
+def image_extensions() -> frozenset[str]:
+    """The default list plus every extension Pillow can open in this installation."""
+    from PIL import Image
+
+    Image.init()
+    pillow = {ext.lstrip(".").lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+    return DEFAULT_EXTENSIONS | frozenset(pillow)
+
+
+def parse_extensions(text: str) -> frozenset[str]:
+    return frozenset(e.strip().lstrip(".").lower() for e in text.split(",") if e.strip())
+
+
+def read_path_list(stream: IO[bytes], null: bool = False) -> Iterator[str]:
+    """Paths from a byte stream, one per line or NUL-separated; bytes kept intact via surrogateescape."""
+    sep = b"\0" if null else b"\n"
+    buf = b""
+    while True:
+        chunk = stream.read(65536)
+        if not chunk:
+            break
+        buf += chunk
+        *lines, buf = buf.split(sep)
+        for line in lines:
+            yield from _path_from_bytes(line, null)
+    yield from _path_from_bytes(buf, null)
+
+
+def _path_from_bytes(raw: bytes, null: bool) -> Iterator[str]:
+    if not null:
+        raw = raw.rstrip(b"\r")
+    if raw:
+        yield os.fsdecode(raw)
+
+
+def iter_inputs(
+    args: Iterable[str],
+    options: WalkOptions = WalkOptions(),
+    stdin: IO[bytes] | None = None,
+    null: bool = False,
+) -> Iterator[Input]:
+    extensions = options.extensions or image_extensions()
+    for arg in args:
+        if arg == "-":
+            if stdin is None:
+                yield Input("-", error="no standard input to read paths from")
+                continue
+            for line in read_path_list(stdin, null):
+                yield from _expand(line, options, extensions, from_list=True)
+        else:
+            yield from _expand(arg, options, extensions, from_list=False)
+
+
+def _expand(arg: str, options: WalkOptions, extensions: frozenset[str], from_list: bool) -> Iterator[Input]:
+    if os.path.isdir(arg):
+        yield from walk(arg, options, extensions)
+    elif os.path.lexists(arg):
+        yield Input(arg)
+    elif not from_list and _GLOB_CHARS & set(arg):
+        matches = sorted(glob.iglob(arg, recursive=True))
+        if not matches:
+            yield Input(arg, error="no file matches this pattern")
+        for match in matches:
+            if os.path.isdir(match):
+                yield from walk(match, options, extensions)
+            else:
+                yield Input(match)
+    else:
+        yield Input(arg, error="no such file or directory")
+
+
+def walk(root: str, options: WalkOptions, extensions: frozenset[str]) -> Iterator[Input]:
+    """Image files under `root` in sorted order, following symlinks but never into a cycle."""
+    yield from _walk(root, options, extensions, ancestors=frozenset())
+
+
+def _walk(folder: str, options: WalkOptions, extensions: frozenset[str], ancestors: frozenset) -> Iterator[Input]:
+    try:
+        st = os.stat(folder)
+        key = (st.st_dev, st.st_ino)
+        if key in ancestors:
+            return  # a symlink back up the tree: already being walked
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        yield Input(folder, error=f"cannot list directory: {exc.strerror or exc}")
+        return
+    ancestors = ancestors | {key}
+    for entry in entries:
+        if not options.hidden and entry.name.startswith("."):
+            continue
+        path = os.path.join(folder, entry.name)
+        try:
+            is_dir = entry.is_dir()  # follows symlinks
+        except OSError:
+            is_dir = False
+        if is_dir:
+            if options.recursive:
+                yield from _walk(path, options, extensions, ancestors)
+        elif os.path.splitext(entry.name)[1].lstrip(".").lower() in extensions:
+            yield Input(path)

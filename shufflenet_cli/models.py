@@ -1,0 +1,68 @@
+"""The four ShuffleNet v2 widths: names, and their torchvision builders and weights.
+
+Importing this module does not import torch; `builder()` and `weights()` do.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+from shufflenet_cli.errors import UsageError
+
+DEFAULT_MODEL = "x1_0"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    key: str  # "x1_0"
+    arch: str  # torchvision builder name, "shufflenet_v2_x1_0"
+    weights_enum: str  # "ShuffleNet_V2_X1_0_Weights"
+    conv5_in: int  # input channels of conv5: tells the widths apart in a state dict
+
+    def builder(self) -> Any:
+        from torchvision import models
+
+        return getattr(models, self.arch)
+
+    def weights(self) -> Any:
+        """torchvision's IMAGENET1K_V1 entry: url, transforms, categories, metrics."""
+        from torchvision import models
+
+        return getattr(models, self.weights_enum).IMAGENET1K_V1
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.key: spec
+    for spec in (
+        ModelSpec("x0_5", "shufflenet_v2_x0_5", "ShuffleNet_V2_X0_5_Weights", 192),
+        ModelSpec("x1_0", "shufflenet_v2_x1_0", "ShuffleNet_V2_X1_0_Weights", 464),
+        ModelSpec("x1_5", "shufflenet_v2_x1_5", "ShuffleNet_V2_X1_5_Weights", 704),
+        ModelSpec("x2_0", "shufflenet_v2_x2_0", "ShuffleNet_V2_X2_0_Weights", 976),
+    )
+}
+
+
+def resolve_model(name: str) -> ModelSpec:
+    """Accept `x1_0`, `1.0`, `shufflenet_v2_x1_0`, `shufflenetv2_x1.0`; suggest the closest otherwise."""
+    key = name.strip().lower().replace(".", "_").replace("-", "_")
+    for prefix in ("shufflenet_v2_", "shufflenetv2_", "shufflenet_"):
+        if key.startswith(prefix):
+            key = key[len(prefix) :]
+    if not key.startswith("x"):
+        key = "x" + key
+    if key in MODELS:
+        return MODELS[key]
+    choices = list(MODELS) + [s.arch for s in MODELS.values()]
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.4)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise UsageError(
+        f"unknown model {name!r}",
+        hint=f"{hint}choose one of: {', '.join(MODELS)}",
+    )
+
+
+def spec_for_conv5(channels: int) -> ModelSpec | None:
+    """Which width a state dict belongs to, from conv5's input channels."""
+    return next((s for s in MODELS.values() if s.conv5_in == channels), None)

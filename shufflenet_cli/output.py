@@ -1,0 +1,121 @@
+"""Pure renderers: records in, text (or a rich Table) out. No I/O here.
+
+json / jsonl / csv are produced a batch at a time so a million records stream without being held.
+Lone surrogates (from non-UTF-8 file names) are left in the strings; the sink's error handler
+writes them as `\\udcXX` escapes in JSON and as the original bytes in CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from typing import Iterable
+
+from rich.table import Table
+from rich.text import Text
+
+from shufflenet_cli.records import Record
+
+FORMATS = ("table", "json", "jsonl", "csv")
+CSV_HEADER = ("path", "rank", "index", "label", "probability", "error")
+
+
+def _dumps(record: Record) -> str:
+    return json.dumps(record.to_dict(), ensure_ascii=False)
+
+
+class JsonLines:
+    def header(self) -> str:
+        return ""
+
+    def render(self, records: Iterable[Record]) -> str:
+        return "".join(_dumps(r) + "\n" for r in records)
+
+    def footer(self) -> str:
+        return ""
+
+
+class JsonArray:
+    """One JSON array, written incrementally: `[`, records separated by commas, `]`."""
+
+    def __init__(self) -> None:
+        self._first = True
+
+    def header(self) -> str:
+        return "["
+
+    def render(self, records: Iterable[Record]) -> str:
+        parts = []
+        for r in records:
+            parts.append(("\n  " if self._first else ",\n  ") + _dumps(r))
+            self._first = False
+        return "".join(parts)
+
+    def footer(self) -> str:
+        return "]\n" if self._first else "\n]\n"
+
+
+class Csv:
+    def __init__(self, header: bool = True) -> None:
+        self._header = header
+
+    def header(self) -> str:
+        return self._rows([CSV_HEADER]) if self._header else ""
+
+    def render(self, records: Iterable[Record]) -> str:
+        return self._rows(row for r in records for row in csv_rows(r))
+
+    def footer(self) -> str:
+        return ""
+
+    @staticmethod
+    def _rows(rows: Iterable[Iterable[object]]) -> str:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(rows)
+        return buf.getvalue()
+
+
+def csv_rows(record: Record) -> list[tuple[object, ...]]:
+    if record.error is not None:
+        return [(record.path, "", "", "", "", record.error)]
+    if not record.predictions:
+        return [(record.path, "", "", "", "", "")]
+    return [(record.path, p.rank, p.index, p.label, f"{p.probability:.6f}", "") for p in record.predictions]
+
+
+def display_path(path: str) -> str:
+    """A path for human eyes: undecodable bytes shown as U+FFFD."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
+def render_table(records: Iterable[Record], show_header: bool = True) -> Table:
+    """Grouped by image: the path once, then rank, label and a right-aligned probability."""
+    table = Table(show_header=show_header, header_style="bold", expand=False, pad_edge=False)
+    table.add_column("image", overflow="fold", ratio=3, min_width=16)
+    table.add_column("#", justify="right", width=2)
+    table.add_column("label", overflow="fold", ratio=2, min_width=12)
+    table.add_column("prob", justify="right", width=7)
+    for i, record in enumerate(records):
+        if i:
+            table.add_section()
+        path = Text(display_path(record.path))
+        if record.error is not None:
+            table.add_row(path, "", Text("error: " + record.error, style="red"), "")
+            continue
+        if not record.predictions:
+            table.add_row(path, "", Text("(nothing above the threshold)", style="dim"), "")
+        for j, p in enumerate(record.predictions):
+            table.add_row(path if j == 0 else "", str(p.rank), Text(p.label), f"{p.probability:.4f}")
+    return table
+
+
+def renderer_for(fmt: str, csv_header: bool = True) -> JsonLines | JsonArray | Csv:
+    if fmt == "jsonl":
+        return JsonLines()
+    if fmt == "json":
+        return JsonArray()
+    if fmt == "csv":
+        return Csv(header=csv_header)
+    raise ValueError(f"no text renderer for {fmt!r}")

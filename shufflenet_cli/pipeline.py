@@ -1,0 +1,145 @@
+"""The batched loop: inputs -> decoded crops (worker threads) -> batches -> records, in input order.
+
+Decoding runs in a thread pool ahead of inference (Pillow releases the GIL while it decodes and
+resizes), with a bounded window so memory does not grow with the number of files. Each input gets
+exactly one record at its own position: a file that fails is an error record, never skipped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from shufflenet_cli.backends import Backend
+from shufflenet_cli.images import ImageError
+from shufflenet_cli.inputs import Input
+from shufflenet_cli.preprocess import Preprocess
+from shufflenet_cli.records import Record, make_record
+
+
+@dataclass
+class Stats:
+    """Counts and per-stage seconds, for the summary and --timings."""
+
+    classified: int = 0
+    failed: int = 0
+    batches: int = 0
+    decode_s: float = 0.0  # summed over workers
+    preprocess_s: float = 0.0  # summed over workers
+    inference_s: float = 0.0
+    output_s: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def done(self) -> int:
+        return self.classified + self.failed
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+@dataclass
+class _Decoded:
+    input: Input
+    array: np.ndarray | None = None
+    error: str | None = None
+    decode_s: float = 0.0
+    preprocess_s: float = 0.0
+    thumbnail: bytes | None = None
+
+
+def _decode(prep: Preprocess, item: Input) -> _Decoded:
+    if item.error is not None:
+        return _Decoded(item, error=item.error)
+    try:
+        crop = prep(item.path)
+    except ImageError as exc:
+        return _Decoded(item, error=str(exc))
+    except MemoryError:
+        return _Decoded(item, error="out of memory while decoding this image")
+    except Exception as exc:  # noqa: BLE001 - a decoder bug must cost one record, not the run
+        return _Decoded(item, error=f"decoder failed: {type(exc).__name__}: {exc}")
+    return _Decoded(item, crop.array, None, crop.decode_s, crop.preprocess_s, crop.thumbnail)
+
+
+def decode_in_order(inputs: Iterable[Input], prep: Preprocess, workers: int, window: int) -> Iterator[_Decoded]:
+    """Decode ahead in `workers` threads, at most `window` in flight, yielding in input order."""
+    if workers <= 0:
+        for item in inputs:
+            yield _decode(prep, item)
+        return
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+    pending: deque[Future[_Decoded]] = deque()
+    try:
+        for item in inputs:
+            pending.append(pool.submit(_decode, prep, item))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for fut in pending:
+            fut.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run(
+    inputs: Iterable[Input],
+    prep: Preprocess,
+    backend: Backend,
+    labels: list[str],
+    *,
+    batch_size: int = 32,
+    workers: int = 2,
+    topk: int = 5,
+    threshold: float = 0.0,
+    stats: Stats | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Iterator[list[Record]]:
+    """Yield the records of each batch (failed inputs in their place), in input order."""
+    stats = stats if stats is not None else Stats()
+    window = max(batch_size * 2, workers * 4)
+    chunk: list[_Decoded] = []
+    n_images = 0
+    for decoded in decode_in_order(inputs, prep, workers, window):
+        if should_stop():
+            return
+        chunk.append(decoded)
+        stats.decode_s += decoded.decode_s
+        stats.preprocess_s += decoded.preprocess_s
+        if decoded.array is not None:
+            n_images += 1
+        if n_images >= batch_size:
+            yield _finish(chunk, backend, labels, topk, threshold, stats)
+            chunk, n_images = [], 0
+    if chunk and not should_stop():
+        yield _finish(chunk, backend, labels, topk, threshold, stats)
+
+
+def _finish(
+    chunk: list[_Decoded], backend: Backend, labels: list[str], topk: int, threshold: float, stats: Stats
+) -> list[Record]:
+    arrays = [d.array for d in chunk if d.array is not None]
+    probs = indices = np.empty((0, 0))
+    if arrays:
+        t0 = time.perf_counter()
+        probs, indices = backend.topk(np.stack(arrays), topk)
+        stats.inference_s += time.perf_counter() - t0
+        stats.batches += 1
+    records: list[Record] = []
+    row = 0
+    for d in chunk:
+        if d.array is None:
+            records.append(Record(path=d.input.path, error=d.error, thumbnail=d.thumbnail))
+            stats.failed += 1
+        else:
+            records.append(make_record(d.input.path, probs[row], indices[row], labels, threshold, d.thumbnail))
+            row += 1
+            stats.classified += 1
+    return records

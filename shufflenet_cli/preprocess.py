@@ -1,0 +1,81 @@
+"""The weights' own eval transform, split so that the per-image part runs in decode workers.
+
+Per image (worker thread): decode -> resize (shorter side) -> center crop -> HWC uint8 array.
+Per batch (backend): uint8 -> float / 255 -> normalize with the weights' mean and std.
+The arithmetic is the same as `weights.transforms()` (tests prove the outputs are identical).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from shufflenet_cli.images import load_rgb
+
+DRAFT_FACTOR = 2  # JPEG DCT scaling keeps the shorter side at >= 2x the resize size
+
+
+@dataclass(frozen=True)
+class Crop:
+    array: np.ndarray  # H, W, 3 uint8, ready to batch
+    decode_s: float
+    preprocess_s: float
+    thumbnail: bytes | None = None  # small JPEG of the whole upright image, when asked for
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    resize: int
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: Any  # torchvision InterpolationMode
+    exact_decode: bool = False
+    thumbnail_size: int | None = None  # for --report: a JPEG thumbnail this many pixels on its longer side
+
+    @classmethod
+    def from_weights(cls, weights: Any, exact_decode: bool = False, thumbnail_size: int | None = None) -> Preprocess:
+        t = weights.transforms()
+        return cls(
+            resize=int(t.resize_size[0]),
+            crop=int(t.crop_size[0]),
+            mean=tuple(t.mean),
+            std=tuple(t.std),
+            interpolation=t.interpolation,
+            exact_decode=exact_decode,
+            thumbnail_size=thumbnail_size,
+        )
+
+    @property
+    def draft_min(self) -> int | None:
+        return None if self.exact_decode else DRAFT_FACTOR * self.resize
+
+    def __call__(self, path: str) -> Crop:
+        """Decode, resize and crop one file (in a worker thread); raises ImageError."""
+        t0 = time.perf_counter()
+        img = load_rgb(path, self.draft_min)
+        t1 = time.perf_counter()
+        array = self.crop_array(img)
+        thumb = make_thumbnail(img, self.thumbnail_size) if self.thumbnail_size else None
+        return Crop(array, t1 - t0, time.perf_counter() - t1, thumb)
+
+    def crop_array(self, img: Any) -> np.ndarray:
+        import torchvision.transforms.functional as F
+
+        img = F.resize(img, [self.resize], interpolation=self.interpolation, antialias=True)
+        img = F.center_crop(img, [self.crop])
+        return np.asarray(img, dtype=np.uint8)
+
+
+def make_thumbnail(img: Any, size: int) -> bytes:
+    """A small JPEG of the upright image (for the HTML report), never the full-size pixels."""
+    import io
+
+    thumb = img.copy()
+    thumb.thumbnail((size, size))
+    buf = io.BytesIO()
+    thumb.save(buf, format="JPEG", quality=75)
+    return buf.getvalue()

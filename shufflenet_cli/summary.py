@@ -1,0 +1,39 @@
+"""The lines on stderr after a run: the summary, and the --timings breakdown."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+
+
+def summary_line(outcome: Any) -> str:
+    s = outcome.stats
+    elapsed = max(s.elapsed, 1e-9)
+    head = "interrupted: " if outcome.interrupted else ""
+    return (
+        f"{head}{s.classified} classified, {s.failed} failed in {elapsed:.2f} s "
+        f"({s.done / elapsed:.1f} images/s)"
+    )
+
+
+def timings_lines(outcome: Any) -> list[str]:
+    s = outcome.stats
+    n = max(s.done, 1)
+    ms = lambda seconds: 1000.0 * seconds / n  # noqa: E731
+    t = outcome.tuning
+    return [
+        f"timings: {s.done / max(s.elapsed, 1e-9):.1f} images/s end-to-end over {s.done} inputs",
+        f"  read+decode {ms(s.decode_s):.2f} ms/image (worker time), preprocess {ms(s.preprocess_s):.2f} ms/image "
+        f"(worker time), inference {ms(s.inference_s):.2f} ms/image, output {ms(s.output_s):.2f} ms/image",
+        f"  backend {outcome.backend}; batch size {t.batch_size}, workers {t.workers}, threads {t.threads}",
+    ]
+
+
+def print_summary(err: Console, outcome: Any) -> None:
+    err.print(summary_line(outcome), markup=False, highlight=False)
+
+
+def print_timings(err: Console, outcome: Any) -> None:
+    for line in timings_lines(outcome):
+        err.print(line, markup=False, highlight=False)

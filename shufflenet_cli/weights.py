@@ -1,0 +1,182 @@
+"""Getting a ready model: weights from torch's cache (downloaded once) or a local file, and a device.
+
+Checkpoints are always read with `torch.load(..., weights_only=True)`: never unpickled as code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from shufflenet_cli.errors import ModelLoadError
+from shufflenet_cli.models import ModelSpec, spec_for_conv5
+
+OFFLINE_ENV = "SHUFFLENET_OFFLINE"
+_HASH_PREFIX = re.compile(r"-([a-f0-9]*)\.")
+
+
+def offline() -> bool:
+    """True when SHUFFLENET_OFFLINE is set: the cache is read, nothing is downloaded."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def cache_dir() -> Path:
+    """Where torchvision keeps downloaded weights: $TORCH_HOME/hub/checkpoints."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def weights_url(spec: ModelSpec) -> str:
+    return spec.weights().url
+
+
+def cache_path(spec: ModelSpec) -> Path:
+    """torchvision's own file name for the weights, inside the cache."""
+    return cache_dir() / os.path.basename(urlparse(weights_url(spec)).path)
+
+
+def hash_prefix(spec: ModelSpec) -> str:
+    """The sha256 prefix that torchvision's file name carries (`...-c8c7e3a2.pth`)."""
+    match = _HASH_PREFIX.search(cache_path(spec).name)
+    return match.group(1) if match else ""
+
+
+def is_cached(spec: ModelSpec) -> bool:
+    return cache_path(spec).is_file()
+
+
+def download(spec: ModelSpec, progress: bool = True) -> Path:
+    """Fetch the weights into the cache with torchvision's hash check; return the cached path."""
+    import torch.hub
+
+    dest = cache_path(spec)
+    if dest.is_file():
+        return dest
+    url = weights_url(spec)
+    if offline():
+        raise _missing(spec, f"{OFFLINE_ENV} is set, so nothing is downloaded")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(dest), hash_prefix=hash_prefix(spec), progress=progress)
+    except RuntimeError as exc:  # hash mismatch
+        raise ModelLoadError(f"downloaded weights from {url} failed the hash check: {exc}") from exc
+    except OSError as exc:  # URLError, timeouts, DNS failure, disk full
+        raise _missing(spec, f"the download failed ({_reason(exc)})") from exc
+    return dest
+
+
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "reason", None) or exc)
+
+
+def _missing(spec: ModelSpec, why: str) -> ModelLoadError:
+    return ModelLoadError(
+        f"weights for {spec.arch} are not in the cache and {why}.\n"
+        f"  looked in: {cache_path(spec)}\n"
+        f"  download:  {weights_url(spec)}",
+        hint="on a machine with internet run `shufflenet download "
+        f"{spec.key}` (or copy that file into the folder above), or pass --weights PATH",
+    )
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A state dict from a file: plain, or wrapped in {"state_dict": ...} / {"model": ...}, keys maybe `module.`."""
+    import pickle
+
+    import torch
+
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise ModelLoadError(f"weights file not found: {path}") from exc
+    except IsADirectoryError as exc:
+        raise ModelLoadError(f"weights path is a directory, not a file: {path}") from exc
+    except pickle.UnpicklingError as exc:
+        raise ModelLoadError(
+            f"cannot read weights file {path}: it is not a plain PyTorch state dict "
+            "(only tensors are loaded; code inside a checkpoint is never run)"
+        ) from exc
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read weights file {path}: {_first_line(exc)}") from exc
+    return unwrap_state_dict(obj, path)
+
+
+def unwrap_state_dict(obj: Any, path: Path | str = "checkpoint") -> dict[str, Any]:
+    import torch
+
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelLoadError(f"{path} does not hold a state dict of tensors")
+    out = {}
+    for key, value in obj.items():
+        key = key[len("module.") :] if key.startswith("module.") else key
+        out[key] = value.float() if value.is_floating_point() else value
+    return out
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def build_model(spec: ModelSpec, state_dict: dict[str, Any], source: str) -> Any:
+    """A ShuffleNet v2 of this width, classifier sized from the weights, in eval mode."""
+    fc = state_dict.get("fc.weight")
+    conv5 = state_dict.get("conv5.0.weight")
+    if fc is None or conv5 is None or fc.dim() != 2 or conv5.dim() != 4:
+        raise ModelLoadError(f"{source} is not a ShuffleNet v2 state dict (no fc / conv5 weights)")
+    other = spec_for_conv5(int(conv5.shape[1]))
+    if other is not None and other.key != spec.key:
+        raise ModelLoadError(
+            f"{source} holds weights for {other.arch}, not {spec.arch}",
+            hint=f"pass --model {other.key}",
+        )
+    model = spec.builder()(weights=None, num_classes=int(fc.shape[0]))
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"{source} does not fit {spec.arch}: {_first_line(exc)}") from exc
+    return model.eval()
+
+
+def load_model(spec: ModelSpec, weights_path: Path | None = None) -> Any:
+    """The model with weights from `weights_path`, or else from torch's cache (downloading once)."""
+    if weights_path is not None:
+        return build_model(spec, read_checkpoint(Path(weights_path)), str(weights_path))
+    path = download(spec, progress=False)
+    return build_model(spec, read_checkpoint(path), str(path))
+
+
+def resolve_device(name: str) -> Any:
+    """`auto`, `cpu`, `cuda`, `cuda:N` -> torch.device; a clear error where CUDA is missing."""
+    import torch
+
+    name = name.strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"unknown device {name!r}", hint="use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise ModelLoadError(f"unsupported device {name!r}", hint="use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise ModelLoadError(
+            f"--device {name} was asked for, but no CUDA device is available here",
+            hint="use --device cpu (or auto)",
+        )
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ModelLoadError(
+            f"--device {name}: there are only {torch.cuda.device_count()} CUDA device(s)",
+            hint="use cuda:0 .. cuda:%d" % (torch.cuda.device_count() - 1),
+        )
+    return device
