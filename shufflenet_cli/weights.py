@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -90,7 +91,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     import torch
 
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's pickle-protocol notes are not for the user
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
         raise ModelLoadError(f"weights file not found: {path}") from exc
     except IsADirectoryError as exc:
@@ -100,8 +103,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
             f"cannot read weights file {path}: it is not a plain PyTorch state dict "
             "(only tensors are loaded; code inside a checkpoint is never run)"
         ) from exc
-    except (OSError, RuntimeError, EOFError, ValueError) as exc:
-        raise ModelLoadError(f"cannot read weights file {path}: {_first_line(exc)}") from exc
+    except Exception as exc:  # noqa: BLE001 - any other way a file can fail to be a checkpoint
+        raise ModelLoadError(f"cannot read weights file {path}: not a PyTorch checkpoint ({_first_line(exc)})") from exc
     return unwrap_state_dict(obj, path)
 
 

@@ -1,0 +1,133 @@
+"""Loading weights: torch's cache under torchvision's file name, --weights files and their wrappers, errors."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from conftest import random_state_dict
+
+
+def test_cache_path_is_torchvisions_own_file_name(_offline_private_cache):
+    from shufflenet_cli.models import MODELS
+    from shufflenet_cli.weights import cache_path
+
+    for spec in MODELS.values():
+        path = cache_path(spec)
+        assert path.parent == _offline_private_cache / "hub" / "checkpoints"
+        assert spec.weights().url.endswith("/" + path.name)
+
+
+def test_predict_reads_weights_from_the_cache_offline(cli, images, cached_weights):
+    r = cli("predict", images[0], "-m", "x0_5", "-f", "json")
+    assert r.exit_code == 0, r.stderr
+    assert r.json()[0]["predictions"][0]["rank"] == 1
+
+
+def test_offline_without_cached_weights_is_exit_3_with_one_clear_message(cli, images):
+    from shufflenet_cli.models import resolve_model
+    from shufflenet_cli.weights import cache_path
+
+    r = cli("predict", images[0], "-m", "x1_0", "-f", "json")
+    assert r.exit_code == 3
+    assert r.stdout == ""
+    assert resolve_model("x1_0").weights().url in r.stderr
+    assert str(cache_path(resolve_model("x1_0"))) in r.stderr
+    assert "--weights PATH" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda sd: sd,
+        lambda sd: {"state_dict": sd},
+        lambda sd: {"model": sd},
+        lambda sd: {"module." + k: v for k, v in sd.items()},
+        lambda sd: {"state_dict": {"module." + k: v for k, v in sd.items()}},
+        lambda sd: {k: v.half() if v.is_floating_point() else v for k, v in sd.items()},
+    ],
+    ids=["plain", "state_dict", "model", "module-prefix", "wrapped-prefixed", "fp16"],
+)
+def test_weights_file_wrappers_give_the_same_predictions(cli, images, tmp_path, random_weights, wrap):
+    sd = torch.load(random_weights, weights_only=True)
+    path = tmp_path / "wrapped.pth"
+    torch.save(wrap(sd), path)
+    plain = cli("predict", *images, "-m", "x0_5", "--weights", random_weights, "-f", "json")
+    wrapped = cli("predict", *images, "-m", "x0_5", "--weights", path, "-f", "json")
+    assert wrapped.exit_code == 0, wrapped.stderr
+    a = [[p["index"] for p in r["predictions"]] for r in plain.json()]
+    b = [[p["index"] for p in r["predictions"]] for r in wrapped.json()]
+    assert a == b
+
+
+class NotATensor:
+    pass
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        (b"this is not a checkpoint", "cannot read weights file"),
+        (pickle.dumps({"fc.weight": NotATensor()}), "not a plain PyTorch state dict"),
+    ],
+    ids=["garbage", "pickled-code"],
+)
+def test_bad_weights_file_is_exit_3(cli, images, tmp_path, content, needle):
+    path = tmp_path / "bad.pth"
+    path.write_bytes(content)
+    r = cli("predict", images[0], "-m", "x0_5", "--weights", path)
+    assert r.exit_code == 3
+    assert needle in r.stderr
+    assert "Traceback" not in r.stderr
+    assert r.stdout == ""
+
+
+def test_missing_weights_file_is_exit_3(cli, images, tmp_path):
+    r = cli("predict", images[0], "--weights", tmp_path / "nope.pth")
+    assert r.exit_code == 3
+    assert "weights file not found" in r.stderr
+
+
+def test_weights_for_another_width_name_it(cli, images, random_weights):
+    r = cli("predict", images[0], "-m", "x1_0", "--weights", random_weights)
+    assert r.exit_code == 3
+    assert "shufflenet_v2_x0_5" in r.stderr
+    assert "--model x0_5" in r.stderr
+
+
+def test_state_dict_with_wrong_keys_is_exit_3(cli, images, tmp_path):
+    sd = random_state_dict("x0_5")
+    sd.pop("conv1.0.weight")
+    path = tmp_path / "partial.pth"
+    torch.save(sd, path)
+    r = cli("predict", images[0], "-m", "x0_5", "--weights", path)
+    assert r.exit_code == 3
+    assert "does not fit shufflenet_v2_x0_5" in r.stderr
+
+
+def test_custom_classifier_needs_matching_labels(cli, images, tmp_path):
+    path = tmp_path / "ten.pth"
+    torch.save(random_state_dict("x0_5", num_classes=10), path)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"class-{i}" for i in range(10)) + "\n")
+
+    r = cli("predict", *images, "-m", "x0_5", "--weights", path, "--labels", labels, "-f", "json", "-k", "20")
+    assert r.exit_code == 0, r.stderr
+    for rec in r.json():
+        assert len(rec["predictions"]) == 10  # top-k clamped to the class count
+        assert {p["label"] for p in rec["predictions"]} == {f"class-{i}" for i in range(10)}
+
+    mismatch = cli("predict", images[0], "-m", "x0_5", "--weights", path)
+    assert mismatch.exit_code == 3
+    assert "10 classes" in mismatch.stderr and "1000 names" in mismatch.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_is_exit_3(cli, images, random_weights):
+    r = cli("predict", images[0], "-m", "x0_5", "--weights", random_weights, "--device", "cuda")
+    assert r.exit_code == 3
+    assert "no CUDA device" in r.stderr
+    assert "Traceback" not in r.stderr
