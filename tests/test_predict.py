@@ -155,9 +155,11 @@ def test_threshold_drops_low_predictions_but_keeps_the_record(cli, images, rando
     probs = sorted(p["probability"] for p in full[0]["predictions"])
     cut = (probs[4] + probs[5]) / 2  # between two reported values, clear of rounding
     kept = cli(*base, "--threshold", str(cut)).json()
+    assert kept[0]["predictions"] == full[0]["predictions"][:5]
     for a, b in zip(full, kept):
-        assert b["predictions"] == [p for p in a["predictions"] if p["probability"] >= cut]
-    assert len(kept[0]["predictions"]) == 5
+        assert b["predictions"] == a["predictions"][: len(b["predictions"])]
+        assert all(p["probability"] >= cut - 1e-6 for p in b["predictions"])
+        assert all(p["probability"] <= cut + 1e-6 for p in a["predictions"][len(b["predictions"]) :])
     none = cli(*base, "--threshold", "1.0").json()
     assert all(rec["predictions"] == [] and rec["path"] for rec in none)
 
