@@ -1,43 +1,76 @@
-"""A progress bar on stderr, only for people: shown when stderr is a terminal and the run is not tiny."""
+"""A progress bar on stderr, only for people: shown when stderr is a terminal and the run is not tiny.
+
+The inputs stream, so their number is not known up front; when the bar is shown, a background thread
+counts them (a second, cheap walk) and the bar gains a total and an ETA once that count is in.
+"""
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from rich.console import Console
 
 SHOW_AFTER = 8  # images: a handful finish before a bar would even draw
 
 
-class _Bar:
-    def __init__(self, console: Console, enabled: bool) -> None:
+class Counter:
+    """Counts an iterable in a daemon thread; `total` is None until it is done."""
+
+    def __init__(self, make_items: Callable[[], Iterable[Any]]) -> None:
+        self.total: int | None = None
+        self._thread = threading.Thread(target=self._count, args=(make_items,), daemon=True, name="count")
+        self._thread.start()
+
+    def _count(self, make_items: Callable[[], Iterable[Any]]) -> None:
+        n = 0
+        try:
+            for _ in make_items():
+                n += 1
+        except Exception:  # noqa: BLE001 - counting is only for the ETA; never fail the run for it
+            return
+        self.total = n
+
+
+class Bar:
+    def __init__(self, console: Console, enabled: bool, count: Callable[[], Iterable[Any]] | None = None) -> None:
         self._console = console
         self._enabled = enabled and console.is_terminal
+        self._count = count
+        self._counter: Counter | None = None
         self._progress: Any = None
         self._task: Any = None
 
-    def advance(self, n: int, stats: Any) -> None:
+    def advance(self, stats: Any) -> None:
         if not self._enabled:
             return
         if self._progress is None:
+            if self._counter is None and self._count is not None:
+                self._counter = Counter(self._count)
             if stats.done < SHOW_AFTER:
                 return
-            from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+            self._start()
+        total = self._counter.total if self._counter is not None else None
+        rate = stats.done / max(stats.elapsed, 1e-9)
+        self._progress.update(self._task, completed=stats.done, total=total, rate=rate)
 
-            self._progress = Progress(
-                SpinnerColumn(),
-                TextColumn("{task.completed} images"),
-                BarColumn(),
-                TextColumn("{task.fields[rate]:.1f} images/s"),
-                TimeElapsedColumn(),
-                console=self._console,
-                transient=True,
-            )
-            self._progress.start()
-            self._task = self._progress.add_task("predict", total=None, rate=0.0)
-        elapsed = max(stats.elapsed, 1e-9)
-        self._progress.update(self._task, completed=stats.done, rate=stats.done / elapsed)
+    def _start(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn("classifying"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:.1f} images/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self._console,
+            transient=True,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("predict", total=None, rate=0.0)
 
     def stop(self) -> None:
         if self._progress is not None:
@@ -45,8 +78,8 @@ class _Bar:
 
 
 @contextmanager
-def progress_for(console: Console, enabled: bool) -> Iterator[_Bar]:
-    bar = _Bar(console, enabled)
+def progress_for(console: Console, enabled: bool, count: Callable[[], Iterable[Any]] | None = None) -> Iterator[Bar]:
+    bar = Bar(console, enabled, count)
     try:
         yield bar
     finally:

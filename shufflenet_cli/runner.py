@@ -165,6 +165,7 @@ def predict(
         extensions=parse_extensions(opts.ext) if opts.ext else None,
     )
     inputs: Iterator[Input] = iter_inputs(opts.paths, walk, stdin=stdin, null=opts.null)
+    done: set[str] = set()
     if opts.resume and opts.output is not None:
         done = completed_paths(opts.output, opts.fmt)
         inputs = (i for i in inputs if i.path not in done)
@@ -189,7 +190,7 @@ def predict(
     interrupted = False
     warnings.filterwarnings("ignore", module="PIL")  # Pillow's metadata warnings: the image still counts
     try:
-        with StopFlag() as stop, progress_for(err, enabled=opts.progress and not opts.quiet) as bar:
+        with StopFlag() as stop, progress_for(err, opts.progress and not opts.quiet, _recount(opts, walk, done)) as bar:
             for records in pipeline.run(
                 inputs,
                 prep,
@@ -207,7 +208,7 @@ def predict(
                 if report is not None:
                     report.add(records)
                 stats.output_s += time.perf_counter() - t0
-                bar.advance(len(records), stats)
+                bar.advance(stats)
             interrupted = stop()
     except KeyboardInterrupt:
         interrupted = True
@@ -227,6 +228,13 @@ def predict(
 
         report.close(summary_line(outcome))
     return outcome
+
+
+def _recount(opts: PredictOptions, walk: WalkOptions, skip: set[str]):  # type: ignore[no-untyped-def]
+    """A way to count the inputs again for the progress bar's total; None when they come from stdin."""
+    if "-" in opts.paths:
+        return None
+    return lambda: (i for i in iter_inputs(opts.paths, walk) if i.path not in skip)
 
 
 def _open_report(opts: PredictOptions, spec: ModelSpec, sink):  # type: ignore[no-untyped-def]
