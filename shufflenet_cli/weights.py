@@ -183,3 +183,77 @@ def resolve_device(name: str) -> Any:
             hint="use cuda:0 .. cuda:%d" % (torch.cuda.device_count() - 1),
         )
     return device
+
+
+def sha256_file(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def width_of(state_dict: dict[str, Any]) -> ModelSpec | None:
+    """Which width a state dict is for, from conv5's input channels (None when it is not ShuffleNet v2)."""
+    conv5 = state_dict.get("conv5.0.weight")
+    return spec_for_conv5(int(conv5.shape[1])) if conv5 is not None and conv5.dim() == 4 else None
+
+
+def install_from_file(source: Path, spec: ModelSpec | None = None) -> tuple[ModelSpec, Path, bool]:
+    """Copy a local weights file into the cache under torchvision's name, for machines without internet.
+
+    The file must be a loadable state dict of the width (`spec`, or the width found in the file) and its
+    sha256 must start with the prefix in torchvision's file name, the check a download gets. The copy is
+    atomic (temporary file, then rename); nothing is written when a check fails. Returns the width, the
+    cached path and whether it was copied (False: that file was already in the cache).
+    """
+    import shutil
+    import tempfile
+
+    source = Path(source)
+    state_dict = read_checkpoint(source)
+    found = width_of(state_dict)
+    if spec is None:
+        if found is None:
+            raise ModelLoadError(f"{source} is not a ShuffleNet v2 state dict (no conv5 weights)")
+        spec = found
+    elif found is not None and found.key != spec.key:
+        raise ModelLoadError(
+            f"{source} holds weights for {found.arch}, not {spec.arch}",
+            hint=f"run `shufflenet download {found.key} --from {source}`",
+        )
+    expected = hash_prefix(spec)
+    actual = sha256_file(source)
+    if not actual.startswith(expected):
+        raise ModelLoadError(
+            f"{source} is not torchvision's {spec.arch} weights file: its sha256 is {actual[:16]}..., "
+            f"torchvision's file name {cache_path(spec).name} wants one starting with {expected}",
+            hint=f"get the file from {weights_url(spec)}, or use your own weights with `predict --weights {source}`",
+        )
+    build_model(spec, state_dict, str(source))
+    dest = cache_path(spec)
+    if dest.is_file():
+        return spec, dest, False
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot write to the weights cache {dest.parent}: {_reason(exc)}") from exc
+    try:
+        with open(source, "rb") as src, os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        if sha256_file(Path(tmp)) != actual:
+            raise ModelLoadError(f"{source} changed while it was being copied; nothing was written")
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the cache from other users
+        os.replace(tmp, dest)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise ModelLoadError(f"cannot copy {source} into the weights cache: {_reason(exc)}") from exc
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return spec, dest, True
