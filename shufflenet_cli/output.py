@@ -92,7 +92,7 @@ def display_path(path: str) -> str:
 
 def render_table(records: Iterable[Record], show_header: bool = True) -> Table:
     """Grouped by image: the path once, then rank, label and a right-aligned probability."""
-    table = Table(show_header=show_header, header_style="bold", expand=False, pad_edge=False)
+    table = Table(show_header=show_header, header_style="bold")
     table.add_column("image", overflow="fold", ratio=3, min_width=16)
     table.add_column("#", justify="right", width=2)
     table.add_column("label", overflow="fold", ratio=2, min_width=12)

@@ -1,0 +1,87 @@
+"""Pure renderers: records in, text or a rich Table out."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from rich.console import Console
+
+from shufflenet_cli.output import Csv, JsonArray, JsonLines, render_table
+from shufflenet_cli.records import Prediction, Record
+
+GOOD = Record(
+    "photos/dog.jpg",
+    (Prediction(1, 258, "Samoyed", 0.88421), Prediction(2, 279, "Arctic fox", 0.0312)),
+)
+BAD = Record("photos/notes.jpg", error="cannot identify image file")
+EMPTY = Record("photos/blank.png", ())
+
+
+def _stream(renderer, batches) -> str:
+    return renderer.header() + "".join(renderer.render(b) for b in batches) + renderer.footer()
+
+
+def test_json_array_streams_batches_into_one_valid_array():
+    text = _stream(JsonArray(), [[GOOD], [], [BAD, EMPTY]])
+    assert json.loads(text) == [GOOD.to_dict(), BAD.to_dict(), EMPTY.to_dict()]
+    assert json.loads(_stream(JsonArray(), [])) == []
+
+
+def test_record_dict_shape():
+    assert GOOD.to_dict() == {
+        "path": "photos/dog.jpg",
+        "predictions": [
+            {"rank": 1, "index": 258, "label": "Samoyed", "probability": 0.88421},
+            {"rank": 2, "index": 279, "label": "Arctic fox", "probability": 0.0312},
+        ],
+    }
+    assert BAD.to_dict() == {"path": "photos/notes.jpg", "error": "cannot identify image file"}
+
+
+def test_jsonl_one_line_per_record_even_with_newlines_in_names():
+    odd = Record('we"ird\nname ü.jpg', GOOD.predictions)
+    lines = _stream(JsonLines(), [[GOOD, odd, BAD]]).splitlines()
+    assert [json.loads(line)["path"] for line in lines] == [GOOD.path, odd.path, BAD.path]
+
+
+def test_csv_rows_per_prediction_and_per_failure():
+    rows = list(csv.reader(io.StringIO(_stream(Csv(), [[GOOD, BAD], [EMPTY]]))))
+    assert rows[0] == ["path", "rank", "index", "label", "probability", "error"]
+    assert rows[1] == ["photos/dog.jpg", "1", "258", "Samoyed", "0.884210", ""]
+    assert rows[2][:4] == ["photos/dog.jpg", "2", "279", "Arctic fox"]
+    assert rows[3] == ["photos/notes.jpg", "", "", "", "", "cannot identify image file"]
+    assert rows[4] == ["photos/blank.png", "", "", "", "", ""]
+    assert len(rows) == 5
+    assert _stream(Csv(header=False), [[BAD]]).count("path,rank") == 0
+
+
+def _plain(table, width=80) -> str:
+    buf = io.StringIO()
+    Console(file=buf, width=width, color_system=None).print(table)
+    return buf.getvalue()
+
+
+def test_table_groups_by_image_and_fits_80_columns():
+    long = Record("/a/very/long/folder/name/that/goes/on/and/on/for/ever/and/ever/IMG_20240101_123456.jpg", GOOD.predictions)
+    text = _plain(render_table([GOOD, BAD, long]))
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert sum("photos/dog.jpg" in line for line in lines) == 1
+    assert any("Samoyed" in line and "0.8842" in line for line in lines)
+    assert "error: cannot identify image" in text
+    row = next(line for line in lines if "Arctic fox" in line)
+    assert row.rstrip().endswith("0.0312 │")  # right-aligned
+
+
+def test_table_markup_in_names_is_not_interpreted():
+    text = _plain(render_table([Record("[bold]x[/bold].jpg", GOOD.predictions)]))
+    assert "[bold]x[/bold].jpg" in text
+
+
+def test_table_has_no_colour_codes_with_no_color(monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    buf = io.StringIO()
+    Console(file=buf, force_terminal=True, width=80).print(render_table([GOOD, BAD]))
+    assert "\x1b[3" not in buf.getvalue()  # no foreground colours
