@@ -54,9 +54,8 @@ def resolve_model(name: str) -> ModelSpec:
         key = "x" + key
     if key in MODELS:
         return MODELS[key]
-    choices = list(MODELS) + [s.arch for s in MODELS.values()]
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.4)
-    hint = f"did you mean {close[0]!r}? " if close else ""
+    close = _nearest_width(key) or next(iter(difflib.get_close_matches(key, list(MODELS), n=1, cutoff=0.4)), None)
+    hint = f"did you mean {close!r}? " if close else ""
     raise UsageError(
         f"unknown model {name!r}",
         hint=f"{hint}choose one of: {', '.join(MODELS)}",
@@ -66,3 +65,15 @@ def resolve_model(name: str) -> ModelSpec:
 def spec_for_conv5(channels: int) -> ModelSpec | None:
     """Which width a state dict belongs to, from conv5's input channels."""
     return next((s for s in MODELS.values() if s.conv5_in == channels), None)
+
+
+def _nearest_width(key: str) -> str | None:
+    """`x1_2` -> `x1_0`, `x3` -> `x2_0`: the width numerically closest to what was typed."""
+    digits = key[1:]
+    if digits.isdigit() and len(digits) == 2:  # "x05" -> 0.5
+        digits = digits[0] + "." + digits[1]
+    try:
+        wanted = float(digits.replace("_", "."))
+    except ValueError:
+        return None
+    return min(MODELS, key=lambda k: abs(float(k[1:].replace("_", ".")) - wanted))

@@ -177,15 +177,20 @@ def predict(
 
     thumbs = REPORT_THUMBNAIL if opts.report else None
     prep = Preprocess.from_weights(spec.weights(), exact_decode=opts.exact_decode, thumbnail_size=thumbs)
-    model, device, labels = _load(spec, opts)
-    tuning = default_tuning(device.type, opts)
-    backend = _backend(model, device, prep, opts, tuning)
+    # Outputs are opened first (an unwritable path fails at once), removed again if the model fails.
+    sink = Sink(opts.fmt, opts.output, opts.resume, stdout=stdout)
+    report = _open_report(opts, spec, sink)
+    try:
+        model, device, labels = _load(spec, opts)
+        tuning = default_tuning(device.type, opts)
+        backend = _backend(model, device, prep, opts, tuning)
+    except BaseException:
+        _abort(sink, report)
+        raise
 
     from shufflenet_cli import pipeline
     from shufflenet_cli.progress import progress_for
 
-    sink = Sink(opts.fmt, opts.output, opts.resume, stdout=stdout)
-    report = _open_report(opts, spec, sink)
     stats = Stats()
     interrupted = False
     warnings.filterwarnings("ignore", module="PIL")  # Pillow's metadata warnings: the image still counts
@@ -213,9 +218,7 @@ def predict(
     except KeyboardInterrupt:
         interrupted = True
     except BaseException:
-        sink.abort()
-        if report is not None:
-            report.abort()
+        _abort(sink, report)
         raise
     sink.close()
     if interrupted:
@@ -237,13 +240,19 @@ def _recount(opts: PredictOptions, walk: WalkOptions, skip: set[str]):  # type: 
     return lambda: (i for i in iter_inputs(opts.paths, walk) if i.path not in skip)
 
 
+def _abort(sink, report) -> None:  # type: ignore[no-untyped-def]
+    sink.abort()
+    if report is not None:
+        report.abort()
+
+
 def _open_report(opts: PredictOptions, spec: ModelSpec, sink):  # type: ignore[no-untyped-def]
     if opts.report is None:
         return None
     from shufflenet_cli.report import HtmlReport
 
     try:
-        return HtmlReport(opts.report, title=f"shufflenet {spec.arch}")
+        return HtmlReport(opts.report, title=f"shufflenet predict: {spec.arch}")
     except BaseException:
         sink.abort()
         raise
