@@ -5,17 +5,45 @@ Every failure is an `ImageError` whose message becomes that input's error record
 
 from __future__ import annotations
 
-import errno
+import functools
+import io
 import math
 import os
+from typing import IO
 
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 WHITE = (255, 255, 255)
+ORIENTATION = 0x0112  # EXIF tag
+_TRANSPOSE = {  # EXIF orientation -> the transpose that makes the stored pixels upright
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_MAX_REPAIR_BYTES = 256 * 2**20  # the second try without metadata reads at most this much of a file
 
 
 class ImageError(Exception):
     """This input cannot be classified; the message says why."""
+
+
+@functools.cache
+def register_plugins() -> None:
+    """Let Pillow open HEIF/HEIC and JPEG XL when their plugins are installed (pillow-heif, pillow-jxl-plugin)."""
+    try:
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+    except Exception:  # noqa: BLE001 - not installed, or broken: those files become error records
+        pass
+    try:
+        import pillow_jxl  # noqa: F401 - registers itself on import
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def load_rgb(path: str, draft_min: int | None = None) -> Image.Image:
@@ -23,46 +51,51 @@ def load_rgb(path: str, draft_min: int | None = None) -> Image.Image:
 
     draft_min: for JPEGs, let libjpeg decode at a reduced DCT scale as long as the shorter side
     stays at or above this many pixels (None decodes at full size).
+
+    When Pillow trips over a PNG's or JPEG's optional metadata (a bad checksum on a text chunk, a
+    short APP segment), the file is tried once more with that metadata dropped: broken metadata
+    never costs the pixels.
     """
+    register_plugins()
     try:
-        with Image.open(path) as im:
-            if draft_min and im.format == "JPEG":
-                _draft(im, draft_min)
-            im.load()
-            return to_rgb(_upright(im))
+        return _decode(path, draft_min)
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"decompression bomb refused: {exc}") from None
-    except UnidentifiedImageError:
-        raise ImageError(_unidentified(path)) from None
+        raise ImageError(f"decompression bomb refused (over Pillow's Image.MAX_IMAGE_PIXELS limit): {exc}") from None
     except FileNotFoundError:
         raise ImageError("file not found (it vanished after it was listed)") from None
     except IsADirectoryError:
         raise ImageError("is a directory, not an image file") from None
     except PermissionError:
-        raise ImageError("permission denied") from None
-    except OSError as exc:
-        if exc.errno == errno.EISDIR:
-            raise ImageError("is a directory, not an image file") from None
-        raise ImageError(f"cannot decode image: {exc}") from None
-    except (ValueError, SyntaxError, EOFError, IndexError, TypeError, struct_error) as exc:
-        raise ImageError(f"cannot decode image: {exc}") from None
+        raise ImageError("permission denied: cannot read this file") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad data; each is this file's error
+        error = exc
+    repaired = _without_metadata(path)
+    if repaired is not None:
+        try:
+            return _decode(io.BytesIO(repaired), draft_min)
+        except Exception:  # noqa: BLE001 - report the original error, not the retry's
+            pass
+    raise ImageError(_describe(path, error)) from None
 
 
-try:
-    from struct import error as struct_error
-except ImportError:  # pragma: no cover
-    struct_error = ValueError  # type: ignore[misc,assignment]
+def _decode(fp: str | IO[bytes], draft_min: int | None) -> Image.Image:
+    with Image.open(fp) as im:
+        if draft_min and im.format == "JPEG":
+            _draft(im, draft_min)
+        im.load()
+        orientation = _orientation(im)
+        rgb = to_rgb(im, full_scale=_full_scale(im))
+    return rgb.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else rgb
 
 
-def _unidentified(path: str) -> str:
+def _orientation(im: Image.Image) -> int:
+    """EXIF (or XMP) orientation, 1 when absent or unreadable: broken EXIF never costs the image."""
     try:
-        size = os.path.getsize(path)
-    except OSError:
-        size = -1
-    if size == 0:
-        return "cannot identify image file: the file is empty (0 bytes)"
-    ext = os.path.splitext(path)[1].lower()
-    return f"cannot identify image file: not an image, or a format this Pillow cannot open ({ext or 'no extension'})"
+        return int(im.getexif().get(ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - any metadata error: keep the pixels as stored
+        return 1
 
 
 def _draft(im: Image.Image, draft_min: int) -> None:
@@ -74,30 +107,23 @@ def _draft(im: Image.Image, draft_min: int) -> None:
     im.draft(None, (math.ceil(w * factor), math.ceil(h * factor)))
 
 
-def _upright(im: Image.Image) -> Image.Image:
-    """EXIF orientation applied; broken EXIF never costs the image."""
-    try:
-        return ImageOps.exif_transpose(im)
-    except Exception:  # noqa: BLE001 - any metadata error: keep the pixels as stored
-        return im
+def _full_scale(im: Image.Image) -> int | None:
+    """65535 for 16-bit data (Pillow opens a 16-bit PGM, whatever its maxval, as mode I over 0..65535)."""
+    if im.mode.startswith("I;16") or (im.mode == "I" and im.format in ("PNG", "PPM")):
+        return 65535
+    return None
 
 
-def to_rgb(im: Image.Image) -> Image.Image:
+def to_rgb(im: Image.Image, full_scale: int | None = None) -> Image.Image:
+    """8-bit RGB; any transparency composited onto white. full_scale: the white point of mode I data."""
     mode = im.mode
+    if mode.startswith("I") or mode == "F":
+        return _high_bit_depth_to_rgb(im, full_scale)
+    if "transparency" in im.info or mode in ("RGBA", "LA", "PA", "RGBa"):
+        return _over_white(im.convert("RGBA"))
     if mode == "RGB":
         return im
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        return _high_bit_depth_to_rgb(im)
-    if mode == "P":
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-        mode = im.mode
-    if mode in ("RGBA", "LA", "La", "RGBa", "PA"):
-        return _over_white(im.convert("RGBA"))
-    if mode == "L" and "transparency" in im.info:
-        return _over_white(im.convert("RGBA"))
-    if mode == "LAB":
-        return _lab_to_rgb(im)
-    return im.convert("RGB")
+    return im.convert("RGB")  # L, 1, P, CMYK (and YCCK, which libjpeg hands over as CMYK), LAB, ...
 
 
 def _over_white(rgba: Image.Image) -> Image.Image:
@@ -106,38 +132,169 @@ def _over_white(rgba: Image.Image) -> Image.Image:
     return background
 
 
-def _high_bit_depth_to_rgb(im: Image.Image) -> Image.Image:
-    """16-bit: scaled by the type's range (65535 -> 255). 32-bit int and float: by the data's own range."""
+def _high_bit_depth_to_rgb(im: Image.Image, full_scale: int | None) -> Image.Image:
+    """Grey deeper than 8 bits, scaled to 0..255 and never clipped:
+
+    - 16-bit data (modes I;16*, and 16-bit PNG/PGM opened as mode I): x * 255 / 65535, so a dark
+      16-bit picture stays dark and a 0..65535 gradient spans 0..255.
+    - Other 32-bit integers (I) and floats (F) declare no range: the data's own min..max maps to
+      0..255, except integers already within 0..255 and floats within 0..1, taken as they are.
+    NaN becomes 0 and infinities are left out of the range. A colour-key transparent value is white.
+    """
     import numpy as np
 
-    arr = np.asarray(im)
-    if im.mode.startswith("I;16"):
-        scaled = arr.astype(np.float32) * (255.0 / 65535.0)
+    arr = np.asarray(im).astype(np.float64)
+    if full_scale:
+        scaled = arr * (255.0 / full_scale)
     else:
-        arr = arr.astype(np.float64)
         finite = arr[np.isfinite(arr)]
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-        if 0.0 <= lo and hi <= 255.0 and im.mode == "I":
-            scaled = arr  # already 8-bit values stored wide
-        elif 0.0 <= lo and hi <= 1.0 and im.mode == "F":
+        if im.mode != "F" and 0.0 <= lo and hi <= 255.0:
+            scaled = arr  # 8-bit values stored wide
+        elif im.mode == "F" and 0.0 <= lo and hi <= 1.0:
             scaled = arr * 255.0
         elif hi > lo:
             scaled = (arr - lo) * (255.0 / (hi - lo))
         else:
             scaled = np.zeros_like(arr)
-        scaled = np.nan_to_num(scaled, nan=0.0)
-    gray = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
-    return gray.convert("RGB")
+    scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)
+    gray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    key = im.info.get("transparency")
+    if isinstance(key, int):
+        gray[arr == key] = 255
+    return Image.fromarray(gray).convert("RGB")
 
 
-def _lab_to_rgb(im: Image.Image) -> Image.Image:
-    from PIL import ImageCms
+def _without_metadata(path: str) -> bytes | None:
+    """The file's bytes minus its optional metadata, for PNG and JPEG; None for anything else.
+
+    PNG keeps its critical chunks plus tRNS and eXIf with good checksums; JPEG drops APPn and COM
+    segments before the scan, except EXIF (orientation) and a well-formed Adobe marker (colour transform).
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if not head.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8")):
+                return None
+            data = head + f.read(_MAX_REPAIR_BYTES)
+    except OSError:
+        return None
+    return _png_essential_chunks(data) if data.startswith(b"\x89PNG") else _jpeg_without_app_segments(data)
+
+
+def _png_essential_chunks(data: bytes) -> bytes:
+    import zlib
+
+    out, pos = [data[:8]], 8
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        chunk = data[pos : pos + 12 + length]
+        crc_ok = zlib.crc32(chunk[4:-4]) == int.from_bytes(chunk[-4:], "big")
+        if kind[:1].isupper() or (kind in (b"tRNS", b"eXIf") and crc_ok):
+            out.append(chunk)
+        pos += 12 + length
+        if kind == b"IEND":
+            break
+    return b"".join(out)
+
+
+def _jpeg_without_app_segments(data: bytes) -> bytes:
+    out, pos = [data[:2]], 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA:  # start of scan: the rest is pixel data
+            break
+        segment = data[pos : pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")]
+        exif = marker == 0xE1 and segment[4:10] == b"Exif\0\0"
+        adobe = marker == 0xEE and segment[4:9] == b"Adobe" and len(segment) >= 16
+        if not (0xE0 <= marker <= 0xEF or marker == 0xFE) or exif or adobe:
+            out.append(segment)
+        pos += len(segment)
+    out.append(data[pos:])
+    return b"".join(out)
+
+
+# What a file's first bytes announce, used only to word error messages:
+# (offset, magic, what it is, Pillow's format id or None, how to get support)
+_MAGIC = [
+    (0, b"\xff\xd8\xff", "JPEG image", "JPEG", ""),
+    (0, b"\x89PNG\r\n\x1a\n", "PNG image", "PNG", ""),
+    (0, b"GIF8", "GIF image", "GIF", ""),
+    (8, b"WEBP", "WebP image", "WEBP", ""),
+    (0, b"II*\x00", "TIFF image", "TIFF", ""),
+    (0, b"MM\x00*", "TIFF image", "TIFF", ""),
+    (0, b"BM", "BMP image", "BMP", ""),
+    (0, b"8BPS", "Photoshop PSD image", "PSD", ""),
+    (0, b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000 image", "JPEG2000", ""),
+    (0, b"\xff\x4f\xff\x51", "JPEG 2000 image", "JPEG2000", ""),
+    (0, b"\xff\x0a", "JPEG XL image", None, "pip install pillow-jxl-plugin"),
+    (0, b"\x00\x00\x00\x0cJXL \r\n\x87\n", "JPEG XL image", None, "pip install pillow-jxl-plugin"),
+    (0, b"II\xbc", "JPEG XR image", None, ""),
+    (0, b"v/1\x01", "OpenEXR image", None, ""),
+    (0, b"FUJIFILMCCD-RAW", "Fujifilm RAF raw photo", None, ""),
+    (0, b"%PDF", "PDF document", None, ""),
+]
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"heif"}
+
+
+def sniff(head: bytes) -> tuple[str, str | None, str] | None:
+    """(what it is, Pillow's format id or None, install hint) for the format `head` announces, else None."""
+    if head[4:8] == b"ftyp":  # ISO base media: HEIF, AVIF, camera raw, video
+        size = int.from_bytes(head[:4], "big")
+        brands = {head[i : i + 4] for i in range(8, min(size, len(head)), 4)} - {head[12:16]}
+        if brands & {b"avif", b"avis"}:
+            return "AVIF image", "AVIF", "a Pillow built with AVIF support"
+        if brands & _HEIF_BRANDS:
+            return "HEIF/HEIC image", "HEIF", "pip install pillow-heif"
+        if b"crx " in brands:
+            return "Canon CR3 raw photo", None, ""
+        return "MP4/QuickTime video", None, ""
+    for offset, magic, what, pillow_id, hint in _MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            return what, pillow_id, hint
+    if b"<svg" in head.lower():
+        return "SVG drawing", None, ""
+    return None
+
+
+def _describe(path: str, exc: Exception) -> str:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        head = b""
+    found = sniff(head)
+    Image.init()
+    if isinstance(exc, UnidentifiedImageError):
+        if not head:
+            return "cannot identify image file: the file is empty (0 bytes)"
+        if found and found[1] in Image.OPEN:
+            return f"looks like a {found[0]}, but its header is truncated or corrupt"
+        if found:
+            what, _, hint = found
+            return f"{what}: this Pillow cannot open it" + (f" ({hint})" if hint else "")
+        if _looks_like_text(head):
+            return "cannot identify image file: it is a text file, not an image"
+        ext = os.path.splitext(path)[1].lower() or "no extension"
+        return f"cannot identify image file: not an image, or a format this Pillow cannot open ({ext})"
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, EOFError):
+        text = f"the file ends early ({text})"
+    return f"cannot decode {found[0] if found else 'image'}: {text}"
+
+
+def _looks_like_text(head: bytes) -> bool:
+    import codecs
 
     try:
-        transform = ImageCms.buildTransform(ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB")
-        return ImageCms.applyTransform(im, transform)
-    except Exception:  # noqa: BLE001 - no LittleCMS: Pillow's own conversion
-        return im.convert("RGB")
+        codecs.getincrementaldecoder("utf-8")().decode(head)  # a character cut at the end is fine
+    except UnicodeDecodeError:
+        return False
+    return b"\0" not in head
 
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error record, not a half-grey guess
