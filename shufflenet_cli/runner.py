@@ -193,9 +193,10 @@ def predict(
 
     stats = Stats()
     interrupted = False
-    warnings.filterwarnings("ignore", module="PIL")  # Pillow's metadata warnings: the image still counts
     try:
-        with StopFlag() as stop, progress_for(err, opts.progress and not opts.quiet, _recount(opts, walk, done)) as bar:
+        show_bar = opts.progress and not opts.quiet
+        with warnings.catch_warnings(), StopFlag() as stop, progress_for(err, show_bar, _recount(opts, walk, done)) as bar:
+            warnings.filterwarnings("ignore", module="PIL")  # metadata warnings: the image still counts
             for records in pipeline.run(
                 inputs,
                 prep,
