@@ -1,0 +1,334 @@
+"""Every path: directory walks, hidden files, symlinks, odd names, stdin, missing paths, --ext.
+
+Each test builds its own tree in tmp_path and parses the json/jsonl/csv the CLI prints.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from shufflenet_cli import inputs as inputs_mod
+from shufflenet_cli.inputs import WalkOptions, iter_inputs, read_path_list
+
+JPG = frozenset({"jpg"})
+
+
+def jpeg_bytes(seed: int = 0, size: int = 24) -> bytes:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8), "RGB").save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def put(path: Path | bytes, seed: int = 0) -> str:
+    """Write a tiny JPEG at `path` (str path or bytes path), creating folders; return the path as a str."""
+    raw = os.fsencode(path)
+    os.makedirs(os.path.dirname(raw), exist_ok=True)
+    with open(raw, "wb") as f:
+        f.write(jpeg_bytes(seed))
+    return os.fsdecode(raw)
+
+
+@dataclass
+class Run:
+    exit_code: int
+    stdout: bytes
+    stderr: str
+
+    def jsonl(self) -> list[dict]:
+        return [json.loads(line) for line in self.stdout.decode("utf-8").splitlines()]
+
+    def json(self) -> list[dict]:
+        return json.loads(self.stdout.decode("utf-8"))  # strict UTF-8: no raw bytes in JSON
+
+    def csv_rows(self) -> list[list[str]]:
+        text = self.stdout.decode("utf-8", "surrogateescape")  # CSV carries the file name's raw bytes
+        return list(csv.reader(io.StringIO(text, newline="")))
+
+    def paths(self, fmt: str = "jsonl") -> list[str]:
+        if fmt == "csv":
+            rows = self.csv_rows()
+            assert rows[0][0] == "path"
+            return [path for path, _ in itertools.groupby(row[0] for row in rows[1:])]
+        records = self.json() if fmt == "json" else self.jsonl()
+        return [r["path"] for r in records]
+
+
+@pytest.fixture
+def run(random_weights):
+    """`shufflenet predict ARGS -m x0_5 --weights random` in-process, stdout kept as bytes."""
+    from typer.testing import CliRunner
+
+    from shufflenet_cli.cli import app
+
+    def invoke(*args: str | Path, fmt: str = "jsonl", input: bytes | None = None) -> Run:
+        argv = ["predict", "-m", "x0_5", "--weights", str(random_weights), "-f", fmt, "-k", "2", "-j", "1"]
+        argv += ["--threads", "1", "-q", *[os.fsdecode(a) for a in args]]  # given last: they win
+        result = CliRunner().invoke(app, argv, input=input, catch_exceptions=False)
+        return Run(result.exit_code, result.stdout_bytes, result.stderr)
+
+    return invoke
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    """root/{b.jpg, a.jpg, B.jpg, .hidden.jpg, notes.txt, sub/{z.jpg, deep/y.jpg}, .cache/x.jpg}"""
+    root = tmp_path / "root"
+    for i, name in enumerate(["b.jpg", "sub/z.jpg", "a.jpg", "sub/deep/y.jpg", "B.jpg", ".hidden.jpg", ".cache/x.jpg"]):
+        put(root / name, seed=i)
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def rel(root: Path, paths: list[str]) -> list[str]:
+    return [os.path.relpath(p, root) for p in paths]
+
+
+# --- directories -------------------------------------------------------------------------------
+
+
+def test_directories_are_recursive_and_sorted(run, tree):
+    r = run(tree)
+    assert r.exit_code == 0, r.stderr
+    assert rel(tree, r.paths()) == ["B.jpg", "a.jpg", "b.jpg", "sub/deep/y.jpg", "sub/z.jpg"]
+
+
+def test_no_recursive_stays_flat(run, tree):
+    r = run(tree, "--no-recursive")
+    assert r.exit_code == 0, r.stderr
+    assert rel(tree, r.paths()) == ["B.jpg", "a.jpg", "b.jpg"]
+
+
+def test_hidden_files_and_folders_only_with_hidden(run, tree):
+    r = run(tree, "--hidden")
+    assert r.exit_code == 0, r.stderr
+    assert rel(tree, r.paths()) == [".cache/x.jpg", ".hidden.jpg", "B.jpg", "a.jpg", "b.jpg", "sub/deep/y.jpg", "sub/z.jpg"]
+
+
+def test_explicit_hidden_file_is_taken(run, tree):
+    r = run(tree / ".hidden.jpg")
+    assert r.exit_code == 0, r.stderr
+    assert r.paths() == [str(tree / ".hidden.jpg")]
+
+
+def test_symlinks_followed_and_a_cycle_walked_once(run, tmp_path):
+    root = tmp_path / "root"
+    put(root / "a.jpg")
+    put(root / "sub" / "b.jpg", seed=1)
+    (root / "sub" / "up").symlink_to("..")  # a folder link to its parent: a cycle
+    (root / "sub" / "self").symlink_to(".")
+    (root / "c.jpg").symlink_to("sub/b.jpg")  # a file link
+    elsewhere = tmp_path / "elsewhere"
+    put(elsewhere / "e.jpg", seed=2)
+    (root / "linked").symlink_to(elsewhere)  # a folder link out of the tree
+
+    found = list(itertools.islice(iter_inputs([str(root)], WalkOptions(), null=False), 1000))
+    assert rel(root, [i.path for i in found]) == ["a.jpg", "c.jpg", "linked/e.jpg", "sub/b.jpg"]
+
+    r = run(root)
+    assert r.exit_code == 0, r.stderr
+    assert rel(root, r.paths()) == ["a.jpg", "c.jpg", "linked/e.jpg", "sub/b.jpg"]
+
+
+def test_same_file_twice_is_classified_twice_in_input_order(run, tmp_path):
+    a, b = put(tmp_path / "a.jpg", seed=1), put(tmp_path / "b.jpg", seed=2)
+    r = run(b, a, b, tmp_path, fmt="json")
+    assert r.exit_code == 0, r.stderr
+    records = r.json()
+    assert [rec["path"] for rec in records] == [b, a, b, str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")]
+    assert records[0]["predictions"] == records[2]["predictions"] == records[4]["predictions"]
+
+
+def test_ext_limits_directories_but_not_explicit_files(run, tmp_path):
+    from PIL import Image
+
+    d = tmp_path / "mixed"
+    put(d / "a.jpg")
+    put(d / "C.JPG")
+    Image.new("RGB", (8, 8), "red").save(d / "b.png")
+    Image.new("RGB", (8, 8), "blue").save(d / "c.bmp")
+    explicit = tmp_path / "d.bmp"
+    Image.new("RGB", (8, 8), "green").save(explicit)
+
+    r = run(d, explicit, "--ext", "jpg,.PNG")
+    assert r.exit_code == 0, r.stderr
+    assert r.paths() == [str(d / "C.JPG"), str(d / "a.jpg"), str(d / "b.png"), str(explicit)]
+    everything = run(d)
+    assert everything.paths() == [str(d / n) for n in ("C.JPG", "a.jpg", "b.png", "c.bmp")]
+
+
+# --- odd names ----------------------------------------------------------------------------------
+
+ODD_NAMES = [b"with space.jpg", b"new\nline.jpg", b"quo\"te's,comma.jpg", "ünï 猫 🐈.jpg".encode(), b"bad\xff\xfename.jpg"]
+
+
+@pytest.fixture
+def odd_dir(tmp_path) -> tuple[Path, list[str]]:
+    d = tmp_path / "odd"
+    raw_dir = os.fsencode(d)
+    paths = [put(os.path.join(raw_dir, name), seed=i) for i, name in enumerate(ODD_NAMES)]
+    return d, sorted(paths)
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv"])
+def test_odd_and_non_utf8_names_come_out_intact(run, odd_dir, fmt):
+    d, expected = odd_dir
+    r = run(d, fmt=fmt)
+    assert r.exit_code == 0, r.stderr
+    got = r.paths(fmt)
+    assert got == expected  # json.loads gives back os.fsdecode(raw bytes), surrogates included
+    bad = os.path.join(os.fsencode(d), b"bad\xff\xfename.jpg")
+    assert os.fsdecode(bad) in got
+    if fmt == "csv":
+        assert bad in {os.fsencode(p) for p in got}  # the raw bytes themselves
+
+
+def test_stdin_one_path_per_line(run, odd_dir):
+    d, expected = odd_dir
+    listed = [p for p in expected if "\n" not in p]
+    data = b"".join(os.fsencode(p) + b"\n" for p in listed) + b"\n"  # a blank line is ignored
+    r = run("-", input=data)
+    assert r.exit_code == 0, r.stderr
+    assert r.paths() == listed
+
+
+def test_stdin_null_separated(run, odd_dir):
+    d, expected = odd_dir
+    order = expected[::-1]  # the order given, not sorted
+    data = b"\0".join(os.fsencode(p) for p in order) + b"\0"
+    r = run("-", "--null", input=data, fmt="csv")
+    assert r.exit_code == 0, r.stderr
+    assert r.paths("csv") == order
+
+
+def test_stdin_directory_and_missing_path(run, tmp_path):
+    a = put(tmp_path / "dir" / "a.jpg")
+    data = f"{tmp_path / 'dir'}\r\n{tmp_path / 'gone.jpg'}\r\n".encode()
+    r = run("-", input=data)
+    assert r.exit_code == 1, r.stderr
+    records = r.jsonl()
+    assert [rec["path"] for rec in records] == [a, str(tmp_path / "gone.jpg")]
+    assert "predictions" in records[0] and "error" in records[1]
+
+
+def test_read_path_list_yields_before_the_pipe_closes():
+    """`find | shufflenet predict -`: the first path is used while the producer is still writing."""
+    r, w = os.pipe()
+    got: list[str] = []
+    with open(r, "rb") as reader, open(w, "wb", buffering=0) as writer:
+        writer.write(b"first.jpg\n")
+        t = threading.Thread(target=lambda: got.append(next(read_path_list(reader))), daemon=True)
+        t.start()
+        t.join(timeout=10)
+        writer.write(b"second.jpg\n")
+        assert got == ["first.jpg"], "read_path_list waited for more input than one line"
+    t.join(timeout=10)
+
+
+# --- missing paths ------------------------------------------------------------------------------
+
+
+def test_missing_path_is_an_error_record_in_place(run, tmp_path):
+    a, b = put(tmp_path / "a.jpg"), put(tmp_path / "b.jpg", seed=1)
+    missing = str(tmp_path / "nope.jpg")
+    r = run(a, missing, b)
+    assert r.exit_code == 1
+    records = r.jsonl()
+    assert [rec["path"] for rec in records] == [a, missing, b]
+    assert "no such file" in records[1]["error"]
+    assert "predictions" in records[0] and "predictions" in records[2]
+
+
+def test_missing_path_before_the_first_image_still_exit_1(run, tmp_path):
+    a = put(tmp_path / "a.jpg")
+    missing = [str(tmp_path / f"nope{i}.jpg") for i in range(3)]
+    r = run(*missing, a, fmt="csv")
+    assert r.exit_code == 1
+    assert r.paths("csv") == [*missing, a]
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv"])
+def test_only_missing_paths_exit_2_with_empty_stdout(run, tmp_path, fmt):
+    (tmp_path / "empty").mkdir()
+    r = run(tmp_path / "nope.jpg", tmp_path / "empty", fmt=fmt)
+    assert r.exit_code == 2
+    assert r.stdout == b""
+    assert r.stderr.startswith("Error: ")
+    assert "nope.jpg" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+# --- streaming: the walk is lazy ------------------------------------------------------------------
+
+
+def test_walk_yields_before_listing_the_whole_tree(tmp_path, monkeypatch):
+    root = tmp_path / "big"
+    for i in range(40):
+        put(root / f"d{i:02d}" / "img.jpg")
+    listed: list[str] = []
+    real_scandir = os.scandir
+
+    def spy(path):
+        listed.append(os.fsdecode(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(inputs_mod.os, "scandir", spy)
+    it = iter_inputs([str(root)], WalkOptions(extensions=JPG))
+    first = next(it)
+    assert first.path == str(root / "d00" / "img.jpg")
+    assert len(listed) == 2  # the root and its first folder, not the 40 others
+    assert len(list(it)) == 39
+    assert len(listed) == 41
+
+
+def test_walk_of_an_endless_tree_starts_at_once(monkeypatch):
+    """A fake tree with no bottom: only a lazy walk can hand out its first files."""
+
+    class Entry:
+        def __init__(self, name: str, is_dir: bool) -> None:
+            self.name, self._dir = name, is_dir
+
+        def is_dir(self) -> bool:
+            return self._dir
+
+    class Listing(list):
+        def __enter__(self):
+            return iter(self)
+
+        def __exit__(self, *exc):
+            return False
+
+    depth = {"n": 0}
+
+    def fake_scandir(path):
+        depth["n"] += 1
+        return Listing([Entry("a.jpg", False), Entry("deeper", True), Entry("z.jpg", False)])
+
+    def fake_stat(path):
+        return os.stat_result((0o40755, depth["n"], 1, 1, 0, 0, 0, 0, 0, 0))  # a new inode each level
+
+    with monkeypatch.context() as m:
+        m.setattr(inputs_mod.os, "scandir", fake_scandir)
+        m.setattr(inputs_mod.os, "stat", fake_stat)
+        m.setattr(inputs_mod.os.path, "isdir", lambda p: True)
+        first = list(itertools.islice(iter_inputs(["root"], WalkOptions(extensions=JPG)), 5))
+    assert [i.path for i in first] == [
+        os.path.join("root", "a.jpg"),
+        os.path.join("root", "deeper", "a.jpg"),
+        os.path.join("root", "deeper", "deeper", "a.jpg"),
+        os.path.join("root", "deeper", "deeper", "deeper", "a.jpg"),
+        os.path.join("root", "deeper", "deeper", "deeper", "deeper", "a.jpg"),
+    ]
+    assert depth["n"] == 5
