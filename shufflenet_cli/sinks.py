@@ -1,37 +1,50 @@
 """Where results go: stdout, or --output FILE (atomic for json, appended for jsonl/csv, resumable).
 
-Each batch is written whole and flushed, so a stopped run leaves only complete records behind.
+Each batch is written whole and flushed, with SIGINT/SIGTERM held meanwhile, so a stopped run leaves
+only complete records behind. --output json goes to a temp file renamed at the end (a failed run
+leaves an earlier file as it was); jsonl/csv records are appended batch by batch, and --resume
+cuts whatever a killed run left unfinished before appending.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import signal
+import stat
 import sys
 import tempfile
+import threading
 from pathlib import Path
-from typing import IO
+from typing import IO, Iterator
 
 from rich.console import Console
 
 from shufflenet_cli.errors import OutputError, UsageError
-from shufflenet_cli.output import render_table, renderer_for
+from shufflenet_cli.output import CSV_HEADER, render_table, renderer_for
 from shufflenet_cli.records import Record
 
 # JSON: a lone surrogate (undecodable file-name byte) becomes the JSON escape \udcXX.
 # CSV and tables: the original bytes go out unchanged.
 _ERRORS = {"json": "backslashreplace", "jsonl": "backslashreplace", "csv": "surrogateescape", "table": "replace"}
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+RESUMABLE = ("jsonl", "csv")
 
 
 class Sink:
     def __init__(self, fmt: str, output: Path | None = None, resume: bool = False, stdout: IO[bytes] | None = None):
-        if resume and (output is None or fmt not in ("jsonl", "csv")):
+        if resume and (output is None or fmt not in RESUMABLE):
             raise UsageError("--resume needs --output FILE with --format jsonl or csv")
         self.fmt = fmt
         self.output = output
         self._tmp: str | None = None
+        self._target: Path | None = None  # what the json temp file is renamed to (a symlink's target)
+        self._replace = False  # jsonl/csv without --resume: empty the file at the first write, not before
+        self._created = False  # the file did not exist before this run
+        self._wrote = False
         self._first_table = True
         new_file = True
         if output is None:
@@ -45,30 +58,45 @@ class Sink:
         )
         self._renderer = None if fmt == "table" else renderer_for(fmt, csv_header=new_file)
         self._console = Console(file=self._stream, highlight=False, soft_wrap=False) if fmt == "table" else None
-        if self._renderer is not None:
-            self._write(self._renderer.header())
+        # Written with the first batch (or at close): nothing reaches stdout if the model fails to load.
+        self._header = self._renderer.header() if self._renderer is not None else ""
 
     def _open_file(self, output: Path, fmt: str, resume: bool) -> tuple[IO[bytes], bool]:
         try:
-            if fmt in ("jsonl", "csv"):
-                if resume and output.exists():
-                    drop_partial_last_line(output)
-                elif not resume and output.exists():
-                    output.unlink()
-                new = not output.exists() or output.stat().st_size == 0
-                return open(output, "ab"), new
-            directory = output.resolve().parent
-            fd, self._tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=directory)
+            if output.is_dir():
+                raise IsADirectoryError(21, "Is a directory")
+            if fmt in RESUMABLE:
+                existed = output.exists()
+                if resume and existed:
+                    truncate_to_complete(output, fmt)
+                    return open(output, "ab"), output.stat().st_size == 0
+                # Opened now, so an unwritable path fails before any work; an earlier file is only
+                # emptied at the first write, so a run that fails before it (bad weights) leaves it be.
+                # No unlink: a symlink or /dev/stdout stays what it is.
+                f = open(output, "ab")
+                self._replace, self._created = existed and stat.S_ISREG(os.fstat(f.fileno()).st_mode), not existed
+                return f, True
+            if output.exists() and not output.is_file():
+                return open(output, "wb"), True  # a FIFO or a device: nothing to rename over
+            self._target = output.resolve()  # rename within one folder: never across file systems
+            fd, self._tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=self._target.parent)
+            os.fchmod(fd, _new_file_mode(output))  # mkstemp makes 0600; the result gets what open() would give
             return os.fdopen(fd, "wb"), True
         except OSError as exc:
             raise OutputError(f"cannot write --output {output}: {exc.strerror or exc}") from exc
 
     def _write(self, text: str) -> None:
+        text, self._header = self._header + text, ""
         if not text:
             return
         try:
-            self._stream.write(text)
-            self._stream.flush()
+            with _signals_held():
+                if self._replace:
+                    self._stream.buffer.truncate(0)  # O_APPEND: the writes then start at 0
+                    self._replace = False
+                self._wrote = True
+                self._stream.write(text)
+                self._stream.flush()
         except BrokenPipeError:
             raise
         except OSError as exc:
@@ -76,32 +104,87 @@ class Sink:
 
     def write(self, records: list[Record]) -> None:
         if self._console is not None:
-            self._console.print(render_table(records, show_header=self._first_table))
-            self._first_table = False
-            self._stream.flush()
+            with _signals_held():
+                self._console.print(render_table(records, show_header=self._first_table))
+                self._first_table = False
+                self._stream.flush()
         else:
             self._write(self._renderer.render(records))
 
     def close(self) -> None:
         """Finish the output (closing bracket, atomic rename). Called on success and on interruption."""
-        if self._renderer is not None:
-            self._write(self._renderer.footer())
-        if self._close_stream:
-            self._stream.close()
-            if self._tmp is not None:
-                os.replace(self._tmp, self.output)
-                self._tmp = None
-        else:
-            self._stream.detach()
+        try:
+            if self._renderer is not None:
+                self._write(self._renderer.footer())
+            if self._close_stream:
+                self._stream.close()
+                if self._tmp is not None:
+                    os.replace(self._tmp, self._target)
+                    self._tmp = None
+            else:
+                self._stream.detach()
+        except BrokenPipeError:
+            self.abort()
+            raise
+        except OSError as exc:
+            self.abort()
+            raise OutputError(f"cannot write --output {self.output}: {exc.strerror or exc}") from exc
+        except BaseException:
+            self.abort()
+            raise
 
     def abort(self) -> None:
-        """Leave nothing half-written behind after an error."""
-        if self._tmp is not None:
-            try:
+        """Leave nothing half-written behind after an error: the json temp file goes, a previous file stays."""
+        if self._close_stream:
+            with contextlib.suppress(OSError, ValueError):
                 self._stream.close()
-            finally:
+            if self._created and not self._wrote and self._tmp is None:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.output)  # type: ignore[arg-type]
+                self._created = False
+        if self._tmp is not None:
+            with contextlib.suppress(OSError):
                 os.unlink(self._tmp)
-                self._tmp = None
+            self._tmp = None
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM while a batch is written, then pass them on to the handlers they were for.
+
+    A second Ctrl-C makes the runner raise KeyboardInterrupt; held, it lands after the last byte of
+    the batch, never between two halves of a line. (A signal mask would not do: the kernel hands a
+    process-wide signal to any thread that does not block it, such as a decode worker.)
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    old = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+        for signum in held:
+            _deliver(signum, old[signum])
+
+
+def _deliver(signum: int, handler: object) -> None:
+    if callable(handler):
+        handler(signum, None)
+    elif handler == signal.SIG_DFL:
+        signal.raise_signal(signum)
+
+
+def _new_file_mode(output: Path) -> int:
+    """The mode of the file being replaced, or what the umask gives a new file."""
+    try:
+        return stat.S_IMODE(output.stat().st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def drop_partial_last_line(path: Path) -> None:
@@ -126,20 +209,81 @@ def drop_partial_last_line(path: Path) -> None:
         f.truncate(0)
 
 
+def truncate_to_complete(path: Path, fmt: str) -> None:
+    """Cut what a killed run may have left unfinished, exactly what `completed_paths` leaves out."""
+    if fmt == "csv":
+        _, keep = _scan_csv(path)
+        with open(path, "rb+") as f:
+            f.truncate(keep)
+    else:
+        drop_partial_last_line(path)
+
+
 def completed_paths(path: Path, fmt: str) -> set[str]:
-    """Paths already present in a jsonl or csv results file (for --resume)."""
+    """Paths whose records are complete in a jsonl or csv results file (for --resume).
+
+    jsonl: every whole line that parses. A last line without its newline was cut mid-write: not done.
+    csv: a record is several rows (one per prediction) and a kill can fall between them, so the
+    last record in the file is never counted as done; it is cut and classified again.
+    """
+    if fmt not in RESUMABLE:
+        raise UsageError("--resume needs --output FILE with --format jsonl or csv")
     if not path.exists():
         return set()
-    done: set[str] = set()
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="" if fmt == "csv" else None) as f:
+    try:
         if fmt == "csv":
-            for row in csv.reader(f):
-                if row and row[0] != "path":
-                    done.add(row[0])
-        else:
-            for line in f:
-                try:
-                    done.add(json.loads(line)["path"])
-                except (ValueError, KeyError, TypeError):
-                    continue
+            return _scan_csv(path)[0]
+        return _scan_jsonl(path)
+    except OSError as exc:
+        raise OutputError(f"cannot read --output {path} to resume: {exc.strerror or exc}") from exc
+
+
+def _scan_jsonl(path: Path) -> set[str]:
+    done: set[str] = set()
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                break  # half a line: drop_partial_last_line cuts it
+            try:
+                done.add(json.loads(line.decode("utf-8", "surrogateescape"))["path"])
+            except (ValueError, KeyError, TypeError):
+                continue
     return done
+
+
+def _scan_csv(path: Path) -> tuple[set[str], int]:
+    """Paths of all records but the last, and the byte offset where the last record begins."""
+    done: set[str] = set()
+    pos = 0  # bytes handed to the csv reader so far
+
+    def lines(f: IO[bytes]) -> Iterator[str]:
+        nonlocal pos
+        for raw in f:
+            if not raw.endswith(b"\n"):
+                return  # half a line
+            pos += len(raw)
+            yield raw.decode("utf-8", "surrogateescape")
+
+    keep = 0  # end of the last row before the current record
+    last_start = 0  # where the current (last) record's rows begin
+    last_path: str | None = None
+    with open(path, "rb") as f:
+        reader = csv.reader(lines(f), strict=True)
+        first = True
+        try:
+            for row in reader:
+                if first and tuple(row) == CSV_HEADER:
+                    keep = last_start = pos
+                    first = False
+                    continue
+                first = False
+                if not row:
+                    continue
+                if row[0] != last_path:
+                    if last_path is not None:
+                        done.add(last_path)
+                    last_path, last_start = row[0], keep
+                keep = pos
+        except csv.Error:
+            pass  # a quoted field cut mid-write
+    return done, last_start if last_path is not None else keep

@@ -1,0 +1,311 @@
+"""Any number of files: records flushed per batch, clean stop on SIGINT/SIGTERM, --output and --resume."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import os
+import queue
+import re
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from shufflenet_cli import pipeline
+from shufflenet_cli.records import Prediction, Record
+from shufflenet_cli.sinks import Sink, completed_paths
+
+from test_inputs import jpeg_bytes, put, run  # noqa: F401  (run is a fixture)
+
+TOPK = 2
+
+
+def records(*paths: str) -> list[Record]:
+    return [Record(p, (Prediction(1, 7, "cock", 0.75), Prediction(2, 8, "hen", 0.25))) for p in paths]
+
+
+def folder_of(tmp_path: Path, n: int, name: str = "imgs") -> tuple[Path, list[str]]:
+    d = tmp_path / name
+    d.mkdir()
+    data = jpeg_bytes(size=16)
+    for i in range(n):
+        (d / f"{i:04d}.jpg").write_bytes(data)
+    return d, [str(d / f"{i:04d}.jpg") for i in range(n)]
+
+
+def csv_records(text: str) -> list[tuple[str, int]]:
+    """(path, number of rows) per record, in file order."""
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert rows[0][0] == "path"
+    return [(p, len(list(g))) for p, g in itertools.groupby(row[0] for row in rows[1:])]
+
+
+# --- records appear as each batch finishes ------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_each_batch_reaches_a_pipe_before_the_next(fmt):
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    with open(w, "wb") as pipe:  # buffered, like a real stdout
+        sink = Sink(fmt, stdout=pipe)
+        sink.write(records("a.jpg"))
+        first = os.read(r, 1 << 16).decode()
+        sink.write(records("b.jpg"))
+        second = os.read(r, 1 << 16).decode()
+        sink.close()
+    os.close(r)
+    if fmt == "jsonl":
+        assert [json.loads(line)["path"] for line in first.splitlines()] == ["a.jpg"]
+        assert [json.loads(line)["path"] for line in second.splitlines()] == ["b.jpg"]
+    else:
+        assert csv_records(first) == [("a.jpg", 2)]
+        assert list(csv.reader(io.StringIO(second)))[0][0] == "b.jpg"
+
+
+def spy_batches(monkeypatch, on_batch):
+    """Call on_batch(records) each time the pipeline hands a batch to the sink."""
+    real_run = pipeline.run
+
+    def run(*args, **kwargs):
+        for batch in real_run(*args, **kwargs):
+            on_batch(batch)
+            yield batch
+
+    monkeypatch.setattr(pipeline, "run", run)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_output_file_grows_batch_by_batch(run, tmp_path, monkeypatch, fmt):  # noqa: F811
+    d, paths = folder_of(tmp_path, 4)
+    out = tmp_path / f"out.{fmt}"
+    seen: list[int] = []  # records already on disk each time a new batch comes out of the pipeline
+
+    def count_on_disk(batch):
+        text = out.read_text()
+        seen.append(len(text.splitlines()) if fmt == "jsonl" else len(csv_records(text)) if text else 0)
+
+    spy_batches(monkeypatch, count_on_disk)
+    r = run(d, "-b", "1", "-o", out, fmt=fmt)
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout == b""
+    assert seen == [0, 1, 2, 3]  # each batch is on disk before the next one is classified
+    text = out.read_text()
+    got = [json.loads(line)["path"] for line in text.splitlines()] if fmt == "jsonl" else [p for p, _ in csv_records(text)]
+    assert got == paths
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv"])
+def test_output_replaces_an_earlier_file_only_once_results_come(run, tmp_path, fmt):  # noqa: F811
+    d, paths = folder_of(tmp_path, 2)
+    out = tmp_path / f"out.{fmt}"
+    out.write_text("earlier results\n")
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    failed = run(d, "-o", out, "--weights", bad, fmt=fmt)  # the model never loads
+    assert failed.exit_code == 3, failed.stderr
+    assert out.read_text() == "earlier results\n"
+    never = tmp_path / f"never.{fmt}"
+    assert run(d, "-o", never, "--weights", bad, fmt=fmt).exit_code == 3
+    assert sorted(os.listdir(tmp_path)) == sorted(["imgs", "bad.pth", out.name])  # no empty file, no temp file
+
+    r = run(d, "-o", out, fmt=fmt)
+    assert r.exit_code == 0, r.stderr
+    text = out.read_text()
+    if fmt == "csv":
+        assert [p for p, _ in csv_records(text)] == paths
+    else:
+        got = json.loads(text) if fmt == "json" else [json.loads(line) for line in text.splitlines()]
+        assert [rec["path"] for rec in got] == paths
+
+
+# --- --output FILE for json: atomic -------------------------------------------------------------
+
+
+def test_json_output_appears_only_at_the_end(run, tmp_path, monkeypatch):  # noqa: F811
+    d, paths = folder_of(tmp_path, 3)
+    out = tmp_path / "results.json"
+    present: list[bool] = []
+    spy_batches(monkeypatch, lambda batch: present.append(out.exists()))
+    r = run(d, "-b", "1", "-o", out, fmt="json")
+    assert r.exit_code == 0, r.stderr
+    assert present == [False, False, False]
+    assert [rec["path"] for rec in json.loads(out.read_text())] == paths
+    assert sorted(os.listdir(tmp_path)) == ["imgs", "results.json"]  # no temp file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
+
+
+def test_failed_run_leaves_the_previous_json_untouched(run, tmp_path, monkeypatch):  # noqa: F811
+    d, _ = folder_of(tmp_path, 4)
+    out = tmp_path / "results.json"
+    out.write_text('["previous"]\n')
+    real_finish = pipeline._finish
+    calls = itertools.count()
+
+    def failing_finish(*args, **kwargs):
+        if next(calls) == 2:
+            raise RuntimeError("backend blew up")
+        return real_finish(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_finish", failing_finish)
+    r = run(d, "-b", "1", "-o", out, fmt="json")
+    assert r.exit_code != 0
+    assert "backend blew up" in r.stderr
+    assert out.read_text() == '["previous"]\n'
+    assert sorted(os.listdir(tmp_path)) == ["imgs", "results.json"]
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv"])
+@pytest.mark.parametrize("where", ["missing_dir", "is_dir"])
+def test_unwritable_output_is_a_clear_error(run, tmp_path, fmt, where):  # noqa: F811
+    img = put(tmp_path / "a.jpg")
+    out = tmp_path / "no" / "such" / "dir" / f"out.{fmt}" if where == "missing_dir" else tmp_path
+    r = run(img, "-o", out, fmt=fmt)
+    assert r.exit_code == 2
+    assert r.stdout == b""
+    lines = r.stderr.splitlines()
+    assert lines[0].startswith(f"Error: cannot write --output {out}"), r.stderr
+    assert "Traceback" not in r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["a.jpg"]
+
+
+# --- --resume -----------------------------------------------------------------------------------
+
+
+def test_resume_jsonl_after_a_cut_mid_line(run, tmp_path):  # noqa: F811
+    d, paths = folder_of(tmp_path, 5)
+    out = tmp_path / "out.jsonl"
+    assert run(d, "-b", "2", "-o", out).exit_code == 0
+    lines = out.read_bytes().splitlines(keepends=True)
+    out.write_bytes(b"".join(lines[:2]) + lines[2][: len(lines[2]) // 2])  # killed mid-write
+
+    r = run(d, "--resume", "-o", out)
+    assert r.exit_code == 0, r.stderr
+    got = [json.loads(line)["path"] for line in out.read_text().splitlines()]
+    assert got == paths  # each exactly once, none lost, in order
+
+
+def test_resume_jsonl_cut_just_before_the_newline(run, tmp_path):  # noqa: F811
+    """The last record parses but its newline never made it: it must be redone, not lost."""
+    d, paths = folder_of(tmp_path, 3)
+    out = tmp_path / "out.jsonl"
+    assert run(d, "-o", out).exit_code == 0
+    out.write_bytes(out.read_bytes()[:-1])
+    assert completed_paths(out, "jsonl") == set(paths[:2])
+    assert run(d, "--resume", "-o", out).exit_code == 0
+    assert [json.loads(line)["path"] for line in out.read_text().splitlines()] == paths
+
+
+def test_resume_csv_after_a_cut_inside_a_record(run, tmp_path):  # noqa: F811
+    """A csv record is one row per prediction: a kill between two rows leaves a short record."""
+    d, paths = folder_of(tmp_path, 5)
+    out = tmp_path / "out.csv"
+    assert run(d, "-b", "2", "-o", out, fmt="csv").exit_code == 0
+    lines = out.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 1 + 5 * TOPK
+    out.write_bytes(b"".join(lines[: 1 + 2 * TOPK + 1]) + lines[1 + 2 * TOPK + 1][:5])  # 2.5 records + a bit
+
+    r = run(d, "--resume", "-o", out, fmt="csv")
+    assert r.exit_code == 0, r.stderr
+    assert csv_records(out.read_text()) == [(p, TOPK) for p in paths]
+
+
+def test_resume_skips_what_is_done(run, tmp_path, monkeypatch):  # noqa: F811
+    d, paths = folder_of(tmp_path, 4)
+    out = tmp_path / "out.jsonl"
+    assert run(d, "-o", out).exit_code == 0
+    out.write_bytes(b"".join(out.read_bytes().splitlines(keepends=True)[:3]))
+    classified: list[str] = []
+    spy_batches(monkeypatch, lambda batch: classified.extend(rec.path for rec in batch))
+    assert run(d, "--resume", "-o", out).exit_code == 0
+    assert classified == paths[3:]
+
+
+# --- Ctrl-C and SIGTERM -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_stops_cleanly_with_whole_records(tmp_path, random_weights, signum):
+    d, paths = folder_of(tmp_path, 200)
+    cmd = [sys.executable, "-m", "shufflenet_cli", "predict", str(d), "-m", "x0_5", "--weights", str(random_weights)]
+    cmd += ["-f", "jsonl", "-b", "2", "-j", "1", "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines: queue.Queue[bytes | None] = queue.Queue()
+
+    def pump() -> None:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            lines.put(line)
+        lines.put(None)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    got: list[bytes] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(got) < 3 and time.monotonic() < deadline:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert line is not None, proc.stderr.read().decode()  # type: ignore[union-attr]
+            got.append(line)
+        assert proc.poll() is None  # records arrive while the run is still going
+        proc.send_signal(signum)
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(timeout=10)
+    while (line := lines.get(timeout=5)) is not None:
+        got.append(line)
+    stderr = proc.stderr.read().decode()  # type: ignore[union-attr]
+
+    assert code == 130, stderr
+    assert "Traceback" not in stderr
+    assert all(line.endswith(b"\n") for line in got)
+    done = [json.loads(line)["path"] for line in got]
+    assert 3 <= len(done) < len(paths)
+    assert done == paths[: len(done)]  # whole records, in order, none skipped
+    summary = re.search(r"interrupted: (\d+) classified, (\d+) failed", stderr)
+    assert summary, stderr
+    assert (int(summary[1]), int(summary[2])) == (len(done), 0)
+
+
+def test_a_second_ctrl_c_never_splits_a_batch():
+    """The second signal raises KeyboardInterrupt; it must land after the batch, not inside it."""
+
+    class SlowPipe(io.RawIOBase):
+        def __init__(self) -> None:
+            self.data = bytearray()
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b) -> int:  # half, then a signal, then the rest
+            b = bytes(b)
+            self.data += b[: len(b) // 2]
+            os.kill(os.getpid(), signal.SIGINT)
+            self.data += b[len(b) // 2 :]
+            return len(b)
+
+    def stop_now(signum, frame):
+        raise KeyboardInterrupt
+
+    pipe = SlowPipe()
+    old = signal.signal(signal.SIGINT, stop_now)
+    try:
+        sink = Sink("jsonl", stdout=pipe)  # type: ignore[arg-type]
+        with pytest.raises(KeyboardInterrupt):
+            sink.write(records("a.jpg", "b.jpg", "c.jpg"))
+    finally:
+        signal.signal(signal.SIGINT, old)
+    text = pipe.data.decode()
+    assert text.endswith("\n")
+    assert [json.loads(line)["path"] for line in text.splitlines()] == ["a.jpg", "b.jpg", "c.jpg"]
