@@ -171,7 +171,14 @@ def predict(
         inputs = (i for i in inputs if i.path not in done)
         if done and not opts.quiet:
             err.print(f"resuming: {len(done)} input(s) already in {opts.output} are skipped", highlight=False)
-    _, inputs = first_found(inputs)
+    try:
+        _, inputs = first_found(inputs)
+    except UsageError:
+        if not done:
+            raise
+        if not opts.quiet:
+            err.print(f"nothing left to do: every input is already in {opts.output}", highlight=False)
+        return Outcome(EXIT_OK, Stats())
 
     from shufflenet_cli.preprocess import Preprocess
 

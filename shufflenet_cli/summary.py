@@ -22,6 +22,8 @@ def timings_lines(outcome: Any) -> list[str]:
     n = max(s.done, 1)
     ms = lambda seconds: 1000.0 * seconds / n  # noqa: E731
     t = outcome.tuning
+    if t is None:  # nothing ran (e.g. --resume with every input done)
+        return ["timings: nothing to classify"]
     return [
         f"timings: {s.done / max(s.elapsed, 1e-9):.1f} images/s end-to-end over {s.done} inputs",
         f"  read+decode {ms(s.decode_s):.2f} ms/image (worker time), preprocess {ms(s.preprocess_s):.2f} ms/image "

@@ -231,6 +231,16 @@ def test_resume_skips_what_is_done(run, tmp_path, monkeypatch):  # noqa: F811
     assert classified == paths[3:]
 
 
+def test_resume_with_everything_done_is_a_quiet_success(run, tmp_path):  # noqa: F811
+    d, paths = folder_of(tmp_path, 3)
+    out = tmp_path / "out.jsonl"
+    assert run(d, "-o", out).exit_code == 0
+    before = out.read_bytes()
+    r = run(d, "--resume", "-o", out)
+    assert r.exit_code == 0, r.stderr
+    assert out.read_bytes() == before
+
+
 # --- Ctrl-C and SIGTERM -------------------------------------------------------------------------
 
 
