@@ -32,8 +32,9 @@ class ImageError(Exception):
 
 
 @functools.cache
+@functools.cache
 def register_plugins() -> None:
-    """Let Pillow open HEIF/HEIC and JPEG XL when their plugins are installed (pillow-heif, pillow-jxl-plugin)."""
+    """Once per process: let Pillow open HEIF/HEIC and JPEG XL when their plugins are installed (pillow-heif, pillow-jxl-plugin)."""
     try:
         import pillow_heif
 

@@ -11,7 +11,11 @@ import os
 from dataclasses import dataclass
 from typing import IO, Iterable, Iterator
 
-DEFAULT_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"})
+# Taken from directories even where this Pillow cannot open them (HEIC, JPEG XL without a plugin):
+# such a photo becomes an error record that names its format, never a silent skip.
+DEFAULT_EXTENSIONS = frozenset(
+    {"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "heic", "heif", "avif", "jxl"}
+)
 _GLOB_CHARS = set("*?[")
 
 
@@ -32,6 +36,9 @@ def image_extensions() -> frozenset[str]:
     """The default list plus every extension Pillow can open in this installation."""
     from PIL import Image
 
+    from shufflenet_cli.images import register_plugins
+
+    register_plugins()
     Image.init()
     pillow = {ext.lstrip(".").lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
     return DEFAULT_EXTENSIONS | frozenset(pillow)

@@ -332,3 +332,15 @@ def test_walk_of_an_endless_tree_starts_at_once(monkeypatch):
         os.path.join("root", "deeper", "deeper", "deeper", "deeper", "a.jpg"),
     ]
     assert depth["n"] == 5
+
+
+def test_heic_in_a_folder_is_an_error_record_naming_the_format(run, tmp_path):
+    """A phone's HEIC photo is taken from the folder even without a plugin, and named in its error."""
+    d = tmp_path / "phone"
+    put(d / "a.jpg")
+    (d / "b.heic").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64)
+    r = run(d, fmt="json")
+    records = r.json()
+    assert [Path(rec["path"]).name for rec in records] == ["a.jpg", "b.heic"]
+    assert "HEIF" in records[1]["error"]
+    assert r.exit_code == 1
