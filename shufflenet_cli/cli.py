@@ -6,9 +6,10 @@ Only typer and the project's light modules are imported at start-up, so `--help`
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Callable, List, Optional
+from typing import Annotated, Iterator, List, Optional
 
 import typer
 from rich.console import Console
@@ -59,6 +60,28 @@ def fail(err: Console, exc: ShufflenetError, verbose: bool) -> None:
         err.print(f"Hint: {exc.hint}", markup=False)
     if verbose and exc.__cause__ is not None:
         err.print(f"Cause: {type(exc.__cause__).__name__}: {exc.__cause__}", markup=False)
+
+
+@contextmanager
+def handled(err: Console, verbose: bool, debug: bool) -> Iterator[None]:
+    """Expected failures become `Error:`/`Hint:` lines and their exit code; tracebacks only with --debug."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except ShufflenetError as exc:
+        if debug:
+            raise
+        fail(err, exc, verbose)
+        raise typer.Exit(code=exc.exit_code) from None
+    except BrokenPipeError:
+        raise typer.Exit(code=0) from None
+    except Exception as exc:  # noqa: BLE001
+        if debug:
+            raise
+        err.print(f"Error: unexpected failure: {type(exc).__name__}: {exc}", markup=False)
+        err.print("Hint: run again with --debug for the traceback, and report it", markup=False)
+        raise typer.Exit(code=EXIT_INTERNAL) from None
 
 
 def _version(value: bool) -> None:
@@ -181,21 +204,8 @@ def predict(
         quiet=quiet,
     )
     stdin = sys.stdin.buffer if "-" in paths and sys.stdin is not None else None
-    try:
+    with handled(err, verbose, debug):
         outcome = run_predict(opts, stdin=stdin, stderr=err)
-    except ShufflenetError as exc:
-        if debug:
-            raise
-        fail(err, exc, verbose)
-        raise typer.Exit(code=exc.exit_code) from None
-    except BrokenPipeError:
-        raise typer.Exit(code=0) from None
-    except Exception as exc:  # noqa: BLE001
-        if debug:
-            raise
-        err.print(f"Error: unexpected failure: {type(exc).__name__}: {exc}", markup=False)
-        err.print("Hint: run again with --debug for the traceback, and report it", markup=False)
-        raise typer.Exit(code=EXIT_INTERNAL) from None
     if not quiet:
         print_summary(err, outcome)
     if timings:
@@ -213,27 +223,6 @@ class TableOrJson(str, Enum):
 
 _VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Add the underlying exception to error messages.")]
 _DebugOpt = Annotated[bool, typer.Option(help="Show full tracebacks.")]
-
-
-def _guarded(err: Console, verbose: bool, debug: bool, body: Callable[[], None]) -> None:
-    """Run a command body: expected failures become `Error:`/`Hint:` lines and their exit code."""
-    try:
-        body()
-    except typer.Exit:
-        raise
-    except ShufflenetError as exc:
-        if debug:
-            raise
-        fail(err, exc, verbose)
-        raise typer.Exit(code=exc.exit_code) from None
-    except BrokenPipeError:
-        raise typer.Exit(code=0) from None
-    except Exception as exc:  # noqa: BLE001
-        if debug:
-            raise
-        err.print(f"Error: unexpected failure: {type(exc).__name__}: {exc}", markup=False)
-        err.print("Hint: run again with --debug for the traceback, and report it", markup=False)
-        raise typer.Exit(code=EXIT_INTERNAL) from None
 
 
 @app.command()
@@ -256,7 +245,9 @@ def models(
         else:
             Console(highlight=False).print(render_models_table(rows))
 
-    _guarded(_err_console(), verbose, debug, body)
+    with handled(_err_console(), verbose, debug):
+
+        body()
 
 
 @app.command()
@@ -318,7 +309,9 @@ def download(
                 err.print(f"{spec.key}: downloaded (sha256 checked)", markup=False)
             typer.echo(str(weights.cache_path(spec)))
 
-    _guarded(err, verbose, debug, body)
+    with handled(err, verbose, debug):
+
+        body()
 
 
 @app.command()
@@ -338,7 +331,9 @@ def info(
         else:
             Console(highlight=False).print(render_info(data))
 
-    _guarded(_err_console(), verbose, debug, body)
+    with handled(_err_console(), verbose, debug):
+
+        body()
 
 
 def main() -> None:
