@@ -131,3 +131,17 @@ def test_cuda_without_a_gpu_is_exit_3(cli, images, random_weights):
     assert r.exit_code == 3
     assert "no CUDA device" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_verbose_adds_the_cause_and_debug_raises(cli, images, tmp_path):
+    from shufflenet_cli.errors import ModelLoadError
+
+    path = tmp_path / "bad.pth"
+    path.write_bytes(b"garbage")
+    plain = cli("predict", images[0], "-m", "x0_5", "--weights", path)
+    verbose = cli("predict", images[0], "-m", "x0_5", "--weights", path, "-v")
+    assert plain.exit_code == verbose.exit_code == 3
+    assert "Cause:" not in plain.stderr
+    assert "Cause:" in verbose.stderr and "Traceback" not in verbose.stderr
+    with pytest.raises(ModelLoadError):
+        cli("predict", images[0], "-m", "x0_5", "--weights", path, "--debug")
