@@ -79,7 +79,8 @@ def decode_in_order(inputs: Iterable[Input], prep: Preprocess, workers: int, win
     try:
         for item in inputs:
             pending.append(pool.submit(_decode, prep, item))
-            if len(pending) >= window:
+            # full window: wait for the oldest; otherwise pass on whatever is already done (slow producers)
+            while pending and (len(pending) >= window or pending[0].done()):
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
@@ -102,22 +103,23 @@ def run(
     stats: Stats | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> Iterator[list[Record]]:
-    """Yield the records of each batch (failed inputs in their place), in input order."""
+    """Yield the records of each chunk of `batch_size` inputs (failed ones in their place), in input order.
+
+    A chunk closes after `batch_size` inputs, failed ones included, so records stream and memory stays
+    flat even through a long run of unreadable files.
+    """
     stats = stats if stats is not None else Stats()
     window = max(batch_size * 2, workers * 4)
     chunk: list[_Decoded] = []
-    n_images = 0
     for decoded in decode_in_order(inputs, prep, workers, window):
         if should_stop():
             return
         chunk.append(decoded)
         stats.decode_s += decoded.decode_s
         stats.preprocess_s += decoded.preprocess_s
-        if decoded.array is not None:
-            n_images += 1
-        if n_images >= batch_size:
+        if len(chunk) >= batch_size:
             yield _finish(chunk, backend, labels, topk, threshold, stats)
-            chunk, n_images = [], 0
+            chunk = []
     if chunk and not should_stop():
         yield _finish(chunk, backend, labels, topk, threshold, stats)
 
