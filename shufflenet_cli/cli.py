@@ -122,20 +122,34 @@ def predict(
     ] = None,
     device: Annotated[str, typer.Option(help="auto (cuda if available, else cpu), cpu, cuda or cuda:N.")] = "auto",
     batch_size: Annotated[
-        Optional[int], typer.Option("--batch-size", "-b", help="Images per forward pass [default: 32 on CPU, 128 on CUDA].", show_default=False)
+        Optional[int],
+        typer.Option(
+            "--batch-size", "-b", min=1, help="Images per forward pass [default: 32 on CPU, 128 on CUDA].", show_default=False
+        ),
     ] = None,
     workers: Annotated[
         Optional[int],
-        typer.Option("--workers", "-j", help="Decode threads running ahead of inference; 0 decodes inline [default: up to 4].", show_default=False),
+        typer.Option(
+            "--workers",
+            "-j",
+            min=0,
+            help="Decode threads running ahead of inference; 0 decodes inline [default: up to 4 on CPU, 16 on CUDA].",
+            show_default=False,
+        ),
     ] = None,
     threads: Annotated[
-        Optional[int], typer.Option(help="Torch intra-op threads on CPU [default: number of cores].", show_default=False)
+        Optional[int], typer.Option(min=1, help="Torch intra-op threads on CPU [default: number of cores].", show_default=False)
     ] = None,
     topk: Annotated[int, typer.Option("--topk", "-k", help="Predictions per image (clamped to 1..1000).")] = 5,
     threshold: Annotated[
         float, typer.Option(help="Drop predictions with a probability under this (0..1).")
     ] = 0.0,
-    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    fmt: Annotated[
+        Optional[Format],
+        typer.Option(
+            "--format", "-f", help="Output format [default: from --output's extension (.json, .jsonl, .csv), else table].", show_default=False
+        ),
+    ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Shorthand for --format json.")] = False,
     output: Annotated[
         Optional[Path],
@@ -170,13 +184,16 @@ def predict(
 
     Results go to stdout; progress, warnings and errors go to stderr.
     Exit codes: 0 all classified, 1 some inputs failed, 2 usage error or no image found,
-    3 model could not be loaded, 130 interrupted.
+    3 model could not be loaded, 74 results could not be written, 130 interrupted.
     """
+    from shufflenet_cli.output import choose_format
     from shufflenet_cli.runner import PredictOptions
     from shufflenet_cli.runner import predict as run_predict
     from shufflenet_cli.summary import print_summary, print_timings
 
     err = _err_console()
+    with handled(err, verbose, debug):
+        chosen_format = choose_format(fmt.value if fmt else None, json_, output)
     opts = PredictOptions(
         paths=paths,
         model=model,
@@ -188,7 +205,7 @@ def predict(
         threads=threads,
         topk=topk,
         threshold=threshold,
-        fmt="json" if json_ else fmt.value,
+        fmt=chosen_format,
         output=output,
         resume=resume,
         recursive=recursive,

@@ -6,6 +6,7 @@ EXIT_OK = 0
 EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
 EXIT_MODEL = 3
+EXIT_WRITE = 74  # EX_IOERR: results could not be written part-way through a run
 EXIT_INTERRUPTED = 130
 
 
@@ -33,6 +34,12 @@ class ModelLoadError(ShufflenetError):
 
 
 class OutputError(ShufflenetError):
-    """The results cannot be written where asked (exit 2: nothing was classified)."""
+    """--output or --report cannot be opened (exit 2): found before anything is classified."""
 
     exit_code = EXIT_USAGE
+
+
+class WriteError(ShufflenetError):
+    """Results could not be written during the run: disk full, a closed device (exit 74)."""
+
+    exit_code = EXIT_WRITE

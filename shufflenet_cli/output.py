@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+from pathlib import Path
 from typing import Iterable
 
 from rich.table import Table
@@ -119,3 +120,21 @@ def renderer_for(fmt: str, csv_header: bool = True) -> JsonLines | JsonArray | C
     if fmt == "csv":
         return Csv(header=csv_header)
     raise ValueError(f"no text renderer for {fmt!r}")
+
+
+_BY_SUFFIX = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+
+
+def choose_format(explicit: str | None, json_flag: bool, output: Path | None) -> str:
+    """--format if given, --json, else --output's extension (results.jsonl -> jsonl), else table."""
+    from shufflenet_cli.errors import UsageError
+
+    if json_flag:
+        if explicit not in (None, "json"):
+            raise UsageError(f"--json and --format {explicit} disagree", hint="give one of them")
+        return "json"
+    if explicit is not None:
+        return explicit
+    if output is not None:
+        return _BY_SUFFIX.get(output.suffix.lower(), "table")
+    return "table"

@@ -11,9 +11,10 @@ import signal
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterable, Iterator
 
 from rich.console import Console
 
@@ -62,12 +63,26 @@ class Tuning:
 
 
 def default_tuning(device_type: str, opts: PredictOptions) -> Tuning:
-    """Defaults chosen by measurement (docs/benchmarks.md); every one can be overridden."""
-    cores = os.cpu_count() or 1
+    """Defaults chosen by measurement (docs/benchmarks.md); every one can be overridden.
+
+    CPU: one decode worker and one inference thread per core. Inference cuts each batch into
+    `threads` slices run at once on one intra-op thread each (onnxruntime and torch alike), so the
+    decode threads and the inference threads share the cores a batch at a time, never spinning or
+    waiting on each other inside a layer; decode workers stop when the read-ahead window is full.
+    On 2 cores, x1_0: batch 32 (16 per slice) beat 16, 24, 48 and 64; 2 workers beat 1 and 3;
+    2 inference threads beat 1.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))  # the cores this process may use (containers, taskset)
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    cores = max(1, cores)
     if device_type == "cuda":
         batch, workers, threads = 128, min(16, cores), min(4, cores)
     else:
-        batch, workers, threads = 32, min(4, cores), cores
+        threads = min(cores, 16)
+        workers = min(cores, 16)
+        batch = min(256, max(32, 16 * threads))
     return Tuning(
         batch_size=opts.batch_size or batch,
         workers=workers if opts.workers is None else opts.workers,
@@ -124,7 +139,6 @@ class Outcome:
     backend: str = ""
     tuning: Tuning | None = None
     interrupted: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 def load_labels(spec: ModelSpec, labels_path: Path | None, num_classes: int) -> list[str]:
@@ -140,69 +154,106 @@ def load_labels(spec: ModelSpec, labels_path: Path | None, num_classes: int) -> 
     return labels
 
 
+def skip_done(inputs: Iterable[Input], done: Counter[str]) -> Iterator[Input]:
+    """--resume: drop as many occurrences of each path as already have a record."""
+    left = Counter(done)
+    for item in inputs:
+        if left[item.path] > 0:
+            left[item.path] -= 1
+            continue
+        yield item
+
+
+def validate(opts: PredictOptions) -> None:
+    """Checks for library callers; the CLI's own option types already enforce most of these."""
+    from shufflenet_cli.backends import PRECISIONS
+    from shufflenet_cli.output import FORMATS
+
+    if opts.fmt not in FORMATS:
+        raise UsageError(f"unknown format {opts.fmt!r}", hint="use " + ", ".join(FORMATS))
+    if opts.precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {opts.precision!r}", hint="use " + ", ".join(PRECISIONS))
+    for name, value, least in (("--batch-size", opts.batch_size, 1), ("--workers", opts.workers, 0), ("--threads", opts.threads, 1)):
+        if value is not None and value < least:
+            raise UsageError(f"{name} must be at least {least}")
+    if not 0.0 <= opts.threshold <= 1.0:
+        raise UsageError("--threshold must be between 0 and 1")
+
+
 def predict(
     opts: PredictOptions,
     stdin: IO[bytes] | None = None,
     stdout: IO[bytes] | None = None,
     stderr: Console | None = None,
 ) -> Outcome:
+    from shufflenet_cli.preprocess import Preprocess
     from shufflenet_cli.sinks import Sink, completed_paths
 
     err = stderr or Console(stderr=True)
     spec = resolve_model(opts.model)
-    if opts.fmt not in ("table", "json", "jsonl", "csv"):
-        raise UsageError(f"unknown format {opts.fmt!r}", hint="use table, json, jsonl or csv")
-    if opts.batch_size is not None and opts.batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
-    if opts.precision not in ("fp32", "fp16", "bf16"):
-        raise UsageError(f"unknown precision {opts.precision!r}", hint="use fp32, fp16 or bf16")
-    if not 0.0 <= opts.threshold <= 1.0:
-        raise UsageError("--threshold must be between 0 and 1")
-    topk = min(max(opts.topk, 1), 1000)
+    validate(opts)
     walk = WalkOptions(
         recursive=opts.recursive,
         hidden=opts.hidden,
         extensions=parse_extensions(opts.ext) if opts.ext else None,
     )
     inputs: Iterator[Input] = iter_inputs(opts.paths, walk, stdin=stdin, null=opts.null)
-    done: set[str] = set()
+    done: Counter[str] = Counter()
     if opts.resume and opts.output is not None:
         done = completed_paths(opts.output, opts.fmt)
-        inputs = (i for i in inputs if i.path not in done)
-        if done and not opts.quiet:
-            err.print(f"resuming: {len(done)} input(s) already in {opts.output} are skipped", highlight=False)
-    try:
-        _, inputs = first_found(inputs)
-    except UsageError:
-        if not done:
-            raise
+    if done:
         if not opts.quiet:
-            err.print(f"nothing left to do: every input is already in {opts.output}", highlight=False)
-        return Outcome(EXIT_OK, Stats())
-
-    from shufflenet_cli.preprocess import Preprocess
+            err.print(f"resuming: {sum(done.values())} record(s) already in {opts.output}", highlight=False)
+        inputs = skip_done(inputs, done)
+        first = next(inputs, None)
+        if first is None:
+            if not opts.quiet:
+                err.print(f"nothing left to do: every input is already in {opts.output}", highlight=False)
+            return Outcome(EXIT_OK, Stats())
+        inputs = itertools.chain([first], inputs)
+    else:
+        _, inputs = first_found(inputs)
 
     thumbs = REPORT_THUMBNAIL if opts.report else None
     prep = Preprocess.from_weights(spec.weights(), exact_decode=opts.exact_decode, thumbnail_size=thumbs)
-    # Outputs are opened first (an unwritable path fails at once), removed again if the model fails.
+    # Outputs are opened first (an unwritable path fails at once), removed again if anything fails.
     sink = Sink(opts.fmt, opts.output, opts.resume, stdout=stdout)
     report = _open_report(opts, spec, sink)
     try:
         model, device, labels = _load(spec, opts)
         tuning = default_tuning(device.type, opts)
         backend = _backend(model, device, prep, opts, tuning)
+        # A bar on the terminal that also shows the results would tear through them.
+        show_bar = opts.progress and not opts.quiet and not _results_on_terminal(opts, stdout)
+        recount = _recount(opts, walk, done)
+        stats, interrupted = _loop(inputs, prep, backend, labels, tuning, opts, sink, report, err, show_bar, recount)
+        partial = sink.close(complete=not interrupted)
     except BaseException:
         _abort(sink, report)
         raise
+    if partial is not None:
+        err.print(f"interrupted: {opts.output} left as it was; the records done so far are in {partial}", highlight=False)
+    if interrupted:
+        code = EXIT_INTERRUPTED
+    else:
+        code = EXIT_SOME_FAILED if stats.failed else EXIT_OK
+    outcome = Outcome(code, stats, backend.describe(), tuning, interrupted)
+    if report is not None:
+        from shufflenet_cli.summary import summary_line
 
+        report.close(summary_line(outcome))
+    return outcome
+
+
+def _loop(inputs, prep, backend, labels, tuning, opts, sink, report, err, show_bar, recount):  # type: ignore[no-untyped-def]
+    """The batches, written as they finish; (stats, interrupted)."""
     from shufflenet_cli import pipeline
     from shufflenet_cli.progress import progress_for
 
     stats = Stats()
     interrupted = False
     try:
-        show_bar = opts.progress and not opts.quiet
-        with warnings.catch_warnings(), StopFlag() as stop, progress_for(err, show_bar, _recount(opts, walk, done)) as bar:
+        with warnings.catch_warnings(), StopFlag() as stop, progress_for(err, show_bar, recount) as bar:
             warnings.filterwarnings("ignore", module="PIL")  # metadata warnings: the image still counts
             for records in pipeline.run(
                 inputs,
@@ -211,7 +262,7 @@ def predict(
                 labels,
                 batch_size=tuning.batch_size,
                 workers=tuning.workers,
-                topk=topk,
+                topk=min(max(opts.topk, 1), 1000),
                 threshold=opts.threshold,
                 stats=stats,
                 should_stop=stop,
@@ -225,27 +276,19 @@ def predict(
             interrupted = stop()
     except KeyboardInterrupt:
         interrupted = True
-    except BaseException:
-        _abort(sink, report)
-        raise
-    sink.close()
-    if interrupted:
-        code = EXIT_INTERRUPTED
-    else:
-        code = EXIT_SOME_FAILED if stats.failed else EXIT_OK
-    outcome = Outcome(code, stats, backend.describe(), tuning, interrupted)
-    if report is not None:
-        from shufflenet_cli.summary import summary_line
-
-        report.close(summary_line(outcome))
-    return outcome
+    return stats, interrupted
 
 
-def _recount(opts: PredictOptions, walk: WalkOptions, skip: set[str]):  # type: ignore[no-untyped-def]
+def _results_on_terminal(opts: PredictOptions, stdout: IO[bytes] | None) -> bool:
+    stream = stdout if stdout is not None else sys.stdout
+    return opts.output is None and bool(getattr(stream, "isatty", lambda: False)())
+
+
+def _recount(opts: PredictOptions, walk: WalkOptions, done: Counter[str]):  # type: ignore[no-untyped-def]
     """A way to count the inputs again for the progress bar's total; None when they come from stdin."""
     if "-" in opts.paths:
         return None
-    return lambda: (i for i in iter_inputs(opts.paths, walk) if i.path not in skip)
+    return lambda: skip_done(iter_inputs(opts.paths, walk), done)
 
 
 def _abort(sink, report) -> None:  # type: ignore[no-untyped-def]

@@ -18,12 +18,13 @@ import stat
 import sys
 import tempfile
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import IO, Iterator
 
 from rich.console import Console
 
-from shufflenet_cli.errors import OutputError, UsageError
+from shufflenet_cli.errors import OutputError, UsageError, WriteError
 from shufflenet_cli.output import CSV_HEADER, render_table, renderer_for
 from shufflenet_cli.records import Record
 
@@ -100,7 +101,7 @@ class Sink:
         except BrokenPipeError:
             raise
         except OSError as exc:
-            raise OutputError(f"cannot write results: {exc.strerror or exc}") from exc
+            raise WriteError(f"cannot write results: {exc.strerror or exc}") from exc
 
     def write(self, records: list[Record]) -> None:
         if self._console is not None:
@@ -111,15 +112,23 @@ class Sink:
         else:
             self._write(self._renderer.render(records))
 
-    def close(self) -> None:
-        """Finish the output (closing bracket, atomic rename). Called on success and on interruption."""
+    def close(self, complete: bool = True) -> Path | None:
+        """Finish the output (closing bracket, atomic rename). Called on success and on interruption.
+
+        An interrupted json --output does not replace FILE: it is kept as FILE.partial, whose path is
+        returned (a valid JSON array of the records done so far).
+        """
+        partial = None
         try:
             if self._renderer is not None:
                 self._write(self._renderer.footer())
             if self._close_stream:
                 self._stream.close()
                 if self._tmp is not None:
-                    os.replace(self._tmp, self._target)
+                    target = self._target
+                    if not complete:
+                        partial = target = self._target.with_name(self._target.name + ".partial")
+                    os.replace(self._tmp, target)
                     self._tmp = None
             else:
                 self._stream.detach()
@@ -128,14 +137,18 @@ class Sink:
             raise
         except OSError as exc:
             self.abort()
-            raise OutputError(f"cannot write --output {self.output}: {exc.strerror or exc}") from exc
+            raise WriteError(f"cannot write --output {self.output}: {exc.strerror or exc}") from exc
         except BaseException:
             self.abort()
             raise
+        return partial
 
     def abort(self) -> None:
         """Leave nothing half-written behind after an error: the json temp file goes, a previous file stays."""
-        if self._close_stream:
+        if not self._close_stream:
+            with contextlib.suppress(ValueError):
+                self._stream.detach()  # the caller's stdout stays open
+        else:
             with contextlib.suppress(OSError, ValueError):
                 self._stream.close()
             if self._created and not self._wrote and self._tmp is None:
@@ -219,8 +232,11 @@ def truncate_to_complete(path: Path, fmt: str) -> None:
         drop_partial_last_line(path)
 
 
-def completed_paths(path: Path, fmt: str) -> set[str]:
-    """Paths whose records are complete in a jsonl or csv results file (for --resume).
+def completed_paths(path: Path, fmt: str) -> Counter[str]:
+    """How many complete records each path has in a jsonl or csv results file (for --resume).
+
+    A count, not a set: a file named twice in the inputs has two records, and only as many
+    occurrences as are done get skipped.
 
     jsonl: every whole line that parses. A last line without its newline was cut mid-write: not done.
     csv: a record is several rows (one per prediction) and a kill can fall between them, so the
@@ -229,7 +245,7 @@ def completed_paths(path: Path, fmt: str) -> set[str]:
     if fmt not in RESUMABLE:
         raise UsageError("--resume needs --output FILE with --format jsonl or csv")
     if not path.exists():
-        return set()
+        return Counter()
     try:
         if fmt == "csv":
             return _scan_csv(path)[0]
@@ -238,22 +254,25 @@ def completed_paths(path: Path, fmt: str) -> set[str]:
         raise OutputError(f"cannot read --output {path} to resume: {exc.strerror or exc}") from exc
 
 
-def _scan_jsonl(path: Path) -> set[str]:
-    done: set[str] = set()
+def _scan_jsonl(path: Path) -> Counter[str]:
+    done: Counter[str] = Counter()
     with open(path, "rb") as f:
         for line in f:
             if not line.endswith(b"\n"):
                 break  # half a line: drop_partial_last_line cuts it
             try:
-                done.add(json.loads(line.decode("utf-8", "surrogateescape"))["path"])
+                done[json.loads(line.decode("utf-8", "surrogateescape"))["path"]] += 1
             except (ValueError, KeyError, TypeError):
                 continue
     return done
 
 
-def _scan_csv(path: Path) -> tuple[set[str], int]:
-    """Paths of all records but the last, and the byte offset where the last record begins."""
-    done: set[str] = set()
+def _scan_csv(path: Path) -> tuple[Counter[str], int]:
+    """Paths of all records but the last, and the byte offset where the last record begins.
+
+    A record is a run of rows with one path that starts at rank 1 (or is a single error/empty row).
+    """
+    done: Counter[str] = Counter()
     pos = 0  # bytes handed to the csv reader so far
 
     def lines(f: IO[bytes]) -> Iterator[str]:
@@ -279,9 +298,9 @@ def _scan_csv(path: Path) -> tuple[set[str], int]:
                 first = False
                 if not row:
                     continue
-                if row[0] != last_path:
+                if row[0] != last_path or (len(row) > 1 and row[1] in ("", "1")):
                     if last_path is not None:
-                        done.add(last_path)
+                        done[last_path] += 1
                     last_path, last_start = row[0], keep
                 keep = pos
         except csv.Error:

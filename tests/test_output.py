@@ -85,3 +85,23 @@ def test_table_has_no_colour_codes_with_no_color(monkeypatch):
     buf = io.StringIO()
     Console(file=buf, force_terminal=True, width=80).print(render_table([GOOD, BAD]))
     assert "\x1b[3" not in buf.getvalue()  # no foreground colours
+
+
+def test_format_comes_from_the_option_then_the_output_extension():
+    from pathlib import Path
+
+    import pytest
+
+    from shufflenet_cli.errors import UsageError
+    from shufflenet_cli.output import choose_format
+
+    assert choose_format(None, False, None) == "table"
+    assert choose_format(None, False, Path("out/results.JSONL")) == "jsonl"
+    assert choose_format(None, False, Path("r.ndjson")) == "jsonl"
+    assert choose_format(None, False, Path("r.csv")) == "csv"
+    assert choose_format(None, False, Path("r.json")) == "json"
+    assert choose_format(None, False, Path("r.txt")) == "table"
+    assert choose_format("csv", False, Path("r.json")) == "csv"  # explicit wins
+    assert choose_format(None, True, None) == choose_format("json", True, None) == "json"
+    with pytest.raises(UsageError):
+        choose_format("csv", True, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import subprocess
 import sys
 
@@ -232,3 +233,27 @@ def test_python_dash_m_and_help_without_torch():
     assert helped.returncode == 0
     for option in ("--model", "--weights", "--device", "--batch-size", "--workers", "--topk", "--format", "--json"):
         assert option in helped.stdout
+
+
+def test_output_extension_picks_the_format(cli, images, random_weights, tmp_path):
+    out = tmp_path / "results.jsonl"
+    r = cli("predict", *images, *ARGS, "--weights", random_weights, "-o", out)
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout == ""
+    assert [json.loads(line)["path"] for line in out.read_text().splitlines()] == [str(p) for p in images]
+
+
+@pytest.mark.parametrize("args", [("--threads", "0"), ("--workers", "-1"), ("--json", "-f", "csv")])
+def test_more_usage_errors(cli, images, random_weights, args):
+    r = cli("predict", images[0], *ARGS, "--weights", random_weights, *args)
+    assert r.exit_code == 2
+    assert r.stdout == "" and "Traceback" not in r.stderr
+
+
+def test_timings_on_stderr(cli, images, random_weights):
+    r = cli("predict", *images, *ARGS, "--weights", random_weights, "-f", "json", "--timings", "-q")
+    assert r.exit_code == 0
+    assert len(r.json()) == len(images)
+    assert "images/s end-to-end" in r.stderr
+    for stage in ("read+decode", "preprocess", "inference", "output", "backend", "batch size", "workers", "threads"):
+        assert stage in r.stderr

@@ -6,6 +6,7 @@ import csv
 import io
 import itertools
 import json
+from collections import Counter
 import os
 import queue
 import re
@@ -159,7 +160,7 @@ def test_failed_run_leaves_the_previous_json_untouched(run, tmp_path, monkeypatc
 
     monkeypatch.setattr(pipeline, "_finish", failing_finish)
     r = run(d, "-b", "1", "-o", out, fmt="json")
-    assert r.exit_code != 0
+    assert r.exit_code == 70  # an unexpected failure
     assert "backend blew up" in r.stderr
     assert out.read_text() == '["previous"]\n'
     assert sorted(os.listdir(tmp_path)) == ["imgs", "results.json"]
@@ -201,7 +202,7 @@ def test_resume_jsonl_cut_just_before_the_newline(run, tmp_path):  # noqa: F811
     out = tmp_path / "out.jsonl"
     assert run(d, "-o", out).exit_code == 0
     out.write_bytes(out.read_bytes()[:-1])
-    assert completed_paths(out, "jsonl") == set(paths[:2])
+    assert completed_paths(out, "jsonl") == Counter(paths[:2])
     assert run(d, "--resume", "-o", out).exit_code == 0
     assert [json.loads(line)["path"] for line in out.read_text().splitlines()] == paths
 
@@ -239,6 +240,57 @@ def test_resume_with_everything_done_is_a_quiet_success(run, tmp_path):  # noqa:
     r = run(d, "--resume", "-o", out)
     assert r.exit_code == 0, r.stderr
     assert out.read_bytes() == before
+
+
+def test_resume_counts_a_file_named_twice(run, tmp_path):  # noqa: F811
+    """One occurrence done before the kill: the second is still classified."""
+    d, paths = folder_of(tmp_path, 2)
+    out = tmp_path / "out.jsonl"
+    args = [paths[0], paths[0], paths[1]]
+    assert run(*args, "-o", out).exit_code == 0
+    out.write_bytes(out.read_bytes().splitlines(keepends=True)[0])
+    assert run(*args, "--resume", "-o", out).exit_code == 0
+    assert [json.loads(line)["path"] for line in out.read_text().splitlines()] == args
+
+
+def test_resume_csv_keeps_a_file_named_twice_in_a_row_as_two_records(run, tmp_path):  # noqa: F811
+    d, paths = folder_of(tmp_path, 2)
+    out = tmp_path / "out.csv"
+    args = [paths[0], paths[0], paths[1]]
+    assert run(*args, "-o", out, fmt="csv").exit_code == 0
+    assert completed_paths(out, "csv") == Counter([paths[0], paths[0]])  # the last record is always redone
+
+
+def test_resume_with_only_failures_left_writes_their_records(run, tmp_path):  # noqa: F811
+    d, paths = folder_of(tmp_path, 1)
+    out = tmp_path / "out.jsonl"
+    assert run(paths[0], "-o", out).exit_code == 0
+    missing = str(tmp_path / "missing.jpg")
+    r = run(paths[0], missing, "--resume", "-o", out)
+    assert r.exit_code == 1
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [rec["path"] for rec in records] == [paths[0], missing]
+    assert "no such file" in records[1]["error"]
+
+
+def test_interrupted_json_output_keeps_the_old_file_and_leaves_a_partial(tmp_path):
+    out = tmp_path / "results.json"
+    out.write_text('["previous"]\n')
+    sink = Sink("json", out)
+    sink.write([Record("a.jpg", (Prediction(1, 3, "x", 0.5),))])
+    partial = sink.close(complete=False)
+    assert out.read_text() == '["previous"]\n'
+    assert partial == out.resolve().with_name("results.json.partial")
+    assert [r["path"] for r in json.loads(partial.read_text())] == ["a.jpg"]
+
+
+def test_a_write_failure_mid_run_is_exit_74(run, tmp_path):  # noqa: F811
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    d, _ = folder_of(tmp_path, 2)
+    r = run(d, "-o", "/dev/full")
+    assert r.exit_code == 74
+    assert "cannot write" in r.stderr and "Traceback" not in r.stderr
 
 
 # --- Ctrl-C and SIGTERM -------------------------------------------------------------------------
