@@ -32,7 +32,6 @@ class ImageError(Exception):
 
 
 @functools.cache
-@functools.cache
 def register_plugins() -> None:
     """Once per process: let Pillow open HEIF/HEIC and JPEG XL when their plugins are installed (pillow-heif, pillow-jxl-plugin)."""
     try:

@@ -76,11 +76,10 @@ def _reason(exc: BaseException) -> str:
 
 def _missing(spec: ModelSpec, why: str) -> ModelLoadError:
     return ModelLoadError(
-        f"weights for {spec.arch} are not in the cache and {why}.\n"
-        f"  looked in: {cache_path(spec)}\n"
-        f"  download:  {weights_url(spec)}",
-        hint="on a machine with internet run `shufflenet download "
-        f"{spec.key}` (or copy that file into the folder above), or pass --weights PATH",
+        f"weights for {spec.arch} are not in the cache ({cache_path(spec)}) and {why}; "
+        f"they come from {weights_url(spec)}",
+        hint=f"run `shufflenet download {spec.key}` where there is internet (or copy that file into the "
+        "cache, `shufflenet download --from FILE`), or pass --weights PATH",
     )
 
 
@@ -129,13 +128,19 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def width_of(state_dict: dict[str, Any]) -> ModelSpec | None:
+    """Which width a state dict is for, from conv5's input channels (None when it is not ShuffleNet v2)."""
+    conv5 = state_dict.get("conv5.0.weight")
+    return spec_for_conv5(int(conv5.shape[1])) if conv5 is not None and conv5.dim() == 4 else None
+
+
 def build_model(spec: ModelSpec, state_dict: dict[str, Any], source: str) -> Any:
     """A ShuffleNet v2 of this width, classifier sized from the weights, in eval mode."""
     fc = state_dict.get("fc.weight")
     conv5 = state_dict.get("conv5.0.weight")
     if fc is None or conv5 is None or fc.dim() != 2 or conv5.dim() != 4:
         raise ModelLoadError(f"{source} is not a ShuffleNet v2 state dict (no fc / conv5 weights)")
-    other = spec_for_conv5(int(conv5.shape[1]))
+    other = width_of(state_dict)
     if other is not None and other.key != spec.key:
         raise ModelLoadError(
             f"{source} holds weights for {other.arch}, not {spec.arch}",
@@ -193,12 +198,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def width_of(state_dict: dict[str, Any]) -> ModelSpec | None:
-    """Which width a state dict is for, from conv5's input channels (None when it is not ShuffleNet v2)."""
-    conv5 = state_dict.get("conv5.0.weight")
-    return spec_for_conv5(int(conv5.shape[1])) if conv5 is not None and conv5.dim() == 4 else None
 
 
 def install_from_file(source: Path, spec: ModelSpec | None = None) -> tuple[ModelSpec, Path, bool]:

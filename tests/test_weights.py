@@ -37,6 +37,7 @@ def test_offline_without_cached_weights_is_exit_3_with_one_clear_message(cli, im
     assert str(cache_path(resolve_model("x1_0"))) in r.stderr
     assert "--weights PATH" in r.stderr
     assert "Traceback" not in r.stderr
+    assert len(r.stderr.splitlines()) == 2  # one line for what happened, one for what to do
 
 
 @pytest.mark.parametrize(
