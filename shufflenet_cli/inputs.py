@@ -14,7 +14,7 @@ from typing import IO, Iterable, Iterator
 # Taken from directories even where this Pillow cannot open them (HEIC, JPEG XL without a plugin):
 # such a photo becomes an error record that names its format, never a silent skip.
 DEFAULT_EXTENSIONS = frozenset(
-    {"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "heic", "heif", "avif", "jxl"}
+    {"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "mpo", "heic", "heif", "avif", "jxl"}
 )
 _GLOB_CHARS = set("*?[")
 

@@ -30,13 +30,25 @@ def weights_dir(tmp_path_factory) -> Path:
 
 
 def random_state_dict(arch: str = "x0_5", num_classes: int = 1000, seed: int = 0) -> dict:
+    """Random weights whose batch-norm statistics are calibrated on random pictures.
+
+    Plain random init shrinks activations layer by layer until the logits are ~1e-6 whatever the image:
+    every picture would get the same prediction, and a record moved to its neighbour's place, or a
+    sideways decode, would go unseen. Calibrated, different pictures give different top-5s.
+    """
     import torch
 
     from shufflenet_cli.models import resolve_model
 
     torch.manual_seed(seed)
-    model = resolve_model(arch).builder()(weights=None, num_classes=num_classes).eval()
-    return model.state_dict()
+    model = resolve_model(arch).builder()(weights=None, num_classes=num_classes)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None  # running stats = the average over the calibration batch
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(8, 3, 96, 96))
+    return model.eval().state_dict()
 
 
 @pytest.fixture(scope="session")

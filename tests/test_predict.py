@@ -39,29 +39,50 @@ def reference_top5(model: torch.nn.Module, path) -> tuple[list[int], list[float]
 @pytest.fixture
 def parity_images(tmp_path):
     sizes = [(500, 375), (375, 500), (640, 480), (224, 224), (300, 1000), (97, 61)]
-    paths = [make_image(tmp_path / f"p{i}.jpg", size=s, seed=10 + i, quality=90) for i, s in enumerate(sizes)]
-    if DOG.is_file():
-        paths.append(DOG)
-    return paths
+    return [make_image(tmp_path / f"p{i}.jpg", size=s, seed=10 + i, quality=90) for i, s in enumerate(sizes)]
+
+
+def _model(weights):
+    from shufflenet_cli.models import resolve_model
+    from shufflenet_cli.weights import build_model, read_checkpoint
+
+    return build_model(resolve_model("x0_5"), read_checkpoint(weights), "test")
+
+
+def assert_parity(records, paths, model, tol=1e-4):
+    for record, path in zip(records, paths, strict=True):
+        ids, probs = reference_top5(model, path)
+        assert [p["index"] for p in record["predictions"]] == ids, path
+        assert [p["probability"] for p in record["predictions"]] == pytest.approx(probs, abs=tol), path
 
 
 def test_default_path_matches_the_reference_code(cli, parity_images, random_weights):
-    from shufflenet_cli.weights import build_model, read_checkpoint
-    from shufflenet_cli.models import resolve_model
-
-    model = build_model(resolve_model("x0_5"), read_checkpoint(random_weights), "test")
+    """JPEGs under 1024 px on the shorter side (most photos on the web, all of ImageNet) decode exactly."""
     r = cli("predict", *parity_images, *ARGS, "--weights", random_weights, "-f", "json", "-b", "4")
     assert r.exit_code == 0, r.stderr
-    for record, path in zip(r.json(), parity_images, strict=True):
-        ids, probs = reference_top5(model, path)
-        assert [p["index"] for p in record["predictions"]] == ids
-        assert [p["probability"] for p in record["predictions"]] == pytest.approx(probs, abs=1e-4)
+    assert_parity(r.json(), parity_images, _model(random_weights))
+
+
+def test_exact_decode_matches_the_reference_on_large_jpegs(cli, tmp_path, random_weights):
+    big = [make_image(tmp_path / "big.jpg", size=(1600, 1200), seed=3, quality=92)]
+    if DOG.is_file():
+        big.append(DOG)  # 1546x1213
+    base = ("predict", *big, *ARGS, "--weights", random_weights, "-f", "json")
+    exact = cli(*base, "--exact-decode")
+    assert_parity(exact.json(), big, _model(random_weights))
+    # The default decodes these at half scale (DCT scaling), then resizes exactly: not identical
+    # (on real photos top-1 agrees; see test_real_weights_call_the_dog_a_samoyed_in_every_format).
+    drafted = cli(*base).json()
+    for a, b in zip(exact.json(), drafted):
+        assert a["predictions"] != b["predictions"]
 
 
 def test_real_weights_call_the_dog_a_samoyed_in_every_format(cli, real_weights):
     if not DOG.is_file():
         pytest.skip("../shared/images/dog.jpg is not here")
     base = ("predict", DOG, *ARGS, "--weights", real_weights)
+    exact = cli(*base, "-f", "json", "--exact-decode").json()[0]
+    assert exact["predictions"][0]["label"] == "Samoyed"
     rec = cli(*base, "-f", "json").json()[0]
     assert rec["predictions"][0]["label"] == "Samoyed" and rec["predictions"][0]["index"] == 258
     assert rec["predictions"][0]["probability"] > 0.9

@@ -24,30 +24,10 @@ from shufflenet_cli.inputs import Input
 from shufflenet_cli.preprocess import Preprocess
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    """Random x0_5 weights whose batch-norm statistics are calibrated on random pictures.
-
-    Plain random weights (conftest's random_weights) shrink every activation by a constant factor per
-    layer until the logits are ~1e-6 whatever the image: every picture gets the same prediction, so a
-    record moved to its neighbour's place, or a sideways decode, would go unseen. Calibrated, different
-    pictures give different top-5s.
-    """
-    import torch
-
-    from shufflenet_cli.models import resolve_model
-
-    torch.manual_seed(0)
-    model = resolve_model("x0_5").builder()(weights=None, num_classes=1000)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.momentum = None  # running stats = the average over the calibration batch
-    model.train()
-    with torch.no_grad():
-        model(torch.rand(8, 3, 96, 96))
-    path = tmp_path_factory.mktemp("weights") / "calibrated_x0_5.pth"
-    torch.save(model.eval().state_dict(), path)
-    return path
+@pytest.fixture
+def weights(random_weights) -> Path:
+    """conftest's random weights (batch-norm calibrated, so different pictures predict differently)."""
+    return random_weights
 
 
 def predict(cli, weights, *args, k: int = 1):
