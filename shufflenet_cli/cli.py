@@ -14,7 +14,6 @@ from typing import Annotated, Iterator, List, Optional
 import typer
 from rich.console import Console
 
-
 from shufflenet_cli import __version__
 from shufflenet_cli.errors import ShufflenetError
 from shufflenet_cli.models import DEFAULT_MODEL
@@ -124,7 +123,11 @@ def predict(
     batch_size: Annotated[
         Optional[int],
         typer.Option(
-            "--batch-size", "-b", min=1, help="Images per forward pass [default: 32 on CPU, 128 on CUDA].", show_default=False
+            "--batch-size",
+            "-b",
+            min=1,
+            help="Images per forward pass [default: 32 on CPU, 128 on CUDA].",
+            show_default=False,
         ),
     ] = None,
     workers: Annotated[
@@ -138,22 +141,26 @@ def predict(
         ),
     ] = None,
     threads: Annotated[
-        Optional[int], typer.Option(min=1, help="Torch intra-op threads on CPU [default: number of cores].", show_default=False)
+        Optional[int],
+        typer.Option(min=1, help="Torch intra-op threads on CPU [default: number of cores].", show_default=False),
     ] = None,
     topk: Annotated[int, typer.Option("--topk", "-k", help="Predictions per image (clamped to 1..1000).")] = 5,
-    threshold: Annotated[
-        float, typer.Option(help="Drop predictions with a probability under this (0..1).")
-    ] = 0.0,
+    threshold: Annotated[float, typer.Option(help="Drop predictions with a probability under this (0..1).")] = 0.0,
     fmt: Annotated[
         Optional[Format],
         typer.Option(
-            "--format", "-f", help="Output format [default: from --output's extension (.json, .jsonl, .csv), else table].", show_default=False
+            "--format",
+            "-f",
+            help="Output format [default: from --output's extension (.json, .jsonl, .csv), else table].",
+            show_default=False,
         ),
     ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Shorthand for --format json.")] = False,
     output: Annotated[
         Optional[Path],
-        typer.Option("--output", "-o", help="Write results to FILE (json: atomically; jsonl/csv: appended as they come)."),
+        typer.Option(
+            "--output", "-o", help="Write results to FILE (json: atomically; jsonl/csv: appended as they come)."
+        ),
     ] = None,
     resume: Annotated[
         bool, typer.Option(help="With --output FILE (jsonl or csv): skip inputs already in FILE.")
@@ -161,23 +168,33 @@ def predict(
     recursive: Annotated[bool, typer.Option(help="Search directories recursively.")] = True,
     hidden: Annotated[bool, typer.Option(help="Include hidden files and folders (names starting with '.').")] = False,
     ext: Annotated[
-        Optional[str], typer.Option(help="Only these extensions from directories, e.g. jpg,png [default: all Pillow opens].", show_default=False)
+        Optional[str],
+        typer.Option(
+            help="Only these extensions from directories, e.g. jpg,png [default: all Pillow opens].", show_default=False
+        ),
     ] = None,
-    null: Annotated[bool, typer.Option("--null", "-0", help="With -: paths on stdin are NUL-separated (find -print0).")] = False,
+    null: Annotated[
+        bool, typer.Option("--null", "-0", help="With -: paths on stdin are NUL-separated (find -print0).")
+    ] = False,
     backend: Annotated[
         BackendName, typer.Option(help="Inference engine: auto picks the fastest available for the device.")
     ] = BackendName.auto,
-    precision: Annotated[Precision, typer.Option(help="Inference precision (fp16/bf16 use autocast).")] = Precision.fp32,
+    precision: Annotated[
+        Precision, typer.Option(help="Inference precision (fp16/bf16 use autocast).")
+    ] = Precision.fp32,
     exact_decode: Annotated[
         bool, typer.Option(help="Decode large JPEGs at full size (default: DCT-scaled to >= 2x the resize size).")
     ] = False,
     report: Annotated[
-        Optional[Path], typer.Option(help="Also write a self-contained HTML report (thumbnails and bar charts) to FILE.")
+        Optional[Path],
+        typer.Option(help="Also write a self-contained HTML report (thumbnails and bar charts) to FILE."),
     ] = None,
     timings: Annotated[bool, typer.Option(help="Print throughput and per-stage timings on stderr.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr (only on a terminal).")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary on stderr.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Add the underlying exception to error messages.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Add the underlying exception to error messages.")
+    ] = False,
     debug: Annotated[bool, typer.Option(help="Show full tracebacks.")] = False,
 ) -> None:
     """Classify images and print the top-k ImageNet classes with probabilities.
@@ -244,7 +261,9 @@ _DebugOpt = Annotated[bool, typer.Option(help="Show full tracebacks.")]
 
 @app.command()
 def models(
-    fmt: Annotated[TableOrJson, typer.Option("--format", "-f", help="table for people, json for scripts.")] = TableOrJson.table,
+    fmt: Annotated[
+        TableOrJson, typer.Option("--format", "-f", help="table for people, json for scripts.")
+    ] = TableOrJson.table,
     verbose: _VerboseOpt = False,
     debug: _DebugOpt = False,
 ) -> None:
@@ -263,7 +282,6 @@ def models(
             Console(highlight=False).print(render_models_table(rows))
 
     with handled(_err_console(), verbose, debug):
-
         body()
 
 
@@ -273,7 +291,8 @@ def download(
         Optional[List[str]],
         typer.Argument(
             metavar="MODEL",
-            help=f"Widths to fetch: x0_5, x1_0, x1_5, x2_0 [default: {DEFAULT_MODEL}; with --from: the width in the file].",
+            help=f"Widths to fetch: x0_5, x1_0, x1_5, x2_0 "
+            f"[default: {DEFAULT_MODEL}; with --from: the width in the file].",
             show_default=False,
         ),
     ] = None,
@@ -327,13 +346,14 @@ def download(
             typer.echo(str(weights.cache_path(spec)))
 
     with handled(err, verbose, debug):
-
         body()
 
 
 @app.command()
 def info(
-    fmt: Annotated[TableOrJson, typer.Option("--format", "-f", help="table for people, json for scripts.")] = TableOrJson.table,
+    fmt: Annotated[
+        TableOrJson, typer.Option("--format", "-f", help="table for people, json for scripts.")
+    ] = TableOrJson.table,
     verbose: _VerboseOpt = False,
     debug: _DebugOpt = False,
 ) -> None:
@@ -349,7 +369,6 @@ def info(
             Console(highlight=False).print(render_info(data))
 
     with handled(_err_console(), verbose, debug):
-
         body()
 
 

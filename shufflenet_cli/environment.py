@@ -129,7 +129,9 @@ def render_info(info: dict[str, Any]) -> Group:
 
     cache = section("weights cache")
     cache.add_row("folder", info["cache"]["dir"])
-    cache.add_row("offline", _yes_no(info["cache"]["offline"]) + (" (SHUFFLENET_OFFLINE)" if info["cache"]["offline"] else ""))
+    cache.add_row(
+        "offline", _yes_no(info["cache"]["offline"]) + (" (SHUFFLENET_OFFLINE)" if info["cache"]["offline"] else "")
+    )
     for key, entry in info["cache"]["weights"].items():
         cache.add_row(key, "cached" if entry["cached"] else "not cached")
 
@@ -140,7 +142,9 @@ def render_info(info: dict[str, Any]) -> Group:
             extra = f" ({', '.join(providers)})" if providers else ""
             backends.add_row(name, f"yes, {entry['version']}{extra}")
         else:
-            backends.add_row(name, "no (not installed)" if "No module" in entry.get("error", "") else f"no ({entry.get('error')})")
+            backends.add_row(
+                name, "no (not installed)" if "No module" in entry.get("error", "") else f"no ({entry.get('error')})"
+            )
 
     return Group(versions, devices, cache, backends)
 

@@ -33,7 +33,10 @@ class ImageError(Exception):
 
 @functools.cache
 def register_plugins() -> None:
-    """Once per process: let Pillow open HEIF/HEIC and JPEG XL when their plugins are installed (pillow-heif, pillow-jxl-plugin)."""
+    """Once per process: let Pillow open HEIF/HEIC and JPEG XL where their plugins are installed.
+
+    (pillow-heif, pillow-jxl-plugin; without them such files are error records naming the format.)
+    """
     try:
         import pillow_heif
 

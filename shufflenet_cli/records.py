@@ -42,7 +42,7 @@ def make_record(
 ) -> Record:
     preds = tuple(
         Prediction(rank=r + 1, index=int(i), label=labels[int(i)], probability=float(p))
-        for r, (p, i) in enumerate(zip(probs, indices))
+        for r, (p, i) in enumerate(zip(probs, indices, strict=True))
         if float(p) >= threshold
     )
     return Record(path=path, predictions=preds, thumbnail=thumbnail)

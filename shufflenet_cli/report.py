@@ -84,8 +84,7 @@ def clean_text(text: str) -> str:
         text = "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
     if any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in text):
         text = "".join(
-            _CONTROL_ESCAPES.get(ch, f"\\x{ord(ch):02x}") if ch < " " or "\x7f" <= ch <= "\x9f" else ch
-            for ch in text
+            _CONTROL_ESCAPES.get(ch, f"\\x{ord(ch):02x}") if ch < " " or "\x7f" <= ch <= "\x9f" else ch for ch in text
         )
     return text
 
@@ -142,13 +141,13 @@ def card_html(record: Record) -> str:
 
 def error_row_html(record: Record) -> str:
     """One failed input: its path and why it could not be classified."""
-    return f'<tr><td>{esc(record.path)}</td><td>{esc(record.error or "unknown error")}</td></tr>\n'
+    return f"<tr><td>{esc(record.path)}</td><td>{esc(record.error or 'unknown error')}</td></tr>\n"
 
 
 def head_html(title: str, summary: str, generated: str = "") -> str:
     meta = f'<p class="meta">{esc(generated)}</p>' if generated else ""
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"

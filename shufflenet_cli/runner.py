@@ -173,7 +173,11 @@ def validate(opts: PredictOptions) -> None:
         raise UsageError(f"unknown format {opts.fmt!r}", hint="use " + ", ".join(FORMATS))
     if opts.precision not in PRECISIONS:
         raise UsageError(f"unknown precision {opts.precision!r}", hint="use " + ", ".join(PRECISIONS))
-    for name, value, least in (("--batch-size", opts.batch_size, 1), ("--workers", opts.workers, 0), ("--threads", opts.threads, 1)):
+    for name, value, least in (
+        ("--batch-size", opts.batch_size, 1),
+        ("--workers", opts.workers, 0),
+        ("--threads", opts.threads, 1),
+    ):
         if value is not None and value < least:
             raise UsageError(f"{name} must be at least {least}")
     if not 0.0 <= opts.threshold <= 1.0:
@@ -232,7 +236,9 @@ def predict(
         _abort(sink, report)
         raise
     if partial is not None:
-        err.print(f"interrupted: {opts.output} left as it was; the records done so far are in {partial}", highlight=False)
+        err.print(
+            f"interrupted: {opts.output} left as it was; the records done so far are in {partial}", highlight=False
+        )
     if interrupted:
         code = EXIT_INTERRUPTED
     else:

@@ -11,10 +11,7 @@ def summary_line(outcome: Any) -> str:
     s = outcome.stats
     elapsed = max(s.elapsed, 1e-9)
     head = "interrupted: " if outcome.interrupted else ""
-    return (
-        f"{head}{s.classified} classified, {s.failed} failed in {elapsed:.2f} s "
-        f"({s.done / elapsed:.1f} images/s)"
-    )
+    return f"{head}{s.classified} classified, {s.failed} failed in {elapsed:.2f} s ({s.done / elapsed:.1f} images/s)"
 
 
 def timings_lines(outcome: Any) -> list[str]:

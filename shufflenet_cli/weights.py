@@ -185,7 +185,7 @@ def resolve_device(name: str) -> Any:
     if device.index is not None and device.index >= torch.cuda.device_count():
         raise ModelLoadError(
             f"--device {name}: there are only {torch.cuda.device_count()} CUDA device(s)",
-            hint="use cuda:0 .. cuda:%d" % (torch.cuda.device_count() - 1),
+            hint=f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}",
         )
     return device
 

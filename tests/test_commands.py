@@ -17,13 +17,12 @@ import urllib.error
 from pathlib import Path
 
 import pytest
+from conftest import random_state_dict
 from rich.console import Console
 
 from shufflenet_cli import __version__
 from shufflenet_cli.errors import ModelLoadError
 from shufflenet_cli.models import MODELS, resolve_model
-
-from conftest import random_state_dict
 
 
 def _render(renderable, width: int = 80) -> str:
@@ -352,7 +351,10 @@ def test_download_from_file_with_the_wrong_hash(cli, x0_5_file, _offline_private
     lines = r.stderr.splitlines()
     assert lines[0].startswith(f"Error: {x0_5_file} is not torchvision's {spec.arch} weights file: its sha256 is ")
     assert "wants one starting with f707e7126e" in lines[0]
-    assert lines[1] == f"Hint: get the file from {spec.weights().url}, or use your own weights with `predict --weights {x0_5_file}`"
+    assert (
+        lines[1]
+        == f"Hint: get the file from {spec.weights().url}, or use your own weights with `predict --weights {x0_5_file}`"
+    )
     assert _cache_files(_offline_private_cache) == []  # nothing written
 
 
@@ -478,12 +480,21 @@ def test_info_renderer_shows_cuda_devices():
         "cache": {"dir": "/cache", "offline": False, "weights": {"x1_0": {"cached": True, "path": "/cache/x"}}},
         "backends": {
             "torch": {"available": True, "version": "2.5.0"},
-            "onnxruntime": {"available": False, "version": None, "providers": [], "error": "ModuleNotFoundError: No module named 'onnxruntime'"},
+            "onnxruntime": {
+                "available": False,
+                "version": None,
+                "providers": [],
+                "error": "ModuleNotFoundError: No module named 'onnxruntime'",
+            },
         },
     }
     text = _render(render_info(info))
     assert max(len(line) for line in text.splitlines()) <= 80
-    rows = {cells[0]: cells[1] for cells in ([c.strip() for c in line.split("│")[1:-1]] for line in text.splitlines()) if len(cells) == 2}
+    rows = {
+        cells[0]: cells[1]
+        for cells in ([c.strip() for c in line.split("│")[1:-1]] for line in text.splitlines())
+        if len(cells) == 2
+    }
     assert rows["onnxruntime"] in ("not installed", "no (not installed)")
     assert rows["cpu"] == "16 cores, 8 usable, torch threads 8"
     assert rows["cuda"] == "yes (CUDA 12.4)"

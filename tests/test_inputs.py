@@ -114,7 +114,15 @@ def test_no_recursive_stays_flat(run, tree):
 def test_hidden_files_and_folders_only_with_hidden(run, tree):
     r = run(tree, "--hidden")
     assert r.exit_code == 0, r.stderr
-    assert rel(tree, r.paths()) == [".cache/x.jpg", ".hidden.jpg", "B.jpg", "a.jpg", "b.jpg", "sub/deep/y.jpg", "sub/z.jpg"]
+    assert rel(tree, r.paths()) == [
+        ".cache/x.jpg",
+        ".hidden.jpg",
+        "B.jpg",
+        "a.jpg",
+        "b.jpg",
+        "sub/deep/y.jpg",
+        "sub/z.jpg",
+    ]
 
 
 def test_explicit_hidden_file_is_taken(run, tree):
@@ -171,7 +179,13 @@ def test_ext_limits_directories_but_not_explicit_files(run, tmp_path):
 
 # --- odd names ----------------------------------------------------------------------------------
 
-ODD_NAMES = [b"with space.jpg", b"new\nline.jpg", b"quo\"te's,comma.jpg", "ünï 猫 🐈.jpg".encode(), b"bad\xff\xfename.jpg"]
+ODD_NAMES = [
+    b"with space.jpg",
+    b"new\nline.jpg",
+    b"quo\"te's,comma.jpg",
+    "ünï 猫 🐈.jpg".encode(),
+    b"bad\xff\xfename.jpg",
+]
 
 
 @pytest.fixture

@@ -64,7 +64,9 @@ def _plain(table, width=80) -> str:
 
 
 def test_table_groups_by_image_and_fits_80_columns():
-    long = Record("/a/very/long/folder/name/that/goes/on/and/on/for/ever/and/ever/IMG_20240101_123456.jpg", GOOD.predictions)
+    long = Record(
+        "/a/very/long/folder/name/that/goes/on/and/on/for/ever/and/ever/IMG_20240101_123456.jpg", GOOD.predictions
+    )
     text = _plain(render_table([GOOD, BAD, long]))
     lines = text.splitlines()
     assert max(len(line) for line in lines) <= 80

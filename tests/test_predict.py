@@ -10,7 +10,6 @@ import sys
 
 import pytest
 import torch
-
 from conftest import DOG, make_image
 
 ARGS = ("-m", "x0_5")
@@ -73,7 +72,7 @@ def test_exact_decode_matches_the_reference_on_large_jpegs(cli, tmp_path, random
     # The default decodes these at half scale (DCT scaling), then resizes exactly: not identical
     # (on real photos top-1 agrees; see test_real_weights_call_the_dog_a_samoyed_in_every_format).
     drafted = cli(*base).json()
-    for a, b in zip(exact.json(), drafted):
+    for a, b in zip(exact.json(), drafted, strict=True):
         assert a["predictions"] != b["predictions"]
 
 
@@ -144,7 +143,7 @@ def test_a_bad_file_in_the_middle_shifts_nothing(cli, tmp_path, random_weights):
     assert r.exit_code == 1
     records = r.json()
     assert [rec["path"] for rec in records] == [str(p) for p in order]
-    for rec, path in zip(records, order):
+    for rec, path in zip(records, order, strict=True):
         if path == bad:
             assert "cannot identify image file" in rec["error"] and "predictions" not in rec
         else:
@@ -158,7 +157,7 @@ def test_batch_size_and_workers_do_not_change_results(cli, images, random_weight
     for b, j in [(2, 1), (4, 3), (64, 2)]:
         got = cli(*base, "-b", str(b), "-j", str(j)).json()
         assert [r["path"] for r in got] == [r["path"] for r in ref]
-        for a, c in zip(ref, got):
+        for a, c in zip(ref, got, strict=True):
             assert [p["index"] for p in a["predictions"]] == [p["index"] for p in c["predictions"]]
             assert [p["probability"] for p in a["predictions"]] == pytest.approx(
                 [p["probability"] for p in c["predictions"]], abs=1e-5
@@ -183,7 +182,7 @@ def test_threshold_drops_low_predictions_but_keeps_the_record(cli, images, rando
     assert probs[2] - probs[3] > 1e-4, "test needs distinct probabilities"
     kept = cli(*base, "--threshold", str(cut)).json()
     assert kept[0]["predictions"] == full[0]["predictions"][:3]
-    for a, b in zip(full, kept):
+    for a, b in zip(full, kept, strict=True):
         assert b["predictions"] == [p for p in a["predictions"] if p["probability"] >= cut]
     none = cli(*base, "--threshold", "1.0").json()
     assert all(rec["predictions"] == [] and rec["path"] for rec in none)
@@ -250,7 +249,9 @@ def test_python_dash_m_and_help_without_torch():
         check=True,
     )
     assert out.stdout.strip() == "False"
-    helped = subprocess.run([sys.executable, "-m", "shufflenet_cli", "predict", "--help"], capture_output=True, text=True)
+    helped = subprocess.run(
+        [sys.executable, "-m", "shufflenet_cli", "predict", "--help"], capture_output=True, text=True
+    )
     assert helped.returncode == 0
     for option in ("--model", "--weights", "--device", "--batch-size", "--workers", "--topk", "--format", "--json"):
         assert option in helped.stdout

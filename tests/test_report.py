@@ -10,8 +10,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-
 from conftest import make_image
+
 from shufflenet_cli.errors import OutputError
 from shufflenet_cli.records import Prediction, Record
 from shufflenet_cli.report import (
@@ -75,7 +75,10 @@ class Page(HTMLParser):
 
 
 def rec(path: str = "a.jpg", probs=(0.9, 0.1), labels=("cat", "dog"), thumbnail: bytes | None = JPEG) -> Record:
-    preds = tuple(Prediction(rank=i + 1, index=i, label=l, probability=p) for i, (p, l) in enumerate(zip(probs, labels)))
+    preds = tuple(
+        Prediction(rank=i + 1, index=i, label=name, probability=p)
+        for i, (p, name) in enumerate(zip(probs, labels, strict=True))
+    )
     return Record(path=path, predictions=preds, thumbnail=thumbnail)
 
 

@@ -6,6 +6,7 @@ Every file is generated here (see imagegen.py); nothing depends on files checked
 
 from __future__ import annotations
 
+import itertools
 import builtins
 import json
 import os
@@ -13,12 +14,12 @@ import struct
 import zlib
 from pathlib import Path
 
+import imagegen as gen
 import numpy as np
 import pytest
+from conftest import make_image
 from PIL import Image, features
 
-import imagegen as gen
-from conftest import make_image
 from shufflenet_cli import pipeline, preprocess
 from shufflenet_cli.inputs import Input
 from shufflenet_cli.preprocess import Preprocess
@@ -31,8 +32,7 @@ def weights(random_weights) -> Path:
 
 
 def predict(cli, weights, *args, k: int = 1):
-    return cli("predict", *args, "-m", "x0_5", "--weights", weights, "--backend", "torch",
-               "-f", "jsonl", "-k", str(k))
+    return cli("predict", *args, "-m", "x0_5", "--weights", weights, "--backend", "torch", "-f", "jsonl", "-k", str(k))
 
 
 def parse_jsonl(stdout: str) -> list[dict]:
@@ -44,8 +44,12 @@ def parse_jsonl(stdout: str) -> list[dict]:
 def png_bytes(width: int, height: int) -> bytes:
     """A PNG whose IHDR declares width x height RGB (the pixel data is a few bytes, not a valid image)."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + gen.png_chunk(b"IHDR", ihdr)
-            + gen.png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + gen.png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + gen.png_chunk(b"IHDR", ihdr)
+        + gen.png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + gen.png_chunk(b"IEND", b"")
+    )
 
 
 def _transparent_palette(path: Path) -> Path:
@@ -193,8 +197,10 @@ def test_a_folder_of_every_case_gives_one_record_per_input(tmp_path, cli, weight
 
 @pytest.mark.parametrize(
     "exc, message",
-    [(RuntimeError("libfoo exploded"), "decoder failed: RuntimeError: libfoo exploded"),
-     (MemoryError(), "out of memory")],
+    [
+        (RuntimeError("libfoo exploded"), "decoder failed: RuntimeError: libfoo exploded"),
+        (MemoryError(), "out of memory"),
+    ],
 )
 def test_a_decoder_crash_costs_one_record(tmp_path, cli, weights, monkeypatch, exc, message):
     folder = tmp_path / "five"
@@ -206,7 +212,7 @@ def test_a_decoder_crash_costs_one_record(tmp_path, cli, weights, monkeypatch, e
     assert baseline.exit_code == 0, baseline.stderr
     before = {rec["path"]: rec["predictions"] for rec in parse_jsonl(baseline.stdout)}
     # the neighbours differ from each other, so a shift by one would show
-    for a, b in zip(paths, paths[1:]):
+    for a, b in itertools.pairwise(paths):
         assert before[str(a)] != before[str(b)]
 
     real_load = preprocess.load_rgb
@@ -232,7 +238,7 @@ def test_a_decoder_crash_costs_one_record(tmp_path, cli, weights, monkeypatch, e
         assert "error" not in rec, rec
         want = before[rec["path"]]
         assert [p["index"] for p in rec["predictions"]] == [p["index"] for p in want], rec["path"]
-        for got, exp in zip(rec["predictions"], want):
+        for got, exp in zip(rec["predictions"], want, strict=True):
             assert got["probability"] == pytest.approx(exp["probability"], abs=1e-5), rec["path"]
 
 

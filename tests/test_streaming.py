@@ -6,7 +6,6 @@ import csv
 import io
 import itertools
 import json
-from collections import Counter
 import os
 import queue
 import re
@@ -16,15 +15,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from test_inputs import jpeg_bytes, put, run  # noqa: F401  (run is a fixture)
 
 from shufflenet_cli import pipeline
 from shufflenet_cli.records import Prediction, Record
 from shufflenet_cli.sinks import Sink, completed_paths
-
-from test_inputs import jpeg_bytes, put, run  # noqa: F401  (run is a fixture)
 
 TOPK = 2
 
@@ -76,12 +75,12 @@ def spy_batches(monkeypatch, on_batch):
     """Call on_batch(records) each time the pipeline hands a batch to the sink."""
     real_run = pipeline.run
 
-    def run(*args, **kwargs):
+    def spied(*args, **kwargs):
         for batch in real_run(*args, **kwargs):
             on_batch(batch)
             yield batch
 
-    monkeypatch.setattr(pipeline, "run", run)
+    monkeypatch.setattr(pipeline, "run", spied)
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
@@ -100,7 +99,11 @@ def test_output_file_grows_batch_by_batch(run, tmp_path, monkeypatch, fmt):  # n
     assert r.stdout == b""
     assert seen == [0, 1, 2, 3]  # each batch is on disk before the next one is classified
     text = out.read_text()
-    got = [json.loads(line)["path"] for line in text.splitlines()] if fmt == "jsonl" else [p for p, _ in csv_records(text)]
+    got = (
+        [json.loads(line)["path"] for line in text.splitlines()]
+        if fmt == "jsonl"
+        else [p for p, _ in csv_records(text)]
+    )
     assert got == paths
 
 

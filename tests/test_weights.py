@@ -6,7 +6,6 @@ import pickle
 
 import pytest
 import torch
-
 from conftest import random_state_dict
 
 
