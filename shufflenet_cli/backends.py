@@ -2,16 +2,23 @@
 
 Normalisation happens here, per batch, on the device (the same float arithmetic as torchvision's
 `convert_image_dtype` then `normalize`). Softmax is always computed in float32.
+
+`torch` runs the torchvision model eagerly (CPU: channels_last, measured faster; CUDA: pinned
+uint8 batches normalised on the GPU, optional fp16/bf16 autocast). `onnxruntime` (the `onnx` extra)
+runs the same model exported to ONNX; see onnx_backend.py. `auto` takes onnxruntime on CPU at fp32
+where it is installed (measured faster there, docs/benchmarks.md), torch otherwise.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+BACKENDS = ("auto", "torch", "onnxruntime")
 
 
 class Backend(Protocol):
@@ -19,6 +26,51 @@ class Backend(Protocol):
     precision: str
 
     def topk(self, batch: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def describe(self) -> str: ...
+
+
+def as_tensor(batch: np.ndarray) -> Any:
+    """The uint8 batch as a CPU tensor sharing its memory (copied only when numpy marks it read-only)."""
+    import torch
+
+    return torch.from_numpy(batch if batch.flags.writeable else batch.copy())
+
+
+def normalize(x: Any, mean: Any, std: Any, channels_last: bool) -> Any:
+    """N,H,W,C uint8 tensor -> N,C,H,W float32, `(x / 255 - mean) / std` (torchvision's arithmetic).
+
+    NHWC memory viewed as NCHW is channels_last already; `channels_last=False` makes it contiguous.
+    """
+    x = x.permute(0, 3, 1, 2)
+    if not channels_last:
+        x = x.contiguous()  # on uint8: a quarter of the bytes of a float copy
+    return x.float().div_(255).sub_(mean).div_(std)
+
+
+def normalize_numpy(batch: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """`normalize` in numpy, bit for bit (the same float32 operations in the same order), into a
+    contiguous N,C,H,W array; numpy releases the GIL, so slices normalise in parallel threads.
+    mean, std: float32 arrays of shape (1, 3, 1, 1)."""
+    n, h, w, c = batch.shape
+    x = np.empty((n, c, h, w), dtype=np.float32)
+    np.copyto(x, batch.transpose(0, 3, 1, 2), casting="unsafe")
+    x /= np.float32(255)
+    x -= mean
+    x /= std
+    return x
+
+
+def topk_to_numpy(logits: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax in float32, top-k, and one device-to-host copy per batch."""
+    import torch
+
+    probs = logits.float().softmax(dim=1)
+    k = min(k, probs.shape[1])
+    values, indices = probs.topk(k, dim=1)
+    # indices < 2**24 are exact in float32
+    both = torch.cat([values, indices.to(values.dtype)], dim=1).cpu().numpy()
+    return both[:, :k], both[:, k:].astype(np.int64)
 
 
 @dataclass
@@ -30,6 +82,8 @@ class TorchBackend:
     precision: str = "fp32"
     channels_last: bool = True
     name: str = "torch"
+    note: str = ""  # why auto did not pick another backend, shown by describe()
+    threads: int | None = None  # CPU: slices run at once, one intra-op thread each (default: torch's threads)
 
     def __post_init__(self) -> None:
         import torch
@@ -41,45 +95,93 @@ class TorchBackend:
         self._std = torch.tensor(self.std, device=self.device).view(shape)
         self._cuda = self.device.type == "cuda"
         self._autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
+        # CPU: a batch is cut into `streams` slices run at once, each on one intra-op thread. A slice
+        # delayed by a decode thread costs one join per batch instead of a stall at every layer:
+        # x1_0, batch 32, 2 cores, measured 225-280 images/s vs 185-220 with 2 threads per layer,
+        # and about 140 vs 15 while other processes loaded the machine (docs/benchmarks.md).
+        self.streams = 1 if self._cuda else max(1, int(self.threads or torch.get_num_threads()))
+        self._pool = None
+        if self.streams > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(
+                self.streams, thread_name_prefix="torch-slice", initializer=torch.set_num_threads, initargs=(1,)
+            )
+
+    def logits(self, batch: np.ndarray) -> Any:
+        """Float32 logits of one batch or slice, computed on the calling thread."""
+        import torch
+
+        with torch.inference_mode():
+            x = as_tensor(batch)  # N,H,W,C uint8
+            if self._cuda:
+                x = x.pin_memory().to(self.device, non_blocking=True)
+            x = normalize(x, self._mean, self._std, self.channels_last)
+            if self._autocast is not None:
+                with torch.autocast(device_type=self.device.type, dtype=self._autocast):
+                    return self.model(x).float()
+            return self.model(x).float()
 
     def topk(self, batch: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
+        parts = min(self.streams, len(batch))
+        if parts <= 1 or self._pool is None:
+            logits = self.logits(batch)
+        else:
+            futures = [self._pool.submit(self.logits, s) for s in np.array_split(batch, parts)]
+            logits = torch.cat([f.result() for f in futures])
         with torch.inference_mode():
-            x = torch.from_numpy(batch)  # N,H,W,C uint8
-            if self._cuda:
-                x = x.pin_memory().to(self.device, non_blocking=True)
-            # NHWC memory viewed as NCHW is channels_last already: no copy.
-            x = x.permute(0, 3, 1, 2)
-            if not self.channels_last:
-                x = x.contiguous()
-            x = x.float().div_(255).sub_(self._mean).div_(self._std)
-            if self._autocast is not None:
-                with torch.autocast(device_type=self.device.type, dtype=self._autocast):
-                    logits = self.model(x)
-            else:
-                logits = self.model(x)
-            probs = logits.float().softmax(dim=1)
-            k = min(k, probs.shape[1])
-            values, indices = probs.topk(k, dim=1)
-            # one device-to-host copy per batch (indices < 2**24 are exact in float32)
-            both = torch.cat([values, indices.to(values.dtype)], dim=1).cpu().numpy()
-        return both[:, :k], both[:, k:].astype(np.int64)
+            return topk_to_numpy(logits, k)
 
     def describe(self) -> str:
         layout = "channels_last" if self.channels_last else "contiguous"
-        return f"torch {self.device} {self.precision} {layout}"
+        runs = f" ({self.streams} x 1-thread runs per batch)" if not self._cuda else ""
+        note = f" [{self.note}]" if self.note else ""
+        return f"torch {self.device} {self.precision} {layout}{runs}{note}"
 
 
-BACKENDS = ("auto", "torch", "onnxruntime")
+def prefers_onnxruntime(device: Any, precision: str) -> bool:
+    """auto's choice: onnxruntime on CPU at fp32 where it is installed (measured faster there)."""
+    from shufflenet_cli import onnx_backend
+
+    return device.type == "cpu" and precision == "fp32" and onnx_backend.available()
 
 
-def make_backend(name: str, model: Any, device: Any, prep: Any, precision: str) -> Backend:
-    """The backend asked for; `auto` picks the fastest one available for the device."""
-    from shufflenet_cli.errors import UsageError
+def make_backend(
+    name: str,
+    model: Any,
+    device: Any,
+    prep: Any,
+    precision: str,
+    *,
+    threads: int | None = None,
+    weights_path: Path | None = None,
+) -> Backend:
+    """The backend asked for; `auto` picks the fastest one available for the device.
 
-    if name == "onnxruntime":
-        raise UsageError("the onnxruntime backend is not available yet", hint="use --backend torch")
-    if name not in ("auto", "torch"):
+    threads: CPU inference threads; each batch is cut into this many slices run at once, one
+        intra-op thread each (default: torch's current setting, which the runner sets from --threads).
+    weights_path: a --weights file, next to which onnxruntime caches its export (default: torch's
+        checkpoints folder, where torchvision keeps the downloaded weights).
+    """
+    from shufflenet_cli.errors import ShufflenetError, UsageError
+
+    if name not in BACKENDS:
         raise UsageError(f"unknown backend {name!r}", hint="use auto, torch or onnxruntime")
-    return TorchBackend(model, device, prep.mean, prep.std, precision=precision)
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}", hint="use fp32, fp16 or bf16")
+    note = ""
+    if name == "onnxruntime" or (name == "auto" and prefers_onnxruntime(device, precision)):
+        from shufflenet_cli.onnx_backend import OnnxBackend
+
+        args = (model, device, prep.mean, prep.std, int(prep.crop))
+        if name == "onnxruntime":
+            return OnnxBackend(*args, threads=threads, weights_path=weights_path, precision=precision)
+        try:
+            return OnnxBackend(*args, threads=threads, weights_path=weights_path, precision=precision)
+        except ShufflenetError as exc:
+            note = f"auto: onnxruntime not used: {exc.message}"
+        except Exception as exc:  # noqa: BLE001 - auto must still classify with torch
+            note = f"auto: onnxruntime not used: {type(exc).__name__}: {exc}"
+    return TorchBackend(model, device, prep.mean, prep.std, precision=precision, note=note, threads=threads)
