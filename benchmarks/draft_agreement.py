@@ -1,0 +1,152 @@
+"""Top-1 agreement of JPEG draft (DCT-scaled) decoding with the exact decode, on a folder of JPEGs.
+
+    python benchmarks/draft_agreement.py FOLDER [FOLDER ...]               # upscaled to 4000 px first
+    python benchmarks/draft_agreement.py FOLDER --upscale 0                # the files as they are
+    python benchmarks/draft_agreement.py FOLDER --weights my_x0_5.pth --model x0_5
+
+For every JPEG it classifies several decodes of the same file with torch fp32 and compares each with
+the exact one:
+  exact        full-size decode (what --exact-decode does)
+  draft >=2x   DCT scaling while the shorter side stays >= 2x the resize size (the CLI's default)
+  draft >=1x   DCT scaling down to just above the resize size (faster, the variant the issue rejected)
+  (--factors sets the list, e.g. 4,2,1 adds draft >=4x)
+and prints top-1 agreement, top-5 overlap and decode time per image, over all images and over the
+"confident" ones (exact top-1 probability >= 0.5), where a flip is not a coin toss between near-ties.
+With --upscale PX (default 4000), each picture is first resized so its longer side is PX and saved as
+a JPEG (quality 92) in a temporary folder, as the issue's measurement did with real photos. Images
+whose shorter side is under twice the resize size are never drafted, so without upscaling most
+ImageNet-size files agree trivially.
+Weights: --weights FILE, else the real x0_5 weights in ../shared/weights (fp16 file, upcast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_X0_5 = ROOT.parent / "shared" / "weights" / "shufflenetv2_x0_5-imagenet-fp16.pth"
+JPEG = {".jpg", ".jpeg", ".jpe", ".jfif"}
+
+
+def find_jpegs(folders: list[str], limit: int | None) -> list[Path]:
+    paths: list[Path] = []
+    for f in folders:
+        p = Path(f)
+        paths += [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.suffix.lower() in JPEG)
+    return paths[:limit] if limit else paths
+
+
+def upscale(paths: list[Path], size: int, dest: Path) -> list[Path]:
+    from PIL import Image, ImageOps
+
+    out = []
+    for i, p in enumerate(paths):
+        with Image.open(p) as im:
+            im = ImageOps.exif_transpose(im).convert("RGB")
+            scale = size / max(im.size)
+            big = im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.BICUBIC)
+        q = dest / f"{i:05d}_{p.stem}.jpg"
+        big.save(q, quality=92)
+        out.append(q)
+    return out
+
+
+def load_model(model_key: str, weights: Path | None):
+    import torch
+
+    from shufflenet_cli.models import resolve_model
+    from shufflenet_cli.weights import build_model, read_checkpoint
+
+    spec = resolve_model(model_key)
+    if weights is None:
+        if spec.key != "x0_5" or not REAL_X0_5.is_file():
+            sys.exit("error: pass --weights FILE (real weights are only bundled in ../shared for x0_5)")
+        weights = REAL_X0_5
+    sd = read_checkpoint(weights)  # floating tensors upcast to fp32
+    return spec, build_model(spec, sd, str(weights)), torch.device("cpu")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("folders", nargs="+", help="folders (searched recursively) or JPEG files")
+    ap.add_argument("--model", default="x0_5")
+    ap.add_argument("--weights", type=Path, help="weights file (default: the real x0_5 weights in ../shared)")
+    ap.add_argument(
+        "--upscale", type=int, default=4000, help="resize to this longer side first; 0 keeps the files (default 4000)"
+    )
+    ap.add_argument("--limit", type=int, help="at most this many images")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--factors", default="2,1", help="draft factors to compare with the exact decode (default 2,1)")
+    args = ap.parse_args()
+
+    import numpy as np
+
+    from shufflenet_cli.backends import TorchBackend
+    from shufflenet_cli.images import load_rgb
+    from shufflenet_cli.preprocess import Preprocess
+
+    paths = find_jpegs(args.folders, args.limit)
+    if not paths:
+        sys.exit("error: no JPEG files found")
+    spec, model, cpu = load_model(args.model, args.weights)
+    prep = Preprocess.from_weights(spec.weights(), exact_decode=True)
+    backend = TorchBackend(model, cpu, prep.mean, prep.std)
+    variants: dict[str, int | None] = {"exact": None}
+    for f in args.factors.split(","):
+        variants[f"draft >={f}x"] = int(f) * prep.resize
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.upscale:
+            print(f"upscaling {len(paths)} images to {args.upscale} px ...", file=sys.stderr)
+            paths = upscale(paths, args.upscale, Path(tmp))
+        crops: dict[str, list[np.ndarray]] = {name: [] for name in variants}
+        seconds: dict[str, list[float]] = {name: [] for name in variants}
+        for p in paths:
+            for name, draft_min in variants.items():
+                t0 = time.perf_counter()
+                img = load_rgb(str(p), draft_min)
+                seconds[name].append(time.perf_counter() - t0)
+                crops[name].append(prep.crop_array(img))
+        top5: dict[str, np.ndarray] = {}
+        probs: dict[str, np.ndarray] = {}
+        for name, arrays in crops.items():
+            outs = [
+                backend.topk(np.stack(arrays[i : i + args.batch_size]), 5)
+                for i in range(0, len(arrays), args.batch_size)
+            ]
+            probs[name] = np.concatenate([o[0] for o in outs])
+            top5[name] = np.concatenate([o[1] for o in outs])
+
+    n = len(paths)
+    ref = top5["exact"]
+    print(f"{n} JPEGs from {', '.join(args.folders)}; model {spec.key}; upscaled to {args.upscale or 'as is'} px")
+    confident = probs["exact"][:, 0] >= 0.5
+    median_p = float(np.median(probs["exact"][:, 0]))
+    print(f"exact top-1 probability: median {median_p:.2f}; {int(confident.sum())} of {n} images >= 0.5")
+    print(
+        f"{'decode':<12}{'top-1 agree':>12}{'(confident)':>12}{'top-5 overlap':>15}{'|dp top-1|':>12}{'decode ms':>11}"
+    )
+    for name in variants:
+        same = top5[name][:, 0] == ref[:, 0]
+        agree = float(np.mean(same))
+        agree_conf = float(np.mean(same[confident])) if confident.any() else float("nan")
+        overlap = float(np.mean([len(set(a) & set(b)) / 5 for a, b in zip(top5[name], ref, strict=True)]))
+        dp = float(np.mean(np.abs(probs[name][:, 0] - probs["exact"][:, 0])))
+        ms = 1000 * statistics.median(seconds[name])
+        print(f"{name:<12}{100 * agree:>11.1f}%{100 * agree_conf:>11.1f}%{100 * overlap:>14.1f}%{dp:>12.4f}{ms:>11.1f}")
+    for name in list(variants)[1:]:
+        disagree = [
+            f"{p.name} ({probs['exact'][i, 0]:.2f})" for i, p in enumerate(paths) if top5[name][i, 0] != ref[i, 0]
+        ]
+        if disagree:
+            more = " ..." if len(disagree) > 12 else ""
+            print(f"{name} disagrees on (exact top-1 probability): {', '.join(disagree[:12])}{more}")
+
+
+if __name__ == "__main__":
+    main()
