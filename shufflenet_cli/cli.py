@@ -126,7 +126,7 @@ def predict(
             "--batch-size",
             "-b",
             min=1,
-            help="Images per forward pass [default: 32 on CPU, 128 on CUDA].",
+            help="Images per forward pass [default: CPU 16 per thread, at least 32; CUDA 128].",
             show_default=False,
         ),
     ] = None,
@@ -136,13 +136,18 @@ def predict(
             "--workers",
             "-j",
             min=0,
-            help="Decode threads running ahead of inference; 0 decodes inline [default: up to 4 on CPU, 16 on CUDA].",
+            help="Decode threads running ahead of inference; 0 decodes inline [default: number of cores, up to 16].",
             show_default=False,
         ),
     ] = None,
     threads: Annotated[
         Optional[int],
-        typer.Option(min=1, help="Torch intra-op threads on CPU [default: number of cores].", show_default=False),
+        typer.Option(
+            min=1,
+            help="CPU inference threads: each batch is cut into this many slices run at once "
+            "[default: number of cores, up to 16].",
+            show_default=False,
+        ),
     ] = None,
     topk: Annotated[int, typer.Option("--topk", "-k", help="Predictions per image (clamped to 1..1000).")] = 5,
     threshold: Annotated[float, typer.Option(help="Drop predictions with a probability under this (0..1).")] = 0.0,
@@ -177,7 +182,8 @@ def predict(
         bool, typer.Option("--null", "-0", help="With -: paths on stdin are NUL-separated (find -print0).")
     ] = False,
     backend: Annotated[
-        BackendName, typer.Option(help="Inference engine: auto picks the fastest available for the device.")
+        BackendName,
+        typer.Option(help="Inference engine. auto: onnxruntime on CPU at fp32 where installed, else torch."),
     ] = BackendName.auto,
     precision: Annotated[
         Precision, typer.Option(help="Inference precision (fp16/bf16 use autocast).")

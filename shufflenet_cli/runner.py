@@ -332,4 +332,6 @@ def _backend(model, device, prep, opts: PredictOptions, tuning: Tuning):  # type
 
     if device.type == "cpu":
         torch.set_num_threads(tuning.threads)
-    return make_backend(opts.backend, model, device, prep, opts.precision)
+    return make_backend(
+        opts.backend, model, device, prep, opts.precision, threads=tuning.threads, weights_path=opts.weights
+    )
