@@ -278,7 +278,7 @@ def models(
     The figures are torchvision's own weights metadata. The default width is marked.
     """
 
-    def body() -> None:
+    with handled(_err_console(), verbose, debug):
         from shufflenet_cli.catalog import model_rows, models_json, render_models_table
 
         rows = model_rows()
@@ -286,9 +286,6 @@ def models(
             typer.echo(models_json(rows))
         else:
             Console(highlight=False).print(render_models_table(rows))
-
-    with handled(_err_console(), verbose, debug):
-        body()
 
 
 @app.command()
@@ -323,7 +320,7 @@ def download(
     """
     err = _err_console()
 
-    def body() -> None:
+    with handled(err, verbose, debug):
         from shufflenet_cli import weights
         from shufflenet_cli.errors import UsageError
         from shufflenet_cli.models import MODELS, resolve_model
@@ -351,9 +348,6 @@ def download(
                 err.print(f"{spec.key}: downloaded (sha256 checked)", markup=False)
             typer.echo(str(weights.cache_path(spec)))
 
-    with handled(err, verbose, debug):
-        body()
-
 
 @app.command()
 def info(
@@ -365,7 +359,7 @@ def info(
 ) -> None:
     """Show versions, devices (CPU threads, CUDA), the weights cache and the available backends."""
 
-    def body() -> None:
+    with handled(_err_console(), verbose, debug):
         from shufflenet_cli.environment import collect_info, info_json, render_info
 
         data = collect_info()
@@ -373,9 +367,6 @@ def info(
             typer.echo(info_json(data))
         else:
             Console(highlight=False).print(render_info(data))
-
-    with handled(_err_console(), verbose, debug):
-        body()
 
 
 def main() -> None:
