@@ -76,3 +76,54 @@ def test_counter_failure_leaves_total_unknown():
     c = Counter(broken)
     c._thread.join()
     assert c.total is None
+
+
+def _run_with_stderr_on_a_terminal(args: list[str]) -> tuple[int, bytes, str]:
+    """Run the CLI with stdout piped and stderr on a pseudo-terminal; (exit code, stdout, terminal text)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    env = dict(os.environ, COLUMNS="100", TERM="xterm")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shufflenet_cli", *args], stdout=subprocess.PIPE, stderr=follower, env=env
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    stdout = proc.stdout.read()
+    proc.wait()
+    os.close(leader)
+    return proc.returncode, stdout, b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_cli_bar_on_a_terminal_and_the_switches_that_hide_it(tmp_path, random_weights):
+    import json
+
+    from conftest import make_image
+
+    for i in range(24):
+        make_image(tmp_path / "imgs" / f"{i:02d}.png", size=(40, 40), seed=i)
+    base = ["predict", str(tmp_path / "imgs"), "-m", "x0_5", "--weights", str(random_weights)]
+    base += ["--backend", "torch", "-f", "jsonl", "-b", "2", "-j", "1"]
+
+    code, out, term = _run_with_stderr_on_a_terminal(base)
+    assert code == 0
+    assert len([json.loads(line) for line in out.splitlines()]) == 24  # results untouched by the bar
+    assert "classifying" in term and "images/s" in term  # the bar was drawn on stderr
+    assert "24 classified, 0 failed" in term
+
+    code, out, term = _run_with_stderr_on_a_terminal([*base, "--no-progress"])
+    assert code == 0 and "classifying" not in term and "24 classified" in term
+
+    code, out, term = _run_with_stderr_on_a_terminal([*base, "-q"])
+    assert code == 0 and term.strip() == "" and len(out.splitlines()) == 24
