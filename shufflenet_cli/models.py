@@ -1,6 +1,8 @@
 """The four ShuffleNet v2 widths: names, and their torchvision builders and weights.
 
-Importing this module does not import torch; `builder()` and `weights()` do.
+Importing this module does not import torch; `builder()` and `weights()` do. The few facts a run needs
+without torch (torchvision's weights file name, the eval transform's sizes, mean and std) are plain
+constants here; tests/test_backends.py proves each one equal to torchvision's.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 from shufflenet_cli.errors import UsageError
 
 DEFAULT_MODEL = "x1_0"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -20,6 +24,11 @@ class ModelSpec:
     arch: str  # torchvision builder name, "shufflenet_v2_x1_0"
     weights_enum: str  # "ShuffleNet_V2_X1_0_Weights"
     conv5_in: int  # input channels of conv5: tells the widths apart in a state dict
+    weights_file: str  # torchvision's file name for IMAGENET1K_V1 (the basename of its url)
+    resize: int  # eval transform: shorter side resized to this (bilinear) ...
+    crop: int = 224  # ... then a centre crop of this size
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
 
     def builder(self) -> Any:
         from torchvision import models
@@ -36,10 +45,18 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     spec.key: spec
     for spec in (
-        ModelSpec("x0_5", "shufflenet_v2_x0_5", "ShuffleNet_V2_X0_5_Weights", 192),
-        ModelSpec("x1_0", "shufflenet_v2_x1_0", "ShuffleNet_V2_X1_0_Weights", 464),
-        ModelSpec("x1_5", "shufflenet_v2_x1_5", "ShuffleNet_V2_X1_5_Weights", 704),
-        ModelSpec("x2_0", "shufflenet_v2_x2_0", "ShuffleNet_V2_X2_0_Weights", 976),
+        ModelSpec(
+            "x0_5", "shufflenet_v2_x0_5", "ShuffleNet_V2_X0_5_Weights", 192, "shufflenetv2_x0.5-f707e7126e.pth", 256
+        ),
+        ModelSpec(
+            "x1_0", "shufflenet_v2_x1_0", "ShuffleNet_V2_X1_0_Weights", 464, "shufflenetv2_x1-5666bf0f80.pth", 256
+        ),
+        ModelSpec(
+            "x1_5", "shufflenet_v2_x1_5", "ShuffleNet_V2_X1_5_Weights", 704, "shufflenetv2_x1_5-3c479a10.pth", 232
+        ),
+        ModelSpec(
+            "x2_0", "shufflenet_v2_x2_0", "ShuffleNet_V2_X2_0_Weights", 976, "shufflenetv2_x2_0-8be3c8ee.pth", 232
+        ),
     )
 }
 

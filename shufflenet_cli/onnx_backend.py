@@ -9,6 +9,10 @@ in $XDG_CACHE_HOME/shufflenet-cli; its name is keyed by a hash of the state dict
 after its logits matched torch's (see `allowed_difference`), so an existing cache file has been
 checked; a later run only opens it.
 
+A checked export of torchvision's cached weights file also gets a small JSON sidecar keyed by the
+sha256 of that file (`write_sidecar`): a later run finds the .onnx from the file's hash alone and opens
+it without importing torch or building the model (`find_checked_export`, `OnnxBackend(onnx_file=...)`).
+
 Normalisation is the torch backend's arithmetic (`normalize_numpy`, bit for bit) and softmax is the
 torch backend's own code, so the two backends differ only in the network's arithmetic.
 """
@@ -35,6 +39,17 @@ LOGIT_SCALE = 10.0  # ... for logits up to this size (ImageNet weights: about 10
 OPSET = 17
 FORMAT = 1  # bump when the export arguments change: old cache files are then ignored
 INPUT, OUTPUT = "input", "logits"
+SIDECAR_FORMAT = 1
+
+
+class CpuDevice:
+    """What the backend needs of torch.device("cpu") (`type`, `index`, str), without torch."""
+
+    type = "cpu"
+    index = None
+
+    def __str__(self) -> str:
+        return "cpu"
 
 
 def available() -> bool:
@@ -274,9 +289,10 @@ class OnnxBackend:
         precision: str = "fp32",
         exporter: str | None = None,
         split: bool = True,
+        onnx_file: Path | None = None,
     ) -> None:
-        import torch
-
+        """onnx_file: open this checked export (see `find_checked_export`) instead of exporting
+        `model` (then None): nothing here imports torch, so `threads` must be given."""
         ort = require()
         if precision != "fp32":
             raise UsageError(
@@ -285,21 +301,34 @@ class OnnxBackend:
             )
         self.precision = precision
         self.device = device
-        self.threads = max(1, int(threads or torch.get_num_threads()))
+        self.torch_free = onnx_file is not None
+        if self.torch_free:
+            self.threads = max(1, int(threads or 1))
+            self._mean_np = np.array(mean, dtype=np.float32).reshape(1, 3, 1, 1)  # == torch.tensor(mean)
+            self._std_np = np.array(std, dtype=np.float32).reshape(1, 3, 1, 1)
+        else:
+            import torch
+
+            self.threads = max(1, int(threads or torch.get_num_threads()))
+            self._mean = torch.tensor(mean).view(1, 3, 1, 1)
+            self._std = torch.tensor(std).view(1, 3, 1, 1)
+            self._mean_np = self._mean.numpy()
+            self._std_np = self._std.numpy()
         self.providers = self._providers(ort, device)
         self.streams = self.threads if device.type == "cpu" and split else 1
-        self._mean = torch.tensor(mean).view(1, 3, 1, 1)
-        self._std = torch.tensor(std).view(1, 3, 1, 1)
-        self._mean_np = self._mean.numpy()
-        self._std_np = self._std.numpy()
         self._pool: ThreadPoolExecutor | None = None
         if self.streams > 1:
             self._pool = ThreadPoolExecutor(self.streams - 1, thread_name_prefix="onnxruntime")
-        self.exporter = exporter or exporter_name()
         self.exported = False  # True when this run exported (and checked) the model
         self.cache_path: Path | None = None
         self.parity: tuple[float, float] | None = None  # (difference, allowed) when this run checked
-        self._session = self._open(ort, model, crop, weights_path)
+        if onnx_file is not None:
+            self.exporter = ""
+            self._session = self._new_session(ort, str(onnx_file))
+            self.cache_path = Path(onnx_file)
+        else:
+            self.exporter = exporter or exporter_name()
+            self._session = self._open(ort, model, crop, weights_path)
 
     @staticmethod
     def _providers(ort: Any, device: Any) -> list[str]:
@@ -367,10 +396,6 @@ class OnnxBackend:
         return self._session.run([OUTPUT], {INPUT: x})[0]
 
     def topk(self, batch: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        import torch
-
-        from shufflenet_cli.backends import topk_to_numpy
-
         parts = min(self.streams, len(batch))
         if parts <= 1 or self._pool is None:
             logits = self.logits(batch)
@@ -379,6 +404,12 @@ class OnnxBackend:
             futures = [self._pool.submit(self.logits, s) for s in slices[1:]]
             first = self.logits(slices[0])
             logits = np.concatenate([first] + [f.result() for f in futures])
+        if self.torch_free:
+            return topk_numpy(logits, k)
+        import torch
+
+        from shufflenet_cli.backends import topk_to_numpy
+
         with torch.inference_mode():
             return topk_to_numpy(torch.from_numpy(logits), k)
 
@@ -386,6 +417,74 @@ class OnnxBackend:
         if self.streams > 1 or self.threads == 1:
             return f"onnxruntime {self.device} {self.precision} ({self.streams} x 1-thread runs per batch)"
         return f"onnxruntime {self.device} {self.precision} ({self.threads} threads per layer)"
+
+
+def topk_numpy(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """`topk_to_numpy` in numpy (float32 softmax, largest first; ties: lower index first). The
+    probabilities may differ from torch's softmax in the last float32 bits."""
+    x = logits.astype(np.float32, copy=False)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    probs = e / e.sum(axis=1, keepdims=True, dtype=np.float32)
+    k = min(k, probs.shape[1])
+    indices = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(probs, indices, axis=1), indices.astype(np.int64)
+
+
+def _versions() -> dict[str, str]:
+    """What an export depends on besides the weights, read without importing torch."""
+    from importlib.metadata import version
+
+    return {
+        "torch": version("torch"),
+        "onnxruntime": version("onnxruntime"),
+        "opset": str(OPSET),
+        "format": str(FORMAT),
+    }
+
+
+def sidecar_name(arch: str, file_sha256: str) -> str:
+    return f"{arch}.weights-{file_sha256[:16]}.json"
+
+
+def write_sidecar(onnx_path: Path, arch: str, file_sha256: str, num_classes: int) -> Path | None:
+    """Record, next to a checked export, the sha256 of the weights FILE it was made from; call only
+    with an export that passed the parity check (this run's, or a cache file, written only after it)."""
+    import json
+
+    data = {
+        "sidecar_format": SIDECAR_FORMAT,
+        "weights_sha256": file_sha256,
+        "onnx": onnx_path.name,
+        "num_classes": int(num_classes),
+        "versions": _versions(),
+    }
+    path = onnx_path.with_name(sidecar_name(arch, file_sha256))
+    if _write_atomic(path, (json.dumps(data, indent=1) + "\n").encode()):
+        return path
+    return None
+
+
+def find_checked_export(arch: str, file_sha256: str, folders: list[Path]) -> tuple[Path, int] | None:
+    """(the .onnx, its class count) for a weights file of this sha256 whose export passed the torch
+    check under the torch and onnxruntime installed now; None otherwise."""
+    import json
+
+    for folder in folders:
+        path = folder / sidecar_name(arch, file_sha256)
+        try:
+            data = json.loads(path.read_text("utf-8"))
+            onnx = folder / str(data["onnx"])
+            if (
+                data["sidecar_format"] == SIDECAR_FORMAT
+                and data["weights_sha256"] == file_sha256
+                and data["versions"] == _versions()
+                and "/" not in str(data["onnx"])
+                and onnx.is_file()
+            ):
+                return onnx, int(data["num_classes"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
 
 
 def _unlink(path: Path) -> None:

@@ -2,7 +2,9 @@
 
 Per image (worker thread): decode -> resize (shorter side) -> center crop -> HWC uint8 array.
 Per batch (backend): uint8 -> float / 255 -> normalize with the weights' mean and std.
-The arithmetic is the same as `weights.transforms()` (tests prove the outputs are identical).
+The arithmetic is the same as `weights.transforms()` (tests prove the outputs are identical); the
+resize and crop are Pillow calls made exactly as torchvision makes them on PIL images, so a run
+needs no torchvision.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class Preprocess:
     crop: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    interpolation: Any  # torchvision InterpolationMode
+    interpolation: Any = "bilinear"  # torchvision's InterpolationMode.BILINEAR (the only one used)
     exact_decode: bool = False
     thumbnail_size: int | None = None  # for --report: a JPEG thumbnail this many pixels on its longer side
 
@@ -45,6 +47,18 @@ class Preprocess:
             mean=tuple(t.mean),
             std=tuple(t.std),
             interpolation=t.interpolation,
+            exact_decode=exact_decode,
+            thumbnail_size=thumbnail_size,
+        )
+
+    @classmethod
+    def from_spec(cls, spec: Any, exact_decode: bool = False, thumbnail_size: int | None = None) -> Preprocess:
+        """From the ModelSpec's constants (equal to `weights.transforms()`'s, tests prove it): no torch."""
+        return cls(
+            resize=spec.resize,
+            crop=spec.crop,
+            mean=spec.mean,
+            std=spec.std,
             exact_decode=exact_decode,
             thumbnail_size=thumbnail_size,
         )
@@ -63,10 +77,23 @@ class Preprocess:
         return Crop(array, t1 - t0, time.perf_counter() - t1, thumb)
 
     def crop_array(self, img: Any) -> np.ndarray:
-        import torchvision.transforms.functional as F
+        """torchvision's F.resize(img, [resize], BILINEAR) then F.center_crop(img, [crop]) on a PIL
+        image, in Pillow alone: the same sizes, the same rounding, the same Pillow calls."""
+        from PIL import Image
 
-        img = F.resize(img, [self.resize], interpolation=self.interpolation, antialias=True)
-        img = F.center_crop(img, [self.crop])
+        w, h = img.size
+        short, long = (w, h) if w <= h else (h, w)
+        new_short, new_long = self.resize, int(self.resize * long / short)
+        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+        if (new_w, new_h) != (w, h):
+            img = img.resize((new_w, new_h), Image.BILINEAR)
+        if self.crop > new_w or self.crop > new_h:  # torchvision pads first; never with resize >= crop
+            import torchvision.transforms.functional as F
+
+            return np.asarray(F.center_crop(img, [self.crop]), dtype=np.uint8)
+        top = int(round((new_h - self.crop) / 2.0))
+        left = int(round((new_w - self.crop) / 2.0))
+        img = img.crop((left, top, left + self.crop, top + self.crop))
         return np.asarray(img, dtype=np.uint8)
 
 

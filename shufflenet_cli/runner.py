@@ -220,14 +220,19 @@ def predict(
         _, inputs = first_found(inputs)
 
     thumbs = REPORT_THUMBNAIL if opts.report else None
-    prep = Preprocess.from_weights(spec.weights(), exact_decode=opts.exact_decode, thumbnail_size=thumbs)
+    prep = Preprocess.from_spec(spec, exact_decode=opts.exact_decode, thumbnail_size=thumbs)
     # Outputs are opened first (an unwritable path fails at once), removed again if anything fails.
     sink = Sink(opts.fmt, opts.output, opts.resume, stdout=stdout)
     report = _open_report(opts, spec, sink)
     try:
-        model, device, labels = _load(spec, opts)
-        tuning = default_tuning(device.type, opts)
-        backend = _backend(model, device, prep, opts, tuning)
+        fast = _torch_free_backend(spec, opts, prep)
+        if fast is not None:
+            backend, labels, tuning = fast
+        else:
+            model, device, labels, source_sha = _load(spec, opts)
+            tuning = default_tuning(device.type, opts)
+            backend = _backend(model, device, prep, opts, tuning)
+            _record_checked_export(spec, backend, source_sha, model)
         # A bar on the terminal that also shows the results would tear through them.
         show_bar = opts.progress and not opts.quiet and not _results_on_terminal(opts, stdout)
         recount = _recount(opts, walk, done)
@@ -317,12 +322,114 @@ def _open_report(opts: PredictOptions, spec: ModelSpec, sink):  # type: ignore[n
 
 
 def _load(spec: ModelSpec, opts: PredictOptions):  # type: ignore[no-untyped-def]
-    from shufflenet_cli.weights import load_model, resolve_device
+    """(model, device, labels, sha256 of torchvision's cached weights file or None)."""
+    from shufflenet_cli.weights import download, load_model, resolve_device, sha256_file
 
     device = resolve_device(opts.device)
+    source_sha = None
+    if _onnx_candidate(opts) and device.type == "cpu":  # hashed before loading: the sidecar names its source
+        source_sha = sha256_file(download(spec, progress=False))
     model = load_model(spec, opts.weights)
     labels = load_labels(spec, opts.labels, int(model.fc.out_features))
-    return model, device, labels
+    return model, device, labels, source_sha
+
+
+def _onnx_candidate(opts: PredictOptions) -> bool:
+    """Options under which onnxruntime may run torchvision's cached weights file: those the
+    torch-free path serves (fp32, no --weights; auto or onnxruntime)."""
+    return opts.weights is None and opts.precision == "fp32" and opts.backend in ("auto", "onnxruntime")
+
+
+def gpu_may_be_visible() -> bool:
+    """Whether a GPU that torch could use as `cuda` may be here, decided without importing torch:
+    False only when CUDA_VISIBLE_DEVICES hides every device ("" or "-1"), or when there is no NVIDIA
+    device node (/dev/nvidia0...), no NVIDIA driver (/proc/driver/nvidia), no ROCm (/dev/kfd) and no
+    WSL GPU (/dev/dxg). Errs towards True: then torch decides, as it always did."""
+    import glob
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    return bool(
+        glob.glob("/dev/nvidia[0-9]*")
+        or os.path.exists("/proc/driver/nvidia")
+        or os.path.exists("/dev/kfd")
+        or os.path.exists("/dev/dxg")
+    )
+
+
+def _cpu_without_torch(device: str) -> bool:
+    """The device is the CPU, known without importing torch: `--device cpu`, or `auto` where no GPU can
+    be visible (`gpu_may_be_visible`; where torch is already imported, torch.cuda decides). `auto`
+    with a GPU present never takes the torch-free path, so it never runs on the CPU by mistake."""
+    name = device.strip().lower()
+    if name == "cpu":
+        return True
+    if name != "auto":
+        return False
+    if "torch" in sys.modules:
+        import torch
+
+        return not torch.cuda.is_available()
+    return not gpu_may_be_visible()
+
+
+def _weights_file_without_torch(spec: ModelSpec) -> Path:
+    if "torch" in sys.modules:  # a library caller may have moved the hub folder (torch.hub.set_dir)
+        from shufflenet_cli.weights import cache_dir
+
+        return cache_dir() / spec.weights_file
+    from shufflenet_cli.weights import cached_file_without_torch
+
+    return cached_file_without_torch(spec)
+
+
+def _torch_free_backend(spec: ModelSpec, opts: PredictOptions, prep):  # type: ignore[no-untyped-def]
+    """(backend, labels, tuning) from a checked ONNX export of torchvision's cached weights file,
+    found by the file's sha256, without importing torch or torchvision; None where it does not apply
+    (then the usual path runs: it loads the model, exports and checks as needed)."""
+    if not _onnx_candidate(opts) or not _cpu_without_torch(opts.device):
+        return None
+    from shufflenet_cli import onnx_backend
+    from shufflenet_cli.weights import sha256_file
+
+    if not onnx_backend.available():
+        return None
+    weights_file = _weights_file_without_torch(spec)
+    try:
+        digest = sha256_file(weights_file)
+    except OSError:
+        return None
+    folders = [weights_file.parent, onnx_backend._user_cache_dir()]
+    found = onnx_backend.find_checked_export(spec.arch, digest, folders)
+    if found is None:
+        return None
+    onnx_file, num_classes = found
+    labels = load_labels(spec, opts.labels, num_classes)
+    tuning = default_tuning("cpu", opts)
+    try:
+        backend = onnx_backend.OnnxBackend(
+            None, onnx_backend.CpuDevice(), prep.mean, prep.std, prep.crop, threads=tuning.threads, onnx_file=onnx_file
+        )
+    except Exception:  # noqa: BLE001 - a damaged file: the usual path exports it again
+        return None
+    return backend, labels, tuning
+
+
+def _record_checked_export(spec: ModelSpec, backend, source_sha: str | None, model) -> None:  # type: ignore[no-untyped-def]
+    """After the usual path opened or exported (and checked) an ONNX file for torchvision's cached
+    weights, write the sidecar that lets the next run find it without torch."""
+    from shufflenet_cli.onnx_backend import OnnxBackend, write_sidecar
+    from shufflenet_cli.weights import cache_path, sha256_file
+
+    if source_sha is None or not isinstance(backend, OnnxBackend) or backend.cache_path is None:
+        return
+    try:
+        if sha256_file(cache_path(spec)) != source_sha:  # replaced while it was loading
+            return
+    except OSError:
+        return
+    write_sidecar(backend.cache_path, spec.arch, source_sha, int(model.fc.out_features))
 
 
 def _backend(model, device, prep, opts: PredictOptions, tuning: Tuning):  # type: ignore[no-untyped-def]

@@ -31,6 +31,19 @@ def cache_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
+def hub_dir_without_torch() -> Path:
+    """torch.hub.get_dir() worked out without importing torch: $TORCH_HOME/hub, TORCH_HOME defaulting
+    to $XDG_CACHE_HOME/torch, XDG_CACHE_HOME to ~/.cache (torch/hub.py's rule; a test compares them).
+    A folder set with torch.hub.set_dir() is not seen: only the runner's torch-free path uses this."""
+    xdg = os.getenv("XDG_CACHE_HOME", "~/.cache")
+    return Path(os.path.expanduser(os.getenv("TORCH_HOME", os.path.join(xdg, "torch")))) / "hub"
+
+
+def cached_file_without_torch(spec: ModelSpec) -> Path:
+    """Where torchvision keeps (or would download) the weights file, found without importing torch."""
+    return hub_dir_without_torch() / "checkpoints" / spec.weights_file
+
+
 def weights_url(spec: ModelSpec) -> str:
     return spec.weights().url
 
