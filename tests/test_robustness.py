@@ -6,8 +6,8 @@ Every file is generated here (see imagegen.py); nothing depends on files checked
 
 from __future__ import annotations
 
-import itertools
 import builtins
+import itertools
 import json
 import os
 import struct
