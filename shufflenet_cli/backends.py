@@ -175,13 +175,23 @@ def make_backend(
     if name == "onnxruntime" or (name == "auto" and prefers_onnxruntime(device, precision)):
         from shufflenet_cli.onnx_backend import OnnxBackend
 
-        args = (model, device, prep.mean, prep.std, int(prep.crop))
-        if name == "onnxruntime":
-            return OnnxBackend(*args, threads=threads, weights_path=weights_path, precision=precision)
         try:
-            return OnnxBackend(*args, threads=threads, weights_path=weights_path, precision=precision)
+            return OnnxBackend(
+                model,
+                device,
+                prep.mean,
+                prep.std,
+                int(prep.crop),
+                threads=threads,
+                weights_path=weights_path,
+                precision=precision,
+            )
         except ShufflenetError as exc:
+            if name == "onnxruntime":
+                raise
             note = f"auto: onnxruntime not used: {exc.message}"
         except Exception as exc:  # noqa: BLE001 - auto must still classify with torch
+            if name == "onnxruntime":
+                raise
             note = f"auto: onnxruntime not used: {type(exc).__name__}: {exc}"
     return TorchBackend(model, device, prep.mean, prep.std, precision=precision, note=note, threads=threads)

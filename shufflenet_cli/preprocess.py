@@ -34,7 +34,6 @@ class Preprocess:
     crop: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    interpolation: Any = "bilinear"  # torchvision's InterpolationMode.BILINEAR (the only one used)
     exact_decode: bool = False
     thumbnail_size: int | None = None  # for --report: a JPEG thumbnail this many pixels on its longer side
 
@@ -46,7 +45,6 @@ class Preprocess:
             crop=int(t.crop_size[0]),
             mean=tuple(t.mean),
             std=tuple(t.std),
-            interpolation=t.interpolation,
             exact_decode=exact_decode,
             thumbnail_size=thumbnail_size,
         )
@@ -98,11 +96,11 @@ class Preprocess:
 
 
 def make_thumbnail(img: Any, size: int) -> bytes:
-    """A small JPEG of the upright image (for the HTML report), never the full-size pixels."""
+    """A small JPEG of the upright image (for the HTML report). Shrinks `img` in place: the caller is
+    done with it, and a 12-megapixel photo is not copied for every image."""
     import io
 
-    thumb = img.copy()
-    thumb.thumbnail((size, size))
+    img.thumbnail((size, size))
     buf = io.BytesIO()
-    thumb.save(buf, format="JPEG", quality=75)
+    img.save(buf, format="JPEG", quality=75)
     return buf.getvalue()

@@ -25,13 +25,13 @@ class Record:
     def ok(self) -> bool:
         return self.error is None
 
-    def to_dict(self, digits: int = 6) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         if self.error is not None:
             return {"path": self.path, "error": self.error}
         return {
             "path": self.path,
             "predictions": [
-                {"rank": p.rank, "index": p.index, "label": p.label, "probability": round(p.probability, digits)}
+                {"rank": p.rank, "index": p.index, "label": p.label, "probability": round(p.probability, 6)}
                 for p in self.predictions
             ],
         }

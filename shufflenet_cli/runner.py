@@ -19,7 +19,7 @@ from typing import IO, Iterable, Iterator
 from rich.console import Console
 
 from shufflenet_cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, ModelLoadError, UsageError
-from shufflenet_cli.inputs import Input, WalkOptions, iter_inputs, parse_extensions
+from shufflenet_cli.inputs import Input, WalkOptions, image_extensions, iter_inputs, parse_extensions
 from shufflenet_cli.models import ModelSpec, resolve_model
 from shufflenet_cli.pipeline import Stats
 
@@ -167,11 +167,13 @@ def skip_done(inputs: Iterable[Input], done: Counter[str]) -> Iterator[Input]:
 
 def validate(opts: PredictOptions) -> None:
     """Checks for library callers; the CLI's own option types already enforce most of these."""
-    from shufflenet_cli.backends import PRECISIONS
+    from shufflenet_cli.backends import BACKENDS, PRECISIONS
     from shufflenet_cli.output import FORMATS
 
     if opts.fmt not in FORMATS:
         raise UsageError(f"unknown format {opts.fmt!r}", hint="use " + ", ".join(FORMATS))
+    if opts.backend not in BACKENDS:
+        raise UsageError(f"unknown backend {opts.backend!r}", hint="use " + ", ".join(BACKENDS))
     if opts.precision not in PRECISIONS:
         raise UsageError(f"unknown precision {opts.precision!r}", hint="use " + ", ".join(PRECISIONS))
     for name, value, least in (
@@ -200,7 +202,7 @@ def predict(
     walk = WalkOptions(
         recursive=opts.recursive,
         hidden=opts.hidden,
-        extensions=parse_extensions(opts.ext) if opts.ext else None,
+        extensions=parse_extensions(opts.ext) if opts.ext else image_extensions(),  # once, for both walks
     )
     inputs: Iterator[Input] = iter_inputs(opts.paths, walk, stdin=stdin, null=opts.null)
     done: Counter[str] = Counter()

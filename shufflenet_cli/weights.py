@@ -10,7 +10,6 @@ import re
 import warnings
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from shufflenet_cli.errors import ModelLoadError
 from shufflenet_cli.models import ModelSpec, spec_for_conv5
@@ -50,7 +49,7 @@ def weights_url(spec: ModelSpec) -> str:
 
 def cache_path(spec: ModelSpec) -> Path:
     """torchvision's own file name for the weights, inside the cache."""
-    return cache_dir() / os.path.basename(urlparse(weights_url(spec)).path)
+    return cache_dir() / spec.weights_file  # equal to the URL's file name (tests/test_torch_free.py)
 
 
 def hash_prefix(spec: ModelSpec) -> str:
@@ -169,9 +168,7 @@ def build_model(spec: ModelSpec, state_dict: dict[str, Any], source: str) -> Any
 
 def load_model(spec: ModelSpec, weights_path: Path | None = None) -> Any:
     """The model with weights from `weights_path`, or else from torch's cache (downloading once)."""
-    if weights_path is not None:
-        return build_model(spec, read_checkpoint(Path(weights_path)), str(weights_path))
-    path = download(spec, progress=False)
+    path = Path(weights_path) if weights_path is not None else download(spec, progress=False)
     return build_model(spec, read_checkpoint(path), str(path))
 
 
