@@ -123,19 +123,95 @@ def test_topk_numpy_matches_torch():
 
 
 def test_auto_takes_the_torch_free_path_only_where_no_gpu_can_be_visible(monkeypatch):
-    from shufflenet_cli import runner
+    from shufflenet_cli import engine
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert runner.gpu_may_be_visible() is False
+    assert engine.gpu_may_be_visible() is False
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
-    assert runner.gpu_may_be_visible() is False
+    assert engine.gpu_may_be_visible() is False
     monkeypatch.setattr(sys, "modules", {k: v for k, v in sys.modules.items() if k != "torch"})
-    monkeypatch.setattr(runner, "gpu_may_be_visible", lambda: True)
-    assert runner._cpu_without_torch("auto") is False
-    assert runner._cpu_without_torch("cuda") is False
-    assert runner._cpu_without_torch("cpu") is True
-    monkeypatch.setattr(runner, "gpu_may_be_visible", lambda: False)
-    assert runner._cpu_without_torch("auto") is True
+    monkeypatch.setattr(engine, "gpu_may_be_visible", lambda: True)
+    assert engine._cpu_without_torch("auto") is False
+    assert engine._cpu_without_torch("cuda") is False
+    assert engine._cpu_without_torch("cpu") is True
+    monkeypatch.setattr(engine, "gpu_may_be_visible", lambda: False)
+    assert engine._cpu_without_torch("auto") is True
+
+
+# ------------------------------------------------------------- hashing the weights file, in-process
+
+
+def _ready():
+    """engine.ready for x0_5 on the CPU, as `predict -m x0_5 --device cpu --threads 1` gets it."""
+    from shufflenet_cli import engine
+    from shufflenet_cli.models import resolve_model
+    from shufflenet_cli.preprocess import Preprocess
+    from shufflenet_cli.runner import PredictOptions
+
+    spec = resolve_model("x0_5")
+    return engine.ready(
+        spec, PredictOptions(paths=[], model="x0_5", device="cpu", threads=1), Preprocess.from_spec(spec)
+    )
+
+
+@pytest.fixture
+def hashed(monkeypatch, tmp_path) -> list[Path]:
+    """The files weights.sha256_file hashes, in order (and no user cache folder from outside the test)."""
+    from shufflenet_cli import weights
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    calls: list[Path] = []
+    real = weights.sha256_file
+
+    def counting(path):
+        calls.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(weights, "sha256_file", counting)
+    return calls
+
+
+def test_weights_file_is_hashed_once_per_run(cached_weights, hashed):
+    import hashlib
+
+    from shufflenet_cli.onnx_backend import find_checked_export
+
+    backend, _, _ = _ready()  # the run that exports, checks and writes the sidecar
+    assert backend.name == "onnxruntime" and backend.exported and not backend.torch_free
+    assert hashed == [cached_weights]  # the torch-free lookup's hash, reused for the sidecar
+    digest = hashlib.sha256(cached_weights.read_bytes()).hexdigest()
+    assert find_checked_export("shufflenet_v2_x0_5", digest, [cached_weights.parent]) is not None
+    hashed.clear()
+    backend, _, _ = _ready()  # the torch-free run
+    assert backend.torch_free
+    assert hashed == [cached_weights]
+
+
+def test_weights_file_replaced_while_loading_gets_no_sidecar(cached_weights, hashed, monkeypatch):
+    from shufflenet_cli import weights
+
+    real_load = weights.load_model
+
+    def load_after_replacing(spec, weights_path=None):
+        tmp = cached_weights.with_name("replacement.tmp")
+        torch.save(random_state_dict("x0_5", seed=1), tmp)
+        os.replace(tmp, cached_weights)  # as a download or `install` puts a file in place
+        return real_load(spec, weights_path)
+
+    monkeypatch.setattr(weights, "load_model", load_after_replacing)
+    backend, _, _ = _ready()
+    assert backend.name == "onnxruntime" and backend.exported  # of the new file's weights
+    assert hashed == [cached_weights]
+    # the digest is the old file's: a sidecar would name the new weights' export under it
+    assert not list(cached_weights.parent.glob("shufflenet_v2_x0_5.weights-*.json"))
+    monkeypatch.setattr(weights, "load_model", real_load)
+    hashed.clear()
+    backend, _, _ = _ready()  # the next run opens the cached export and records it under the right digest
+    assert not backend.exported and not backend.torch_free
+    assert hashed == [cached_weights]
+    assert len(list(cached_weights.parent.glob("shufflenet_v2_x0_5.weights-*.json"))) == 1
+    backend, _, _ = _ready()
+    assert backend.torch_free
 
 
 # ------------------------------------------------------------------- end to end, subprocesses
