@@ -113,8 +113,8 @@ class TorchBackend:
         import torch
 
         with torch.inference_mode():
-            x = as_tensor(batch)  # N,H,W,C uint8
-            if self._cuda:
+            x = batch if isinstance(batch, torch.Tensor) else as_tensor(batch)  # N,H,W,C uint8
+            if self._cuda and x.device.type == "cpu":
                 x = x.pin_memory().to(self.device, non_blocking=True)
             x = normalize(x, self._mean, self._std, self.channels_last)
             if self._autocast is not None:
@@ -122,7 +122,8 @@ class TorchBackend:
                     return self.model(x).float()
             return self.model(x).float()
 
-    def topk(self, batch: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def topk(self, batch: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """batch: N,H,W,C uint8, a numpy array or (--gpu-decode) a tensor already on the device."""
         import torch
 
         parts = min(self.streams, len(batch))

@@ -191,6 +191,13 @@ def predict(
     exact_decode: Annotated[
         bool, typer.Option(help="Decode large JPEGs at full size (default: DCT-scaled to >= 2x the resize size).")
     ] = False,
+    gpu_decode: Annotated[
+        bool,
+        typer.Option(
+            help="CUDA only: decode JPEGs in batches on the GPU (nvJPEG), resize and crop there; "
+            "other files still decode on the CPU."
+        ),
+    ] = False,
     report: Annotated[
         Optional[Path],
         typer.Option(help="Also write a self-contained HTML report (thumbnails and bar charts) to FILE."),
@@ -239,6 +246,7 @@ def predict(
         backend=backend.value,
         report=report,
         exact_decode=exact_decode,
+        gpu_decode=gpu_decode,
         timings=timings,
         progress=progress,
         quiet=quiet,

@@ -124,7 +124,12 @@ def _hash(path: Path, known: _Hashed | None = None) -> _Hashed:
 def _onnx_candidate(opts: PredictOptions) -> bool:
     """Options under which onnxruntime may run torchvision's cached weights file: those the
     torch-free path serves (fp32, no --weights; auto or onnxruntime)."""
-    return opts.weights is None and opts.precision == "fp32" and opts.backend in ("auto", "onnxruntime")
+    return (
+        opts.weights is None
+        and opts.precision == "fp32"
+        and opts.backend in ("auto", "onnxruntime")
+        and not opts.gpu_decode
+    )
 
 
 def gpu_may_be_visible() -> bool:
@@ -220,6 +225,10 @@ def _load(spec: ModelSpec, opts: PredictOptions, known: _Hashed | None):  # type
     from shufflenet_cli.weights import download, load_model, resolve_device
 
     device = resolve_device(opts.device)
+    if opts.gpu_decode:  # before the model loads: a wrong device fails at once
+        from shufflenet_cli.gpu_decode import check_available
+
+        check_available(device)
     source = None
     if _onnx_candidate(opts) and device.type == "cpu":  # hashed before loading: the sidecar names its source
         source = _hash(download(spec, progress=False), known)

@@ -88,12 +88,12 @@ def _decode(fp: str | IO[bytes], draft_min: int | None) -> Image.Image:
         if draft_min and im.format == "JPEG":
             _draft(im, draft_min)
         im.load()
-        orientation = _orientation(im)
+        orientation = orientation_of(im)
         rgb = to_rgb(im, full_scale=_full_scale(im))
     return rgb.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else rgb
 
 
-def _orientation(im: Image.Image) -> int:
+def orientation_of(im: Image.Image) -> int:
     """EXIF (or XMP) orientation, 1 when absent or unreadable: broken EXIF never costs the image."""
     try:
         return int(im.getexif().get(ORIENTATION, 1))

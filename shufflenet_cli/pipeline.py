@@ -11,14 +11,14 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from shufflenet_cli.backends import Backend
 from shufflenet_cli.images import ImageError
 from shufflenet_cli.inputs import Input
-from shufflenet_cli.preprocess import Preprocess
+from shufflenet_cli.preprocess import Crop
 from shufflenet_cli.records import Record, make_record
 
 
@@ -47,14 +47,18 @@ class Stats:
 @dataclass
 class _Decoded:
     input: Input
-    array: np.ndarray | None = None
+    array: Any = None  # H,W,3 uint8: a numpy array, or a device tensor from --gpu-decode
     error: str | None = None
     decode_s: float = 0.0
     preprocess_s: float = 0.0
     thumbnail: bytes | None = None
+    jpeg: Any = None  # --gpu-decode: decoded with its batch, on the GPU
 
 
-def _decode(prep: Preprocess, item: Input) -> _Decoded:
+Prepare = Callable[[str], Crop]  # a path -> its crop (Preprocess), or its JPEG bytes (gpu_decode.JpegReader)
+
+
+def _decode(prep: Prepare, item: Input) -> _Decoded:
     if item.error is not None:
         return _Decoded(item, error=item.error)
     try:
@@ -65,10 +69,10 @@ def _decode(prep: Preprocess, item: Input) -> _Decoded:
         return _Decoded(item, error="out of memory while decoding this image")
     except Exception as exc:  # noqa: BLE001 - a decoder bug must cost one record, not the run
         return _Decoded(item, error=f"decoder failed: {type(exc).__name__}: {exc}")
-    return _Decoded(item, crop.array, None, crop.decode_s, crop.preprocess_s, crop.thumbnail)
+    return _Decoded(item, crop.array, None, crop.decode_s, crop.preprocess_s, crop.thumbnail, crop.jpeg)
 
 
-def decode_in_order(inputs: Iterable[Input], prep: Preprocess, workers: int, window: int) -> Iterator[_Decoded]:
+def decode_in_order(inputs: Iterable[Input], prep: Prepare, workers: int, window: int) -> Iterator[_Decoded]:
     """Decode ahead in `workers` threads, at most `window` in flight, yielding in input order."""
     if workers <= 0:
         for item in inputs:
@@ -92,7 +96,7 @@ def decode_in_order(inputs: Iterable[Input], prep: Preprocess, workers: int, win
 
 def run(
     inputs: Iterable[Input],
-    prep: Preprocess,
+    prep: Prepare,
     backend: Backend,
     labels: list[str],
     *,
@@ -102,11 +106,13 @@ def run(
     threshold: float = 0.0,
     stats: Stats | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    gpu: Any = None,
 ) -> Iterator[list[Record]]:
     """Yield the records of each chunk of `batch_size` inputs (failed ones in their place), in input order.
 
     A chunk closes after `batch_size` inputs, failed ones included, so records stream and memory stays
     flat even through a long run of unreadable files.
+    gpu: a gpu_decode.JpegBatchDecoder (--gpu-decode), which decodes each chunk's JPEGs at once.
     """
     stats = stats if stats is not None else Stats()
     window = max(batch_size * 2, workers * 4)
@@ -118,20 +124,51 @@ def run(
         stats.decode_s += decoded.decode_s
         stats.preprocess_s += decoded.preprocess_s
         if len(chunk) >= batch_size:
-            yield _finish(chunk, backend, labels, topk, threshold, stats)
+            yield _finish(chunk, backend, labels, topk, threshold, stats, gpu)
             chunk = []
     if chunk and not should_stop():
-        yield _finish(chunk, backend, labels, topk, threshold, stats)
+        yield _finish(chunk, backend, labels, topk, threshold, stats, gpu)
+
+
+def _decode_on_gpu(chunk: list[_Decoded], gpu: Any, stats: Stats) -> None:
+    """The chunk's waiting JPEGs, decoded in one batch; any the GPU refuses take the Pillow path."""
+    waiting = [d for d in chunk if d.jpeg is not None]
+    if not waiting:
+        return
+    t0 = time.perf_counter()
+    crops = gpu.decode([d.jpeg for d in waiting])
+    for d, crop in zip(waiting, crops, strict=True):
+        if crop is None:
+            again = _decode(gpu.prep, d.input)
+            d.array, d.error, d.thumbnail = again.array, again.error, d.thumbnail or again.thumbnail
+        else:
+            d.array = crop
+        d.jpeg = None
+    stats.decode_s += time.perf_counter() - t0
 
 
 def _finish(
-    chunk: list[_Decoded], backend: Backend, labels: list[str], topk: int, threshold: float, stats: Stats
+    chunk: list[_Decoded],
+    backend: Backend,
+    labels: list[str],
+    topk: int,
+    threshold: float,
+    stats: Stats,
+    gpu: Any = None,
 ) -> list[Record]:
+    if gpu is not None:
+        _decode_on_gpu(chunk, gpu, stats)
     arrays = [d.array for d in chunk if d.array is not None]
     probs = indices = np.empty((0, 0))
     if arrays:
         t0 = time.perf_counter()
-        probs, indices = backend.topk(np.stack(arrays), topk)
+        if gpu is not None:
+            from shufflenet_cli.gpu_decode import stack_on
+
+            batch = stack_on(gpu.device, arrays)
+        else:
+            batch = np.stack(arrays)
+        probs, indices = backend.topk(batch, topk)
         stats.inference_s += time.perf_counter() - t0
         stats.batches += 1
     records: list[Record] = []

@@ -22,10 +22,11 @@ DRAFT_FACTOR = 2  # JPEG DCT scaling keeps the shorter side at >= 2x the resize 
 
 @dataclass(frozen=True)
 class Crop:
-    array: np.ndarray  # H, W, 3 uint8, ready to batch
+    array: np.ndarray | None  # H, W, 3 uint8, ready to batch; None while `jpeg` waits for the GPU
     decode_s: float
     preprocess_s: float
     thumbnail: bytes | None = None  # small JPEG of the whole upright image, when asked for
+    jpeg: Any = None  # --gpu-decode: the still-compressed file (gpu_decode.EncodedJpeg)
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ class PredictOptions:
     backend: str = "auto"
     report: Path | None = None
     exact_decode: bool = False
+    gpu_decode: bool = False
     timings: bool = False
     progress: bool = True
     quiet: bool = False
@@ -139,6 +140,8 @@ def validate(opts: PredictOptions) -> None:
             raise UsageError(f"{name} must be at least {least}")
     if not 0.0 <= opts.threshold <= 1.0:
         raise UsageError("--threshold must be between 0 and 1")
+    if opts.gpu_decode and opts.backend == "onnxruntime":
+        raise UsageError("--gpu-decode runs with the torch backend", hint="leave out --backend onnxruntime")
 
 
 def predict(
@@ -182,10 +185,13 @@ def predict(
     report = _open_report(opts, spec, sink)
     try:
         backend, labels, tuning = ready(spec, opts, prep)
+        gpu = _gpu_decoder(opts, prep, backend)
         # A bar on the terminal that also shows the results would tear through them.
         show_bar = opts.progress and not opts.quiet and not _results_on_terminal(opts, stdout)
         recount = _recount(opts, walk, done)
-        stats, interrupted = _loop(inputs, prep, backend, labels, tuning, opts, sink, report, err, show_bar, recount)
+        stats, interrupted = _loop(
+            inputs, prep, backend, labels, tuning, opts, sink, report, err, show_bar, recount, gpu
+        )
         partial = sink.close(complete=not interrupted)
     except BaseException:
         _abort(sink, report)
@@ -198,7 +204,8 @@ def predict(
         code = EXIT_INTERRUPTED
     else:
         code = EXIT_SOME_FAILED if stats.failed else EXIT_OK
-    outcome = Outcome(code, stats, backend.describe(), tuning, interrupted)
+    described = backend.describe() + ("; JPEG decode: nvJPEG on the GPU" if gpu is not None else "")
+    outcome = Outcome(code, stats, described, tuning, interrupted)
     if report is not None:
         from shufflenet_cli.summary import summary_line
 
@@ -206,7 +213,16 @@ def predict(
     return outcome
 
 
-def _loop(inputs, prep, backend, labels, tuning, opts, sink, report, err, show_bar, recount):  # type: ignore[no-untyped-def]
+def _gpu_decoder(opts: PredictOptions, prep, backend):  # type: ignore[no-untyped-def]
+    """--gpu-decode: the batch half of the JPEG decoder, on the backend's device (checked by `ready`)."""
+    if not opts.gpu_decode:
+        return None
+    from shufflenet_cli.gpu_decode import JpegBatchDecoder
+
+    return JpegBatchDecoder(prep, backend.device)
+
+
+def _loop(inputs, prep, backend, labels, tuning, opts, sink, report, err, show_bar, recount, gpu=None):  # type: ignore[no-untyped-def]
     """The batches, written as they finish; (stats, interrupted)."""
     from shufflenet_cli import pipeline
     from shufflenet_cli.progress import progress_for
@@ -218,7 +234,7 @@ def _loop(inputs, prep, backend, labels, tuning, opts, sink, report, err, show_b
             warnings.filterwarnings("ignore", module="PIL")  # metadata warnings: the image still counts
             for records in pipeline.run(
                 inputs,
-                prep,
+                prep if gpu is None else _jpeg_reader(prep),
                 backend,
                 labels,
                 batch_size=tuning.batch_size,
@@ -227,6 +243,7 @@ def _loop(inputs, prep, backend, labels, tuning, opts, sink, report, err, show_b
                 threshold=opts.threshold,
                 stats=stats,
                 should_stop=stop,
+                gpu=gpu,
             ):
                 t0 = time.perf_counter()
                 sink.write(records)
@@ -238,6 +255,12 @@ def _loop(inputs, prep, backend, labels, tuning, opts, sink, report, err, show_b
     except KeyboardInterrupt:
         interrupted = True
     return stats, interrupted
+
+
+def _jpeg_reader(prep):  # type: ignore[no-untyped-def]
+    from shufflenet_cli.gpu_decode import JpegReader
+
+    return JpegReader(prep)
 
 
 def _results_on_terminal(opts: PredictOptions, stdout: IO[bytes] | None) -> bool:

@@ -1,0 +1,270 @@
+"""--gpu-decode: JPEG bytes read in workers, decoded per batch by torchvision.io.decode_jpeg.
+
+The decoder takes a torch device, so everything but nvJPEG itself runs here on the CPU (libjpeg
+through the same call): which files go to the GPU, EXIF orientation, the eval transform on tensors,
+the fallback to Pillow, record order. The CUDA tests at the end run where a GPU exists.
+
+Tolerances (stated once, used below):
+- orientation and the tensor transform: exact (the same pixels as Pillow's transpose; the same
+  numbers as `weights.transforms()` on a tensor image).
+- decode_jpeg + tensor resize vs the default Pillow path: a different decoder and resize arithmetic,
+  so pixels differ by a few levels: mean absolute difference under 3 (of 255) on a crop.
+- with the real x0_5 weights on the real photo: the same top-1, its probability within 0.03.
+"""
+
+from __future__ import annotations
+
+import imagegen as gen
+import numpy as np
+import pytest
+import torch
+from conftest import DOG, make_image, random_state_dict
+from PIL import Image
+
+from shufflenet_cli.gpu_decode import JpegBatchDecoder, JpegReader, check_available, read_jpeg, upright
+from shufflenet_cli.images import _TRANSPOSE
+from shufflenet_cli.inputs import Input
+from shufflenet_cli.models import resolve_model
+from shufflenet_cli.preprocess import Preprocess
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+CPU = torch.device("cpu")
+PIXEL_MEAN_DIFF = 3.0
+
+
+@pytest.fixture(scope="module")
+def prep() -> Preprocess:
+    return Preprocess.from_spec(resolve_model("x0_5"))
+
+
+def _pillow_crop(prep: Preprocess, path) -> np.ndarray:
+    return Preprocess(prep.resize, prep.crop, prep.mean, prep.std, exact_decode=True)(str(path)).array
+
+
+def _gpu_path_crop(prep: Preprocess, path, device=CPU) -> np.ndarray:
+    crop = JpegReader(prep)(str(path))
+    assert crop.array is None and crop.jpeg is not None, "this file should wait for the batch decoder"
+    (out,) = JpegBatchDecoder(prep, device).decode([crop.jpeg])
+    return out.cpu().numpy()
+
+
+# ---------------------------------------------------------------------------- which files go where
+
+
+def test_plain_jpegs_wait_for_the_batch_decoder(tmp_path, prep):
+    rgb = make_image(tmp_path / "a.jpg", size=(120, 90))
+    gray = make_image(tmp_path / "g.jpg", size=(120, 90), mode="L")
+    for path in (rgb, gray):
+        crop = JpegReader(prep)(str(path))
+        assert crop.array is None
+        assert crop.jpeg.data == path.read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["png", "cmyk", "not_an_image", "jpeg_suffix_png_inside"])
+def test_other_files_take_the_pillow_path_at_once(tmp_path, prep, kind):
+    if kind == "png":
+        path = make_image(tmp_path / "a.png", size=(120, 90))
+    elif kind == "cmyk":
+        path = make_image(tmp_path / "c.jpg", size=(120, 90), mode="CMYK")
+    elif kind == "jpeg_suffix_png_inside":
+        path = make_image(tmp_path / "p.jpg", size=(120, 90), format="PNG")
+    else:
+        path = tmp_path / "n.jpg"
+        path.write_bytes(b"\xff\xd8\xff" + b"not really a jpeg" * 10)
+    assert read_jpeg(str(path)) is None
+    if kind == "not_an_image":
+        from shufflenet_cli.images import ImageError
+
+        with pytest.raises(ImageError):
+            JpegReader(prep)(str(path))
+        return
+    crop = JpegReader(prep)(str(path))
+    assert crop.jpeg is None
+    np.testing.assert_array_equal(crop.array, _pillow_crop(prep, path))
+
+
+def test_missing_file_is_left_to_the_pillow_path(tmp_path, prep):
+    assert read_jpeg(str(tmp_path / "gone.jpg")) is None
+
+
+# ------------------------------------------------------------------------------ orientation, transform
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_upright_is_pillows_transpose(orientation):
+    hwc = np.random.default_rng(orientation).integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
+    want = Image.fromarray(hwc)
+    if orientation in _TRANSPOSE:
+        want = want.transpose(_TRANSPOSE[orientation])
+    got = upright(torch.from_numpy(hwc).permute(2, 0, 1), orientation).permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(got, np.asarray(want))
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_rotated_jpeg_comes_out_upright(tmp_path, prep, orientation):
+    up = gen.blocks((320, 240), seed=orientation)
+    path = gen.rotated(tmp_path / f"r{orientation}.jpg", up, orientation)
+    want = _pillow_crop(prep, gen.save(up, tmp_path / "upright.jpg"))
+    got = _gpu_path_crop(prep, path)
+    assert np.abs(got.astype(int) - want.astype(int)).mean() < PIXEL_MEAN_DIFF
+
+
+@pytest.mark.parametrize("size", [(500, 375), (375, 500), (256, 256), (300, 1000), (230, 230)])
+def test_transform_is_the_weights_own_on_tensors(size):
+    """Crops normalised by the backends equal weights.transforms() run on the same tensor image."""
+    from shufflenet_cli.backends import normalize
+
+    spec = resolve_model("x1_5")  # resize 232: the sizes differ from x0_5's 256
+    weights_prep = Preprocess.from_spec(spec)
+    w, h = size
+    image = torch.from_numpy(np.random.default_rng(w + h).integers(0, 256, size=(3, h, w), dtype=np.uint8))
+    (crop,) = JpegBatchDecoder(weights_prep, CPU).transform([image])
+    shape = (1, 3, 1, 1)
+    mean, std = torch.tensor(spec.mean).view(shape), torch.tensor(spec.std).view(shape)
+    ours = normalize(crop.unsqueeze(0), mean, std, channels_last=False)
+    reference = spec.weights().transforms()(image).unsqueeze(0)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-6)
+
+
+def test_same_size_images_are_resized_together_and_stay_in_order(prep):
+    rng = np.random.default_rng(0)
+    images = [torch.from_numpy(rng.integers(0, 256, size=(3, 300, 400), dtype=np.uint8)) for _ in range(3)]
+    images.insert(1, None)
+    images.append(torch.from_numpy(rng.integers(0, 256, size=(3, 400, 300), dtype=np.uint8)))
+    batched = JpegBatchDecoder(prep, CPU).transform(images)
+    assert batched[1] is None
+    for i in (0, 2, 3, 4):
+        (alone,) = JpegBatchDecoder(prep, CPU).transform([images[i]])
+        torch.testing.assert_close(batched[i], alone, rtol=0, atol=0)
+
+
+def test_decoded_crop_is_close_to_the_pillow_path(tmp_path, prep):
+    from PIL import ImageFilter
+
+    smooth = make_image(tmp_path / "src.png", size=(500, 375))
+    img = Image.open(smooth).filter(ImageFilter.GaussianBlur(3))
+    path = tmp_path / "photo.jpg"
+    img.save(path, quality=90)
+    got, want = _gpu_path_crop(prep, path), _pillow_crop(prep, path)
+    assert got.shape == want.shape == (224, 224, 3)
+    assert np.abs(got.astype(int) - want.astype(int)).mean() < PIXEL_MEAN_DIFF
+
+
+# --------------------------------------------------------------------------------- pipeline, fallback
+
+
+def _run(prep, paths, device, backend):
+    from shufflenet_cli import pipeline
+
+    gpu = JpegBatchDecoder(prep, device)
+    inputs = [Input(str(p)) for p in paths]
+    return [
+        r for chunk in pipeline.run(inputs, JpegReader(prep), backend, LABELS, batch_size=4, gpu=gpu) for r in chunk
+    ]
+
+
+LABELS = [f"class {i}" for i in range(1000)]
+
+
+@pytest.fixture(scope="module")
+def cpu_backend(prep):
+    from shufflenet_cli.backends import TorchBackend
+    from shufflenet_cli.weights import build_model
+
+    model = build_model(resolve_model("x0_5"), random_state_dict("x0_5"), "test")
+    return TorchBackend(model, CPU, prep.mean, prep.std, threads=1)
+
+
+def _mixed_folder(tmp_path) -> list:
+    paths = [make_image(tmp_path / f"{i:02d}.jpg", size=(100 + 10 * i, 80), seed=i) for i in range(6)]
+    paths.insert(2, make_image(tmp_path / "02b.png", size=(90, 90), seed=20))
+    paths.insert(4, make_image(tmp_path / "04b.jpg", size=(90, 90), mode="CMYK", seed=21))
+    paths.insert(6, gen.truncated(tmp_path / "06b.jpg", paths[0], 0.3))  # header fine, data cut short
+    bad = tmp_path / "07b.jpg"
+    bad.write_bytes(paths[1].read_bytes()[:200] + b"\x00" * 50)
+    paths.insert(7, bad)
+    return paths
+
+
+def test_pipeline_keeps_one_record_per_input_in_order(tmp_path, prep, cpu_backend):
+    from shufflenet_cli import pipeline
+
+    paths = _mixed_folder(tmp_path)
+    got = _run(prep, paths, CPU, cpu_backend)
+    want = [
+        r
+        for chunk in pipeline.run([Input(str(p)) for p in paths], prep, cpu_backend, LABELS, batch_size=4)
+        for r in chunk
+    ]
+    assert [r.path for r in got] == [str(p) for p in paths]
+    assert [r.error is None for r in got] == [r.error is None for r in want]
+    for g, w in zip(got, want, strict=True):
+        if w.error is None:
+            assert g.predictions[0].index == w.predictions[0].index, g.path
+
+
+def test_a_file_the_decoder_refuses_falls_back_to_pillow(tmp_path, prep, cpu_backend, monkeypatch):
+    paths = [make_image(tmp_path / f"{i}.jpg", size=(120, 90), seed=i) for i in range(3)]
+    refused = paths[1].read_bytes()
+    real = JpegBatchDecoder._nvjpeg
+
+    def picky(self, blobs):
+        if any(b == refused for b in blobs):
+            raise RuntimeError("nvjpeg: unsupported")
+        return real(self, blobs)
+
+    monkeypatch.setattr(JpegBatchDecoder, "_nvjpeg", picky)
+    records = _run(prep, paths, CPU, cpu_backend)
+    assert [r.error for r in records] == [None, None, None]
+    fallback = cpu_backend.topk(_pillow_crop(prep, paths[1])[None], 5)[1][0]
+    assert [p.index for p in records[1].predictions] == list(fallback)
+
+
+def test_gpu_decode_needs_cuda():
+    from shufflenet_cli.errors import UsageError
+
+    with pytest.raises(UsageError, match="needs a CUDA device"):
+        check_available(CPU)
+
+
+def test_cli_refuses_gpu_decode_on_the_cpu(cli, images, random_weights):
+    r = cli("predict", images[0], "-m", "x0_5", "--weights", random_weights, "--device", "cpu", "--gpu-decode")
+    assert r.exit_code == 2
+    assert "--gpu-decode needs a CUDA device" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+# ----------------------------------------------------------------------------------------------- CUDA
+
+
+@cuda
+def test_cuda_decode_matches_the_cpu_decode(tmp_path, prep):
+    paths = [make_image(tmp_path / f"{i}.jpg", size=(500 - 40 * i, 375), seed=i, quality=90) for i in range(4)]
+    for p in paths:
+        on_gpu = _gpu_path_crop(prep, p, torch.device("cuda"))
+        assert np.abs(on_gpu.astype(int) - _pillow_crop(prep, p).astype(int)).mean() < PIXEL_MEAN_DIFF
+
+
+@cuda
+def test_cuda_pipeline_in_order_with_fallbacks(tmp_path, prep, cpu_backend):
+    import copy
+
+    from shufflenet_cli.backends import TorchBackend
+
+    gpu_backend = TorchBackend(copy.deepcopy(cpu_backend.model), torch.device("cuda"), prep.mean, prep.std)
+    paths = _mixed_folder(tmp_path)
+    on_gpu = _run(prep, paths, torch.device("cuda"), gpu_backend)
+    on_cpu = _run(prep, paths, CPU, cpu_backend)
+    assert [r.path for r in on_gpu] == [str(p) for p in paths]
+    assert [r.error is None for r in on_gpu] == [r.error is None for r in on_cpu]
+
+
+@cuda
+def test_cuda_cli_real_weights_on_the_dog(cli, real_weights, tmp_path):
+    if not DOG.is_file():
+        pytest.skip("../shared/images is not here")
+    args = ("predict", DOG, "-m", "x0_5", "--weights", real_weights, "--device", "cuda", "-f", "json")
+    default = cli(*args).json()[0]
+    gpu = cli(*args, "--gpu-decode").json()[0]
+    assert gpu["predictions"][0]["index"] == default["predictions"][0]["index"] == 258
+    assert abs(gpu["predictions"][0]["probability"] - default["predictions"][0]["probability"]) < 0.03
