@@ -325,8 +325,11 @@ def shufflenet_cmd() -> list[str]:
 _RATE = re.compile(r"timings:\s*([0-9.]+)\s*images/s")
 
 
-def run_cli(workdir: Path, target: str, n: int, model: str, weights: Path, extra: list[str] = ()) -> dict:
-    """(b) The real CLI, as a user runs it; the wall time excludes nothing."""
+def run_cli(
+    workdir: Path, target: str, n: int, model: str, weights: Path, extra: list[str] = (), timeout: float | None = None
+) -> dict:
+    """(b) The real CLI, as a user runs it; the wall time excludes nothing. `timeout` (seconds): the
+    child is killed and subprocess.TimeoutExpired raised past it (default: none)."""
     out_file = workdir / "predict.jsonl"
     cmd = [
         *shufflenet_cmd(),
@@ -344,7 +347,9 @@ def run_cli(workdir: Path, target: str, n: int, model: str, weights: Path, extra
     ]
     t0 = time.perf_counter()
     with open(out_file, "wb") as out:
-        proc = subprocess.run(cmd, env=_env(workdir), stdout=out, stderr=subprocess.PIPE, text=False, cwd=str(workdir))
+        proc = subprocess.run(
+            cmd, env=_env(workdir), stdout=out, stderr=subprocess.PIPE, cwd=str(workdir), timeout=timeout
+        )
     wall = time.perf_counter() - t0
     err = proc.stderr.decode(errors="replace")
     if proc.returncode != 0:
