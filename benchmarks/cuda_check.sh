@@ -24,7 +24,7 @@ timeout 150 $py -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py tests/te
 echo "== full suite"
 xdist=()
 $py -c "import xdist" 2>/dev/null && xdist=(-n 8)
-timeout 150 $py -m pytest -q -p no:cacheprovider "${xdist[@]}" -x 2>&1 | tee "$out/full_tests.log" | tail -15
+timeout 150 $py -m pytest -q -p no:cacheprovider "${xdist[@]}" 2>&1 | tee "$out/full_tests.log" | tail -15
 
 echo "== CUDA benchmark"
 timeout ${BENCH_TIMEOUT:-260} $py benchmarks/bench_cuda.py --json "$out/bench_cuda.json" 2>&1 | tee "$out/bench_cuda.log" | tail -60
