@@ -42,6 +42,12 @@ class BackendName(str, Enum):
     onnxruntime = "onnxruntime"
 
 
+class DecodeIn(str, Enum):
+    auto = "auto"
+    threads = "threads"
+    processes = "processes"
+
+
 class Precision(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
@@ -136,10 +142,14 @@ def predict(
             "--workers",
             "-j",
             min=0,
-            help="Decode threads running ahead of inference; 0 decodes inline [default: number of cores, up to 16].",
+            help="Decode workers running ahead of inference; 0 decodes inline [default: number of cores, up to 16].",
             show_default=False,
         ),
     ] = None,
+    decode_in: Annotated[
+        DecodeIn,
+        typer.Option(help="Decode workers are threads or processes. auto: processes on CUDA, threads on CPU."),
+    ] = DecodeIn.auto,
     threads: Annotated[
         Optional[int],
         typer.Option(
@@ -247,6 +257,7 @@ def predict(
         report=report,
         exact_decode=exact_decode,
         gpu_decode=gpu_decode,
+        decode_in=decode_in.value,
         timings=timings,
         progress=progress,
         quiet=quiet,

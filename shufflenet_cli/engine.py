@@ -29,6 +29,7 @@ class Tuning:
     batch_size: int
     workers: int
     threads: int
+    processes: bool = False  # decode workers are processes, not threads
 
 
 def default_tuning(device_type: str, opts: PredictOptions) -> Tuning:
@@ -47,6 +48,7 @@ def default_tuning(device_type: str, opts: PredictOptions) -> Tuning:
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
     cores = max(1, cores)
+    processes = device_type == "cuda"  # many cores feeding a fast device: threads stop scaling (decoding.py)
     if device_type == "cuda":
         batch, workers, threads = 128, min(16, cores), min(4, cores)
     else:
@@ -57,6 +59,7 @@ def default_tuning(device_type: str, opts: PredictOptions) -> Tuning:
         batch_size=opts.batch_size or batch,
         workers=workers if opts.workers is None else opts.workers,
         threads=opts.threads or threads,
+        processes=processes if opts.decode_in == "auto" else opts.decode_in == "processes",
     )
 
 

@@ -1,24 +1,21 @@
-"""The batched loop: inputs -> decoded crops (worker threads) -> batches -> records, in input order.
+"""The batched loop: inputs -> decoded crops (workers) -> batches -> records, in input order.
 
-Decoding runs in a thread pool ahead of inference (Pillow releases the GIL while it decodes and
-resizes), with a bounded window so memory does not grow with the number of files. Each input gets
-exactly one record at its own position: a file that fails is an error record, never skipped.
+Decoding runs ahead of inference in worker threads or processes (decoding.py), with a bounded window
+so memory does not grow with the number of files. Each input gets exactly one record at its own
+position: a file that fails is an error record, never skipped.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from shufflenet_cli.backends import Backend
-from shufflenet_cli.images import ImageError
+from shufflenet_cli.decoding import Decoded, Prepare, decode_in_order, decode_one
 from shufflenet_cli.inputs import Input
-from shufflenet_cli.preprocess import Crop
 from shufflenet_cli.records import Record, make_record
 
 
@@ -44,56 +41,6 @@ class Stats:
         return time.perf_counter() - self.started
 
 
-@dataclass
-class _Decoded:
-    input: Input
-    array: Any = None  # H,W,3 uint8: a numpy array, or a device tensor from --gpu-decode
-    error: str | None = None
-    decode_s: float = 0.0
-    preprocess_s: float = 0.0
-    thumbnail: bytes | None = None
-    jpeg: Any = None  # --gpu-decode: decoded with its batch, on the GPU
-
-
-Prepare = Callable[[str], Crop]  # a path -> its crop (Preprocess), or its JPEG bytes (gpu_decode.JpegReader)
-
-
-def _decode(prep: Prepare, item: Input) -> _Decoded:
-    if item.error is not None:
-        return _Decoded(item, error=item.error)
-    try:
-        crop = prep(item.path)
-    except ImageError as exc:
-        return _Decoded(item, error=str(exc))
-    except MemoryError:
-        return _Decoded(item, error="out of memory while decoding this image")
-    except Exception as exc:  # noqa: BLE001 - a decoder bug must cost one record, not the run
-        return _Decoded(item, error=f"decoder failed: {type(exc).__name__}: {exc}")
-    return _Decoded(item, crop.array, None, crop.decode_s, crop.preprocess_s, crop.thumbnail, crop.jpeg)
-
-
-def decode_in_order(inputs: Iterable[Input], prep: Prepare, workers: int, window: int) -> Iterator[_Decoded]:
-    """Decode ahead in `workers` threads, at most `window` in flight, yielding in input order."""
-    if workers <= 0:
-        for item in inputs:
-            yield _decode(prep, item)
-        return
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
-    pending: deque[Future[_Decoded]] = deque()
-    try:
-        for item in inputs:
-            pending.append(pool.submit(_decode, prep, item))
-            # full window: wait for the oldest; otherwise pass on whatever is already done (slow producers)
-            while pending and (len(pending) >= window or pending[0].done()):
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        for fut in pending:
-            fut.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 def run(
     inputs: Iterable[Input],
     prep: Prepare,
@@ -102,6 +49,7 @@ def run(
     *,
     batch_size: int = 32,
     workers: int = 2,
+    processes: bool = False,
     topk: int = 5,
     threshold: float = 0.0,
     stats: Stats | None = None,
@@ -112,12 +60,13 @@ def run(
 
     A chunk closes after `batch_size` inputs, failed ones included, so records stream and memory stays
     flat even through a long run of unreadable files.
+    processes: decode in worker processes instead of threads (decoding.py says when that pays).
     gpu: a gpu_decode.JpegBatchDecoder (--gpu-decode), which decodes each chunk's JPEGs at once.
     """
     stats = stats if stats is not None else Stats()
     window = max(batch_size * 2, workers * 4)
-    chunk: list[_Decoded] = []
-    for decoded in decode_in_order(inputs, prep, workers, window):
+    chunk: list[Decoded] = []
+    for decoded in decode_in_order(inputs, prep, workers, window, processes):
         if should_stop():
             return
         chunk.append(decoded)
@@ -130,7 +79,7 @@ def run(
         yield _finish(chunk, backend, labels, topk, threshold, stats, gpu)
 
 
-def _decode_on_gpu(chunk: list[_Decoded], gpu: Any, stats: Stats) -> None:
+def _decode_on_gpu(chunk: list[Decoded], gpu: Any, stats: Stats) -> None:
     """The chunk's waiting JPEGs, decoded in one batch; any the GPU refuses take the Pillow path."""
     waiting = [d for d in chunk if d.jpeg is not None]
     if not waiting:
@@ -139,7 +88,7 @@ def _decode_on_gpu(chunk: list[_Decoded], gpu: Any, stats: Stats) -> None:
     crops = gpu.decode([d.jpeg for d in waiting])
     for d, crop in zip(waiting, crops, strict=True):
         if crop is None:
-            again = _decode(gpu.prep, d.input)
+            again = decode_one(gpu.prep, d.input)
             d.array, d.error, d.thumbnail = again.array, again.error, d.thumbnail or again.thumbnail
         else:
             d.array = crop
@@ -148,7 +97,7 @@ def _decode_on_gpu(chunk: list[_Decoded], gpu: Any, stats: Stats) -> None:
 
 
 def _finish(
-    chunk: list[_Decoded],
+    chunk: list[Decoded],
     backend: Backend,
     labels: list[str],
     topk: int,

@@ -51,11 +51,13 @@ class PredictOptions:
     report: Path | None = None
     exact_decode: bool = False
     gpu_decode: bool = False
+    decode_in: str = "auto"  # auto (processes on CUDA, threads on CPU), threads, processes
     timings: bool = False
     progress: bool = True
     quiet: bool = False
 
 
+DECODE_IN = ("auto", "threads", "processes")
 REPORT_THUMBNAIL = 160  # pixels, longer side, in the HTML report
 
 
@@ -140,6 +142,8 @@ def validate(opts: PredictOptions) -> None:
             raise UsageError(f"{name} must be at least {least}")
     if not 0.0 <= opts.threshold <= 1.0:
         raise UsageError("--threshold must be between 0 and 1")
+    if opts.decode_in not in DECODE_IN:
+        raise UsageError(f"unknown --decode-in {opts.decode_in!r}", hint="use " + ", ".join(DECODE_IN))
     if opts.gpu_decode and opts.backend == "onnxruntime":
         raise UsageError("--gpu-decode runs with the torch backend", hint="leave out --backend onnxruntime")
 
@@ -239,6 +243,7 @@ def _loop(inputs, prep, backend, labels, tuning, opts, sink, report, err, show_b
                 labels,
                 batch_size=tuning.batch_size,
                 workers=tuning.workers,
+                processes=tuning.processes,
                 topk=min(max(opts.topk, 1), 1000),
                 threshold=opts.threshold,
                 stats=stats,

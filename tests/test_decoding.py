@@ -1,0 +1,71 @@
+"""Decode workers as processes (the CUDA default) give the same records as threads, in order, and a
+worker that dies costs only the file that killed it."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from conftest import make_image
+
+from shufflenet_cli.decoding import CRASHED, PROCESS_GROUP, decode_in_order
+from shufflenet_cli.inputs import Input
+from shufflenet_cli.models import resolve_model
+from shufflenet_cli.preprocess import Preprocess
+
+
+@pytest.fixture(scope="module")
+def prep() -> Preprocess:
+    return Preprocess.from_spec(resolve_model("x0_5"))
+
+
+def _folder(tmp_path, n=21):
+    paths = [str(make_image(tmp_path / f"{i:02d}.jpg", size=(60 + i, 50), seed=i)) for i in range(n)]
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    paths.insert(5, str(tmp_path / "bad.jpg"))
+    return [Input(p) for p in paths] + [Input(str(tmp_path / "dir"), error="is a directory")]
+
+
+@pytest.mark.parametrize("window", [1, 8, 64])
+def test_processes_match_threads_in_order(tmp_path, prep, window):
+    inputs = _folder(tmp_path)
+    threads = list(decode_in_order(inputs, prep, workers=2, window=window))
+    processes = list(decode_in_order(inputs, prep, workers=2, window=window, processes=True))
+    assert [d.input.path for d in processes] == [i.path for i in inputs]
+    assert [d.error for d in processes] == [d.error for d in threads]
+    assert processes[5].error and processes[-1].error == "is a directory"
+    for p, t in zip(processes, threads, strict=True):
+        if t.array is not None:
+            np.testing.assert_array_equal(p.array, t.array)
+
+
+class DiesOn:
+    """A decoder that kills its worker process on one file (like a segfault in a C decoder)."""
+
+    def __init__(self, prep: Preprocess, fatal: str) -> None:
+        self.prep, self.fatal = prep, fatal
+
+    def __call__(self, path: str):
+        if path == self.fatal:
+            os._exit(1)
+        return self.prep(path)
+
+
+def test_a_worker_that_dies_costs_only_its_file(tmp_path, prep):
+    inputs = _folder(tmp_path, n=3 * PROCESS_GROUP)
+    fatal = inputs[PROCESS_GROUP + 2].path
+    out = list(decode_in_order(inputs, DiesOn(prep, fatal), workers=2, window=64, processes=True))
+    assert [d.input.path for d in out] == [i.path for i in inputs]
+    assert [d.input.path for d in out if d.error == CRASHED] == [fatal]
+    assert sum(d.array is not None for d in out) == len(inputs) - 3  # the fatal, the bad and the folder
+
+
+def test_cli_decode_in_processes(cli, tmp_path, random_weights):
+    paths = [make_image(tmp_path / f"{i}.jpg", size=(90, 70), seed=i) for i in range(10)]
+    args = ("predict", *paths, "-m", "x0_5", "--weights", random_weights, "--device", "cpu", "-f", "json", "-b", "4")
+    threads = cli(*args, "--decode-in", "threads")
+    processes = cli(*args, "--decode-in", "processes", "--timings")
+    assert processes.exit_code == threads.exit_code == 0
+    assert processes.json() == threads.json()
+    assert "(processes)" in processes.stderr
