@@ -26,6 +26,7 @@ from typing import Any, Callable
 from shufflenet_cli.preprocess import Crop, Preprocess
 
 JPEG_MAGIC = b"\xff\xd8\xff"
+JPEG_END = b"\xff\xd9"  # EOI
 NVJPEG_MODES = ("RGB", "L")  # CMYK/YCCK and 12-bit JPEGs take the Pillow path
 
 
@@ -73,6 +74,8 @@ def read_jpeg(path: str) -> EncodedJpeg | None:
             if head != JPEG_MAGIC:
                 return None
             data = head + f.read()
+        if not data.rstrip(b"\x00").endswith(JPEG_END):  # cut short (or data after the end): nvJPEG
+            return None  # would fill in what is missing; Pillow says what is wrong or decodes it
         with Image.open(io.BytesIO(data)) as im:  # the header only: format, mode, EXIF
             if im.format != "JPEG" or im.mode not in NVJPEG_MODES:
                 return None

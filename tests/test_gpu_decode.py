@@ -87,6 +87,17 @@ def test_missing_file_is_left_to_the_pillow_path(tmp_path, prep):
     assert read_jpeg(str(tmp_path / "gone.jpg")) is None
 
 
+def test_a_jpeg_without_its_end_marker_is_left_to_pillow(tmp_path, prep):
+    """nvJPEG fills in a truncated file's missing rows where Pillow reports it: Pillow decides."""
+    whole = make_image(tmp_path / "whole.jpg", size=(120, 90))
+    assert read_jpeg(str(whole)) is not None
+    padded = tmp_path / "padded.jpg"
+    padded.write_bytes(whole.read_bytes() + b"\x00" * 16)
+    assert read_jpeg(str(padded)) is not None
+    cut = gen.truncated(tmp_path / "cut.jpg", whole, 0.9)
+    assert read_jpeg(str(cut)) is None
+
+
 # ------------------------------------------------------------------------------ orientation, transform
 
 
@@ -138,13 +149,17 @@ def test_same_size_images_are_resized_together_and_stay_in_order(prep):
         torch.testing.assert_close(batched[i], alone, rtol=0, atol=0)
 
 
-def test_decoded_crop_is_close_to_the_pillow_path(tmp_path, prep):
+def smooth_jpeg(path, size=(500, 375), seed=0):
+    """A photo-like JPEG (blurred noise): decoders differ most on per-pixel noise, least on photos."""
     from PIL import ImageFilter
 
-    smooth = make_image(tmp_path / "src.png", size=(500, 375))
-    img = Image.open(smooth).filter(ImageFilter.GaussianBlur(3))
-    path = tmp_path / "photo.jpg"
-    img.save(path, quality=90)
+    noise = make_image(path.with_suffix(".png"), size=size, seed=seed)
+    Image.open(noise).filter(ImageFilter.GaussianBlur(3)).save(path, quality=90)
+    return path
+
+
+def test_decoded_crop_is_close_to_the_pillow_path(tmp_path, prep):
+    path = smooth_jpeg(tmp_path / "photo.jpg")
     got, want = _gpu_path_crop(prep, path), _pillow_crop(prep, path)
     assert got.shape == want.shape == (224, 224, 3)
     assert np.abs(got.astype(int) - want.astype(int)).mean() < PIXEL_MEAN_DIFF
@@ -239,7 +254,7 @@ def test_cli_refuses_gpu_decode_on_the_cpu(cli, images, random_weights):
 
 @cuda
 def test_cuda_decode_matches_the_cpu_decode(tmp_path, prep):
-    paths = [make_image(tmp_path / f"{i}.jpg", size=(500 - 40 * i, 375), seed=i, quality=90) for i in range(4)]
+    paths = [smooth_jpeg(tmp_path / f"{i}.jpg", size=(500 - 40 * i, 375), seed=i) for i in range(4)]
     for p in paths:
         on_gpu = _gpu_path_crop(prep, p, torch.device("cuda"))
         assert np.abs(on_gpu.astype(int) - _pillow_crop(prep, p).astype(int)).mean() < PIXEL_MEAN_DIFF
