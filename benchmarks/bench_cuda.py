@@ -16,8 +16,9 @@ What it measures (same images, same weights file; (a), (c), (d) in one child pro
                 (interpreter start, imports, CUDA init, model load, every image, output); `run` is the
                 CLI's own --timings rate (first input to last record); ms/image columns are its breakdown
                 (decode and preprocess: worker time). Defaults (run first and last: first on a cold
-                machine), then one run each of --precision fp16, --precision bf16, --gpu-decode (batched
-                nvJPEG), --gpu-decode --precision fp16, --workers 8, --workers 24, --batch-size 64, 256.
+                machine), then one run each of --decode-in threads, --workers 12, --precision fp16,
+                --precision bf16, --gpu-decode (batched nvJPEG), --gpu-decode --precision fp16, --workers 8,
+                --workers 24, --batch-size 64, 256 (--variants picks some of them by name).
                 A run that fails (an option this CLI lacks) is recorded with its error; the rest go on.
   (c) forward   the model alone, eval, channels_last, on ready uint8 N,H,W,C batches already on the GPU,
                 normalised there as the CLI does (backends.normalize), fp32 and fp16/bf16 autocast, batch
@@ -76,7 +77,9 @@ from bench_cpu import (  # noqa: E402
 
 SHARDS = 16
 GOAL = 3000.0
-CLI_VARIANTS = [  # (name, extra options); "defaults" runs first and again last
+CLI_VARIANTS = [  # (name, extra options); "defaults" runs first and again last; --variants picks some
+    ("threads", ["--decode-in", "threads"]),
+    ("workers 12", ["--workers", "12"]),
     ("fp16", ["--precision", "fp16"]),
     ("bf16", ["--precision", "bf16"]),
     ("gpu-decode", ["--gpu-decode"]),
@@ -407,7 +410,10 @@ def main_bench(args: argparse.Namespace) -> dict:
     else:
         res.update({t["name"]: {"error": "skipped: time budget"} for t in job["tasks"]})
 
+    chosen = [v.strip() for v in args.variants.split(",")] if args.variants else [name for name, _ in CLI_VARIANTS]
     for name, extra in CLI_VARIANTS:
+        if name not in chosen:
+            continue
         runs[name] = predict(workdir, target, n, args, weights, extra, budget)
     runs["defaults #2"] = predict(workdir, target, n, args, weights, [], budget)
     res["predict"] = runs
@@ -520,6 +526,7 @@ def main() -> None:
         "--workdir", default=str(ROOT / ".bench"), help="images, weights and caches (default .bench/, reused)"
     )
     ap.add_argument("--json", help="also write the results as JSON to this file")
+    ap.add_argument("--variants", help="comma-separated names of the CLI variants to run (default: all)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Everything this project checks on a CUDA machine, in one call (the CPU suite runs in CI):
 #   1. the CUDA tests (tests/test_cuda.py, tests/test_gpu_decode.py, the CUDA ones in test_backends.py)
-#   2. the whole test suite under that machine's torch/torchvision (parallel where pytest-xdist is there)
+#   2. start-up: where the seconds before the first image go, and `predict dog.jpg` on CUDA
 #   3. benchmarks/bench_cuda.py (seed loop vs predict, variants, forward-only and decode-only bounds)
+#   4. the whole test suite under that machine's torch/torchvision (parallel where pytest-xdist is there)
 # Logs and JSON go to $OUT (default .cuda-out/). Run from the repository root:
 #   bash benchmarks/cuda_check.sh            # about 5 minutes on one H100/H200 with 16 cores
+# Knobs: BENCH_ARGS (extra bench_cuda.py arguments), BENCH_TIMEOUT, SUITE_TIMEOUT (0 skips step 4).
 set -u
 out=${OUT:-.cuda-out}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
+dog=../shared/images/dog.jpg
+x05=../shared/weights/shufflenetv2_x0_5-imagenet-fp16.pth
 
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
@@ -18,13 +22,48 @@ py=${PYTHON:-python3}
 } 2>&1 | tee "$out/machine.txt"
 
 echo "== CUDA tests"
-timeout 150 $py -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py tests/test_gpu_decode.py \
-  tests/test_backends.py -k "cuda or gpu or Cuda" 2>&1 | tee "$out/cuda_tests.log" | tail -25
+timeout ${CUDA_TESTS_TIMEOUT:-120} $py -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py tests/test_gpu_decode.py \
+  tests/test_decoding.py tests/test_backends.py -k "cuda or gpu or Cuda or decoding" 2>&1 | tee "$out/cuda_tests.log" |
+  grep -E "^(FAILED|ERROR)|^E  .{0,150}$|passed|failed" | head -30
 
-echo "== full suite"
-xdist=()
-$py -c "import xdist" 2>/dev/null && xdist=(-n 8)
-timeout 150 $py -m pytest -q -p no:cacheprovider "${xdist[@]}" 2>&1 | tee "$out/full_tests.log" | tail -15
+echo "== start-up on CUDA"
+timeout 60 $py - <<'EOF' 2>&1 | tee "$out/startup.txt"
+import time
+t0 = time.perf_counter()
+import torch
+t1 = time.perf_counter()
+torch.zeros(1, device="cuda")
+torch.cuda.synchronize()
+t2 = time.perf_counter()
+import torchvision  # noqa: F401
+t3 = time.perf_counter()
+from shufflenet_cli.models import resolve_model
+model = resolve_model("x1_0").builder()(weights=None).cuda().eval().to(memory_format=torch.channels_last)
+t4 = time.perf_counter()
+with torch.inference_mode():
+    model(torch.zeros(128, 3, 224, 224, device="cuda").to(memory_format=torch.channels_last)).cpu()
+t5 = time.perf_counter()
+print(f"import torch {t1 - t0:.2f} s, CUDA context {t2 - t1:.2f} s, import torchvision {t3 - t2:.2f} s, "
+      f"build + move x1_0 {t4 - t3:.2f} s, first forward b128 {t5 - t4:.2f} s")
+EOF
+if [ -f "$dog" ]; then
+  TIMEFORMAT="predict dog.jpg --device cuda: %R s wall"
+  for _ in 1 2; do
+    { time $py -m shufflenet_cli predict "$dog" -m x0_5 --weights "$x05" --device cuda -k 1 -f jsonl -q; } 2>&1 |
+      tee -a "$out/startup.txt" | grep -E "Samoyed|wall"
+  done
+fi
 
 echo "== CUDA benchmark"
-timeout ${BENCH_TIMEOUT:-260} $py benchmarks/bench_cuda.py --json "$out/bench_cuda.json" 2>&1 | tee "$out/bench_cuda.log" | tail -60
+# shellcheck disable=SC2086
+timeout ${BENCH_TIMEOUT:-260} $py benchmarks/bench_cuda.py --json "$out/bench_cuda.json" ${BENCH_ARGS:-} 2>&1 |
+  tee "$out/bench_cuda.log" | tail -60
+
+if [ "${SUITE_TIMEOUT:-150}" != 0 ]; then
+  echo "== full suite"
+  xdist=()
+  $py -c "import xdist" 2>/dev/null && xdist=(-n 12)
+  timeout ${SUITE_TIMEOUT:-150} $py -m pytest -v -p no:cacheprovider "${xdist[@]}" >"$out/full_tests.log" 2>&1
+  grep -cE " PASSED" "$out/full_tests.log"
+  grep -E " (FAILED|ERROR)" "$out/full_tests.log" | sed -e 's/^\[gw[0-9]*\] *\[ *[0-9]*%\] *//' | head -20
+fi
