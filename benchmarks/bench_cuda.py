@@ -325,7 +325,7 @@ def predict(workdir: Path, target: Path, n: int, args: argparse.Namespace, weigh
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         return {"options": options, "error": _error_line(exc), "detail": str(exc)[-3000:]}
     text = _collapsed(r["timings"])
-    tuning = re.search(r"backend (.+?); batch size (\d+), workers (\d+), threads (\d+)", text)
+    tuning = re.search(r"backend (.+?); batch size (\d+), workers (\d+ ?\(?\w*\)?), threads (\d+)", text)
     return {
         **r,
         "options": options,
