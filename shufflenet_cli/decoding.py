@@ -17,6 +17,7 @@ import sys
 from collections import deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
@@ -91,6 +92,23 @@ def _quiet_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+@contextmanager
+def _sigint_held() -> Iterator[None]:
+    """SIGINT blocked in this thread while it starts processes: a new interpreter (the forkserver,
+    or a spawned worker) inherits the mask, so a Ctrl-C in its first milliseconds stays pending
+    instead of killing it mid-import (the parent then failed with EOFError, exit 70). The forkserver
+    never unblocks it, so its workers start with SIGINT blocked too, until `_quiet_worker` ignores
+    it. Here the signal is delivered when the block ends (the resource tracker does the same)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _process_pool(workers: int) -> Executor:
     # Never fork a process that holds CUDA state and threads: forkserver (Linux), else spawn.
     method = "forkserver" if sys.platform.startswith("linux") else "spawn"
@@ -106,9 +124,13 @@ class _Pool:
 
     def submit(self, items: list[Input]) -> Future[list[Decoded]]:
         try:
-            return self.pool.submit(decode_many, self.prep, items)
+            return self._submit(items)
         except BrokenProcessPool:
             self.restart()
+            return self._submit(items)
+
+    def _submit(self, items: list[Input]) -> Future[list[Decoded]]:
+        with _sigint_held():  # workers (and the forkserver) start here, on demand
             return self.pool.submit(decode_many, self.prep, items)
 
     def restart(self) -> None:

@@ -69,3 +69,43 @@ def test_cli_decode_in_processes(cli, tmp_path, random_weights):
     assert processes.exit_code == threads.exit_code == 0
     assert processes.json() == threads.json()
     assert "(processes)" in processes.stderr
+
+
+CTRL_C_WHILE_STARTING = """
+import signal, sys
+import multiprocessing.forkserver
+from shufflenet_cli.decoding import decode_in_order
+from shufflenet_cli.inputs import Input
+from shufflenet_cli.models import resolve_model
+from shufflenet_cli.preprocess import Preprocess
+
+stopped = []
+signal.signal(signal.SIGINT, lambda *_: stopped.append(1))  # the CLI's StopFlag does the same
+multiprocessing.forkserver.set_forkserver_preload(["ctrl_c_on_import"])  # Ctrl-C while the forkserver starts
+prep = Preprocess.from_spec(resolve_model("x0_5"))
+out = list(decode_in_order([Input(p) for p in sys.argv[1:]], prep, workers=2, window=8, processes=True))
+print(len(out), sum(d.array is not None for d in out), len(stopped))
+"""
+
+
+def test_ctrl_c_while_the_worker_processes_start(tmp_path):
+    """Ctrl-C reaches the whole process group; a new interpreter that gets it while it imports used
+    to die (the forkserver: the parent then failed with EOFError, exit 70, and a traceback)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "ctrl_c_on_import.py").write_text(
+        "import os, signal, time\nos.killpg(os.getpgid(0), signal.SIGINT)\ntime.sleep(0.2)\n"
+    )
+    paths = [str(make_image(tmp_path / f"{i}.jpg", size=(60, 50), seed=i)) for i in range(10)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    r = subprocess.run(
+        [sys.executable, "-c", CTRL_C_WHILE_STARTING, *paths],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert r.stdout.split() == ["10", "10", "1"]  # every file decoded; the parent saw the Ctrl-C once
