@@ -150,7 +150,16 @@ class _Pool:
         return out
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        try:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        except BaseException:
+            # A second Ctrl-C while waiting for the running groups: stop now. The workers are killed:
+            # the interrupted join leaves the pool's manager thread marked as stopped (Python 3.11),
+            # so at exit nothing waits for it to send the workers their stop signal, and the
+            # process hung in multiprocessing's exit handler, joining workers that never got it.
+            for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
+                proc.kill()
+            raise
 
 
 def _in_processes(inputs: Iterable[Input], prep: Prepare, workers: int, window: int) -> Iterator[Decoded]:

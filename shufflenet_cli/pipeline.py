@@ -66,17 +66,23 @@ def run(
     stats = stats if stats is not None else Stats()
     window = max(batch_size * 2, workers * 4)
     chunk: list[Decoded] = []
-    for decoded in decode_in_order(inputs, prep, workers, window, processes):
-        if should_stop():
-            return
-        chunk.append(decoded)
-        stats.decode_s += decoded.decode_s
-        stats.preprocess_s += decoded.preprocess_s
-        if len(chunk) >= batch_size:
+    decoded_in_order = decode_in_order(inputs, prep, workers, window, processes)
+    try:
+        for decoded in decoded_in_order:
+            if should_stop():
+                return
+            chunk.append(decoded)
+            stats.decode_s += decoded.decode_s
+            stats.preprocess_s += decoded.preprocess_s
+            if len(chunk) >= batch_size:
+                yield _finish(chunk, backend, labels, topk, threshold, stats, gpu)
+                chunk = []
+        if chunk and not should_stop():
             yield _finish(chunk, backend, labels, topk, threshold, stats, gpu)
-            chunk = []
-    if chunk and not should_stop():
-        yield _finish(chunk, backend, labels, topk, threshold, stats, gpu)
+    finally:
+        # Closed here, not when garbage-collected: an exception while its workers stop (a second
+        # Ctrl-C) then reaches the caller instead of printing "Exception ignored" and a traceback.
+        decoded_in_order.close()
 
 
 def _decode_on_gpu(chunk: list[Decoded], gpu: Any, stats: Stats) -> None:

@@ -4,12 +4,13 @@ worker that dies costs only the file that killed it."""
 from __future__ import annotations
 
 import os
+import signal
 
 import numpy as np
 import pytest
 from conftest import make_image
 
-from shufflenet_cli.decoding import CRASHED, PROCESS_GROUP, decode_in_order
+from shufflenet_cli.decoding import CRASHED, PROCESS_GROUP, Decoded, decode_in_order
 from shufflenet_cli.inputs import Input
 from shufflenet_cli.models import resolve_model
 from shufflenet_cli.preprocess import Preprocess
@@ -109,3 +110,77 @@ def test_ctrl_c_while_the_worker_processes_start(tmp_path):
     )
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert r.stdout.split() == ["10", "10", "1"]  # every file decoded; the parent saw the Ctrl-C once
+
+
+SLOW_DECODER = """
+import time
+
+import numpy as np
+
+from shufflenet_cli.preprocess import Crop
+
+
+def slow(path):
+    time.sleep(0.2)
+    return Crop(np.zeros((4, 4, 3), np.uint8), 0.0, 0.0)
+"""
+
+CTRL_C_WHILE_STOPPING = """
+import os, signal, threading
+from shufflenet_cli.decoding import decode_in_order
+from shufflenet_cli.inputs import Input
+from slow_decoder import slow
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
+decoded = decode_in_order([Input(str(i)) for i in range(64)], slow, workers=2, window=32, processes=True)
+next(decoded)  # the first two groups are done; the next two are running
+threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()  # the second Ctrl-C, while they finish
+try:
+    decoded.close()
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def test_ctrl_c_while_the_worker_processes_stop(tmp_path):
+    """A second Ctrl-C while closing waits for the running groups: the process exits (it used to hang
+    at exit, joining workers that never got their stop signal)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "slow_decoder.py").write_text(SLOW_DECODER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_WHILE_STOPPING],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # with its forkserver and workers
+        proc.communicate()
+        pytest.fail("hung after the second Ctrl-C")
+    assert proc.returncode == 0 and out.split() == ["interrupted"], err
+
+
+def test_an_exception_while_decoding_stops_reaches_the_caller(monkeypatch):
+    """pipeline.run closes the decoder itself: a KeyboardInterrupt raised while the workers stop (a
+    second Ctrl-C) reaches the caller, instead of "Exception ignored" and a traceback on stderr."""
+    from shufflenet_cli import pipeline
+
+    def decoded(*args):
+        try:
+            yield Decoded(Input("a.jpg"), error="unreadable")
+            yield Decoded(Input("b.jpg"), error="unreadable")
+        finally:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "decode_in_order", decoded)
+    checks = []
+    stop_at_the_second = lambda: checks.append(1) or len(checks) > 1  # noqa: E731 - the first Ctrl-C
+    with pytest.raises(KeyboardInterrupt):
+        list(pipeline.run([], None, None, [], batch_size=4, should_stop=stop_at_the_second))
