@@ -149,6 +149,26 @@ def test_same_size_images_are_resized_together_and_stay_in_order(prep):
         torch.testing.assert_close(batched[i], alone, rtol=0, atol=0)
 
 
+def test_large_images_are_resized_a_few_at_a_time(prep, monkeypatch):
+    """The resize's float32 copy is ~5x the pixels: a batch of phone photos is not resized in one call
+    (measured on the CPU: ~200 MiB per 12-MP photo, so ~25 GiB for 128). Same crops, in order."""
+    from torchvision.transforms import functional as F
+
+    from shufflenet_cli import gpu_decode
+
+    rng = np.random.default_rng(1)
+    images = [torch.from_numpy(rng.integers(0, 256, size=(3, 300, 400), dtype=np.uint8)) for _ in range(5)]
+    monkeypatch.setattr(gpu_decode, "RESIZE_PIXELS", 2 * 3 * 300 * 400)  # two of these per call
+    calls = []
+    resize = F.resize
+    monkeypatch.setattr(F, "resize", lambda batch, *a, **k: calls.append(len(batch)) or resize(batch, *a, **k))
+    split = JpegBatchDecoder(prep, CPU).transform(images)
+    assert calls == [2, 2, 1]
+    for image, crop in zip(images, split, strict=True):
+        (alone,) = JpegBatchDecoder(prep, CPU).transform([image])
+        torch.testing.assert_close(crop, alone, rtol=0, atol=0)
+
+
 def smooth_jpeg(path, size=(500, 375), seed=0):
     """A photo-like JPEG (blurred noise): decoders differ most on per-pixel noise, least on photos."""
     from PIL import ImageFilter
