@@ -21,6 +21,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
+import numpy as np
+
+from shufflenet_cli.crop_slots import CropSlots
 from shufflenet_cli.images import ImageError
 from shufflenet_cli.inputs import Input
 from shufflenet_cli.preprocess import Crop
@@ -39,6 +42,7 @@ class Decoded:
     preprocess_s: float = 0.0
     thumbnail: bytes | None = None
     jpeg: Any = None  # --gpu-decode: decoded with its batch, on the GPU
+    slot: int | None = None  # processes: the crop waits in this shared-memory slot (crop_slots.py)
 
 
 def decode_one(prep: Prepare, item: Input) -> Decoded:
@@ -55,8 +59,16 @@ def decode_one(prep: Prepare, item: Input) -> Decoded:
     return Decoded(item, crop.array, None, crop.decode_s, crop.preprocess_s, crop.thumbnail, crop.jpeg)
 
 
-def decode_many(prep: Prepare, items: list[Input]) -> list[Decoded]:
-    return [decode_one(prep, item) for item in items]
+def decode_many(prep: Prepare, items: list[Input], slots: list[int] | None = None) -> list[Decoded]:
+    """In a worker process: each crop goes into its input's shared-memory slot where one was given."""
+    out = [decode_one(prep, item) for item in items]
+    if slots is not None:
+        from shufflenet_cli import crop_slots
+
+        for d, slot in zip(out, slots, strict=True):
+            if isinstance(d.array, np.ndarray) and crop_slots.put(slot, d.array):
+                d.array, d.slot = None, slot
+    return out
 
 
 def decode_in_order(
@@ -109,45 +121,67 @@ def _sigint_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def _process_pool(workers: int) -> Executor:
+def _worker_start(slots: tuple[str, int, tuple[int, ...]] | None) -> None:
+    _quiet_worker()
+    if slots is not None:
+        from shufflenet_cli import crop_slots
+
+        crop_slots.attach(*slots)
+
+
+def _process_pool(workers: int, slots: CropSlots | None) -> Executor:
     # Never fork a process that holds CUDA state and threads: forkserver (Linux), else spawn.
     method = "forkserver" if sys.platform.startswith("linux") else "spawn"
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=_quiet_worker)
+    shared = (slots.name, slots.count, slots.shape) if slots is not None else None
+    return ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context(method), initializer=_worker_start, initargs=(shared,)
+    )
 
 
 class _Pool:
-    """A process pool that starts again after a worker dies; `run(items)` -> a future of Decoded list."""
+    """A process pool that starts again after a worker dies; `submit(items, slots)` -> a future of
+    their Decoded list. Crops come back through `slots` (shared memory) where the crop size is known."""
 
-    def __init__(self, prep: Prepare, workers: int) -> None:
-        self.prep, self.workers = prep, workers
-        self.pool = _process_pool(workers)
+    def __init__(self, prep: Prepare, workers: int, slots: CropSlots | None) -> None:
+        self.prep, self.workers, self.slots = prep, workers, slots
+        self.pool = _process_pool(workers, slots)
 
-    def submit(self, items: list[Input]) -> Future[list[Decoded]]:
+    def submit(self, items: list[Input], ids: list[int] | None) -> Future[list[Decoded]]:
         try:
-            return self._submit(items)
+            return self._submit(items, ids)
         except BrokenProcessPool:
             self.restart()
-            return self._submit(items)
+            return self._submit(items, ids)
 
-    def _submit(self, items: list[Input]) -> Future[list[Decoded]]:
+    def _submit(self, items: list[Input], ids: list[int] | None) -> Future[list[Decoded]]:
         with _sigint_held():  # workers (and the forkserver) start here, on demand
-            return self.pool.submit(decode_many, self.prep, items)
+            return self.pool.submit(decode_many, self.prep, items, ids)
 
     def restart(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
-        self.pool = _process_pool(self.workers)
+        self.pool = _process_pool(self.workers, self.slots)
 
-    def salvage(self, items: list[Input]) -> list[Decoded]:
+    def salvage(self, items: list[Input], ids: list[int] | None) -> list[Decoded]:
         """After a crash: each input of the lost group alone, in a fresh pool; the one that kills its
         worker again is an error record."""
         out: list[Decoded] = []
-        for item in items:
+        for i, item in enumerate(items):
             try:
-                out.extend(self.submit([item]).result())
+                out.extend(self.submit([item], None if ids is None else ids[i : i + 1]).result())
             except BrokenProcessPool:
                 self.restart()
                 out.append(Decoded(item, error=CRASHED))
         return out
+
+    def receive(self, decoded: list[Decoded], ids: list[int] | None) -> list[Decoded]:
+        """Crops copied out of their slots, and the group's slots free again."""
+        if self.slots is None or ids is None:
+            return decoded
+        for d in decoded:
+            if d.slot is not None:
+                d.array, d.slot = self.slots.read(d.slot), None
+        self.slots.release(ids)
+        return decoded
 
     def close(self) -> None:
         try:
@@ -163,38 +197,51 @@ class _Pool:
 
 
 def _in_processes(inputs: Iterable[Input], prep: Prepare, workers: int, window: int) -> Iterator[Decoded]:
-    pool = _Pool(prep, workers)
-    pending: deque[tuple[list[Input], Future[list[Decoded]]]] = deque()
+    limit = max(1, window // PROCESS_GROUP)  # groups in flight
+    crop = getattr(prep, "crop", None)
+    slots = CropSlots(limit * PROCESS_GROUP, (int(crop), int(crop), 3)) if crop else None
+    try:
+        yield from _run_groups(inputs, _Pool(prep, workers, slots), limit)
+    finally:
+        if slots is not None:
+            slots.close()
+
+
+def _run_groups(inputs: Iterable[Input], pool: _Pool, limit: int) -> Iterator[Decoded]:
+    pending: deque[tuple[list[Input], list[int] | None, Future[list[Decoded]]]] = deque()
     group: list[Input] = []
-    limit = max(1, window // PROCESS_GROUP)
+
+    def send(items: list[Input]) -> None:
+        ids = pool.slots.take(len(items)) if pool.slots is not None else None
+        pending.append((items, ids, pool.submit(items, ids)))
 
     def take() -> list[Decoded]:
-        items, fut = pending.popleft()
+        items, ids, fut = pending.popleft()
         try:
-            return fut.result()
+            return pool.receive(fut.result(), ids)
         except BrokenProcessPool:
             # every group in flight is lost with the pool: the oldest is salvaged one input at a time,
-            # the others are handed to the new pool as they were
+            # the others are handed to the new pool as they were (each keeps its slots)
             pool.restart()
-            rest = [items for items, _ in pending]
+            rest = [(g, g_ids) for g, g_ids, _ in pending]
             pending.clear()
-            salvaged = pool.salvage(items)
-            pending.extend((g, pool.submit(g)) for g in rest)
-            return salvaged
+            salvaged = pool.salvage(items, ids)
+            pending.extend((g, g_ids, pool.submit(g, g_ids)) for g, g_ids in rest)
+            return pool.receive(salvaged, ids)
 
     try:
         for item in inputs:
             group.append(item)
             if len(group) >= PROCESS_GROUP:
-                pending.append((group, pool.submit(group)))
+                send(group)
                 group = []
-            while pending and (len(pending) >= limit or pending[0][1].done()):
+            while pending and (len(pending) >= limit or pending[0][2].done()):
                 yield from take()
         if group:
-            pending.append((group, pool.submit(group)))
+            send(group)
         while pending:
             yield from take()
     finally:
-        for _, fut in pending:
+        for _, _, fut in pending:
             fut.cancel()
         pool.close()

@@ -45,6 +45,7 @@ class JpegReader:
 
     def __init__(self, prep: Preprocess) -> None:
         self.prep = prep
+        self.crop = prep.crop  # the size of the crops the Pillow path makes (decoding's shared slots)
 
     def __call__(self, path: str) -> Crop:
         t0 = time.perf_counter()
