@@ -91,7 +91,10 @@ def _decode_on_gpu(chunk: list[Decoded], gpu: Any, stats: Stats) -> None:
     if not waiting:
         return
     t0 = time.perf_counter()
-    crops = gpu.decode([d.jpeg for d in waiting])
+    try:
+        crops = gpu.decode([d.jpeg for d in waiting])
+    except Exception:  # noqa: BLE001 - e.g. out of GPU memory: this chunk takes the Pillow path instead
+        crops = [None] * len(waiting)
     for d, crop in zip(waiting, crops, strict=True):
         if crop is None:
             again = decode_one(gpu.prep, d.input)

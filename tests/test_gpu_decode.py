@@ -255,6 +255,21 @@ def test_a_file_the_decoder_refuses_falls_back_to_pillow(tmp_path, prep, cpu_bac
     assert [p.index for p in records[1].predictions] == list(fallback)
 
 
+def test_a_gpu_failure_sends_the_chunk_to_pillow(tmp_path, prep, cpu_backend, monkeypatch):
+    """Anything else going wrong on the GPU (out of memory, say) costs speed, not records."""
+    paths = [make_image(tmp_path / f"{i}.jpg", size=(120, 90), seed=i) for i in range(3)]
+
+    def out_of_memory(self, images):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(JpegBatchDecoder, "transform", out_of_memory)
+    records = _run(prep, paths, CPU, cpu_backend)
+    assert [r.error for r in records] == [None, None, None]
+    for path, record in zip(paths, records, strict=True):
+        want = cpu_backend.topk(_pillow_crop(prep, path)[None], 5)[1][0]
+        assert [p.index for p in record.predictions] == list(want)
+
+
 def test_gpu_decode_needs_cuda():
     from shufflenet_cli.errors import UsageError
 
