@@ -21,7 +21,7 @@ def timings_lines(outcome: Any) -> list[str]:
     t = outcome.tuning
     if t is None:  # nothing ran (e.g. --resume with every input done)
         return ["timings: nothing to classify"]
-    kind = "processes" if t.processes else "threads"
+    kind = "inline" if t.workers == 0 else "processes" if t.processes else "threads"
     return [
         f"timings: {s.done / max(s.elapsed, 1e-9):.1f} images/s end-to-end over {s.done} inputs",
         f"  read+decode {ms(s.decode_s):.2f} ms/image (worker time), preprocess {ms(s.preprocess_s):.2f} ms/image "
