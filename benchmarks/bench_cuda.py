@@ -362,6 +362,11 @@ def forward_variants(batches: list[int], cuda: bool) -> list[dict]:
     return out
 
 
+def _variant_key(name: str) -> str:
+    """'workers 12', 'workers-12' and 'workers_12' name the same variant (no quoting needed)."""
+    return re.sub(r"[\s_-]", "", name.lower())
+
+
 def main_bench(args: argparse.Namespace) -> dict:
     budget = Budget(args.budget)
     workdir = Path(args.workdir).resolve()
@@ -410,9 +415,9 @@ def main_bench(args: argparse.Namespace) -> dict:
     else:
         res.update({t["name"]: {"error": "skipped: time budget"} for t in job["tasks"]})
 
-    chosen = [v.strip() for v in args.variants.split(",")] if args.variants else [name for name, _ in CLI_VARIANTS]
+    chosen = {_variant_key(v) for v in args.variants.split(",")} if args.variants else None
     for name, extra in CLI_VARIANTS:
-        if name not in chosen:
+        if chosen is not None and _variant_key(name) not in chosen:
             continue
         runs[name] = predict(workdir, target, n, args, weights, extra, budget)
     runs["defaults #2"] = predict(workdir, target, n, args, weights, [], budget)
@@ -526,7 +531,9 @@ def main() -> None:
         "--workdir", default=str(ROOT / ".bench"), help="images, weights and caches (default .bench/, reused)"
     )
     ap.add_argument("--json", help="also write the results as JSON to this file")
-    ap.add_argument("--variants", help="comma-separated names of the CLI variants to run (default: all)")
+    ap.add_argument(
+        "--variants", help="comma-separated CLI variants, e.g. threads,workers-12,gpu-decode (default: all)"
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
