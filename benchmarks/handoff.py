@@ -7,7 +7,10 @@ One worker whose "decoder" returns a ready 224x224x3 uint8 crop at once, through
 `shufflenet_cli.decoding.decode_in_order`: (1) worker threads; (2) worker processes with the crops
 in shared-memory slots (the CUDA default); (3) worker processes with the crops pickled through the
 pool's pipe (what (2) replaced; a decoder without a `crop` size still goes this way); (4) as (3)
-with 48-byte crops, which shows whether the bytes or the tasks cost. Prints crops per second.
+with 48-byte crops, which shows whether the bytes or the tasks cost. Then the whole loop the main
+process runs, `pipeline.run` (crops -> batches of 128 -> records) with a backend that answers at
+once, from threads and from processes: the most records a second the CPU side can deliver to any
+model. Prints crops (records) per second.
 """
 
 from __future__ import annotations
@@ -50,6 +53,33 @@ def rate(decoder: Ready, items: int, workers: int, processes: bool) -> float:
     return items / (time.perf_counter() - t0)
 
 
+class Instant:
+    """A backend that answers at once: what is left is the main process's own work per image."""
+
+    name, precision = "instant", "fp32"
+
+    def topk(self, batch: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        n = len(batch)
+        return np.full((n, k), 1.0 / k, np.float32), np.tile(np.arange(k), (n, 1))
+
+    def describe(self) -> str:
+        return self.name
+
+
+def pipeline_rate(decoder: Ready, items: int, workers: int, processes: bool) -> float:
+    from shufflenet_cli import pipeline
+
+    labels = [str(i) for i in range(1000)]
+    t0 = time.perf_counter()
+    inputs = (Input(str(i)) for i in range(items))
+    got = sum(
+        len(r)
+        for r in pipeline.run(inputs, decoder, Instant(), labels, batch_size=128, workers=workers, processes=processes)
+    )
+    assert got == items
+    return items / (time.perf_counter() - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, default=20000)
@@ -65,6 +95,9 @@ def main() -> None:
     print(f"{args.items} crops, {args.workers} worker(s)")
     for name, decoder, processes in rows:
         print(f"  {name:40s} {rate(decoder, args.items, args.workers, processes):10.0f} crops/s")
+    for name, processes in (("threads", False), ("processes, shared-memory slots", True)):
+        r = pipeline_rate(Ready(crop, slots=True), args.items, args.workers, processes)
+        print(f"  pipeline.run, instant backend, {name:30s} {r:8.0f} records/s")
 
 
 if __name__ == "__main__":
