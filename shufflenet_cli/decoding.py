@@ -196,8 +196,14 @@ class _Pool:
             raise
 
 
+def groups_in_flight(workers: int, window: int) -> int:
+    """About `window` inputs in flight, in groups, and never fewer groups than workers (with a small
+    window, say `-b 1 -j 16`, half the workers would otherwise sit idle)."""
+    return max(1, workers, window // PROCESS_GROUP)
+
+
 def _in_processes(inputs: Iterable[Input], prep: Prepare, workers: int, window: int) -> Iterator[Decoded]:
-    limit = max(1, window // PROCESS_GROUP)  # groups in flight
+    limit = groups_in_flight(workers, window)
     crop = getattr(prep, "crop", None)
     slots = CropSlots(limit * PROCESS_GROUP, (int(crop), int(crop), 3)) if crop else None
     try:

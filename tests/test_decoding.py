@@ -184,3 +184,11 @@ def test_an_exception_while_decoding_stops_reaches_the_caller(monkeypatch):
     stop_at_the_second = lambda: checks.append(1) or len(checks) > 1  # noqa: E731 - the first Ctrl-C
     with pytest.raises(KeyboardInterrupt):
         list(pipeline.run([], None, None, [], batch_size=4, should_stop=stop_at_the_second))
+
+
+def test_every_worker_process_gets_work_even_with_a_small_window():
+    from shufflenet_cli.decoding import groups_in_flight
+
+    assert groups_in_flight(workers=16, window=64) == 16  # -b 1 -j 16: 8 groups would idle 8 workers
+    assert groups_in_flight(workers=16, window=256) == 256 // PROCESS_GROUP
+    assert groups_in_flight(workers=0, window=1) == 1
