@@ -265,11 +265,25 @@ def predict(
     stdin = sys.stdin.buffer if "-" in paths and sys.stdin is not None else None
     with handled(err, verbose, debug):
         outcome = run_predict(opts, stdin=stdin, stderr=err)
+    if outcome.interrupted:
+        _ignore_further_interrupts()
     if not quiet:
         print_summary(err, outcome)
     if timings:
         print_timings(err, outcome)
     raise typer.Exit(code=outcome.exit_code)
+
+
+def _ignore_further_interrupts() -> None:
+    """The run was interrupted and its results are safe: only the summary and the exit (130) are left.
+    A second Ctrl-C now would only turn exit 130 into death by signal, with tracebacks from exit hooks."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(sig, signal.SIG_IGN)
+        except ValueError:  # not the main thread (an embedding caller): leave its handlers alone
+            pass
 
 
 # --- models, download, info ---------------------------------------------------------------------

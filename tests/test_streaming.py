@@ -374,3 +374,26 @@ def test_a_second_ctrl_c_never_splits_a_batch():
     text = pipe.data.decode()
     assert text.endswith("\n")
     assert [json.loads(line)["path"] for line in text.splitlines()] == ["a.jpg", "b.jpg", "c.jpg"]
+
+
+@pytest.mark.parametrize("interrupted", [True, False])
+def test_after_an_interrupted_run_a_second_ctrl_c_is_ignored(cli, images, random_weights, monkeypatch, interrupted):
+    """Once the loop has stopped on Ctrl-C, another one must not turn exit 130 into death by signal."""
+    import signal
+
+    from shufflenet_cli import runner
+    from shufflenet_cli.pipeline import Stats
+
+    code = 130 if interrupted else 0
+    monkeypatch.setattr(runner, "predict", lambda *a, **k: runner.Outcome(code, Stats(), interrupted=interrupted))
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        r = cli("predict", images[0], "-m", "x0_5", "--weights", random_weights, "-q")
+        assert r.exit_code == code
+        ignored = (
+            signal.getsignal(signal.SIGINT) is signal.SIG_IGN and signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        )
+        assert ignored == interrupted
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
