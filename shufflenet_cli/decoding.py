@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from shufflenet_cli import crop_slots
 from shufflenet_cli.crop_slots import CropSlots
 from shufflenet_cli.images import ImageError
 from shufflenet_cli.inputs import Input
@@ -63,8 +64,6 @@ def decode_many(prep: Prepare, items: list[Input], slots: list[int] | None = Non
     """In a worker process: each crop goes into its input's shared-memory slot where one was given."""
     out = [decode_one(prep, item) for item in items]
     if slots is not None:
-        from shufflenet_cli import crop_slots
-
         for d, slot in zip(out, slots, strict=True):
             if isinstance(d.array, np.ndarray) and crop_slots.put(slot, d.array):
                 d.array, d.slot = None, slot
@@ -124,8 +123,6 @@ def _sigint_held() -> Iterator[None]:
 def _worker_start(slots: tuple[str, int, tuple[int, ...]] | None) -> None:
     _quiet_worker()
     if slots is not None:
-        from shufflenet_cli import crop_slots
-
         crop_slots.attach(*slots)
 
 

@@ -111,6 +111,35 @@ class JpegBatchDecoder:
         self.prep = prep
         self.device = device
 
+    def decode_chunk(self, chunk: list[Any]) -> None:
+        """A chunk's waiting JPEGs (decoding.Decoded with `jpeg` set), decoded in one batch; any the GPU
+        refuses, or all of them where the GPU fails otherwise (out of memory, say), take the Pillow path."""
+        from shufflenet_cli.decoding import decode_one
+
+        waiting = [d for d in chunk if d.jpeg is not None]
+        if not waiting:
+            return
+        try:
+            crops = self.decode([d.jpeg for d in waiting])
+        except Exception:  # noqa: BLE001 - costs this chunk the GPU's speed, never its records
+            crops = [None] * len(waiting)
+        for d, crop in zip(waiting, crops, strict=True):
+            if crop is None:
+                again = decode_one(self.prep, d.input)
+                d.array, d.error, d.thumbnail = again.array, again.error, d.thumbnail or again.thumbnail
+            else:
+                d.array = crop
+            d.jpeg = None
+
+    def stack(self, crops: list[Any]) -> Any:
+        """One N,H,W,3 uint8 batch on the device from crops that are device tensors or host arrays (the
+        files that took the Pillow path)."""
+        import torch
+
+        from shufflenet_cli.backends import as_tensor
+
+        return torch.stack([c if isinstance(c, torch.Tensor) else as_tensor(c).to(self.device) for c in crops])
+
     def decode(self, jpegs: list[EncodedJpeg]) -> list[Any | None]:
         images = self._decode_all(jpegs)
         upright_images = [
@@ -185,13 +214,3 @@ def check_available(device: Any) -> None:
             f"--gpu-decode needs torchvision.io.decode_jpeg, which this torchvision lacks: {exc}",
             hint="leave --gpu-decode out; Pillow decodes on the CPU",
         ) from None
-
-
-def stack_on(device: Any, crops: list[Any]) -> Any:
-    """One N,H,W,3 uint8 batch on `device` from crops that are device tensors or host arrays (the
-    files that took the Pillow path)."""
-    import torch
-
-    from shufflenet_cli.backends import as_tensor
-
-    return torch.stack([c if isinstance(c, torch.Tensor) else as_tensor(c).to(device) for c in crops])

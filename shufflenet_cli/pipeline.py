@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from shufflenet_cli.backends import Backend
-from shufflenet_cli.decoding import Decoded, Prepare, decode_in_order, decode_one
+from shufflenet_cli.decoding import Decoded, Prepare, decode_in_order
 from shufflenet_cli.inputs import Input
 from shufflenet_cli.records import Record, make_record
 
@@ -85,26 +85,6 @@ def run(
         decoded_in_order.close()
 
 
-def _decode_on_gpu(chunk: list[Decoded], gpu: Any, stats: Stats) -> None:
-    """The chunk's waiting JPEGs, decoded in one batch; any the GPU refuses take the Pillow path."""
-    waiting = [d for d in chunk if d.jpeg is not None]
-    if not waiting:
-        return
-    t0 = time.perf_counter()
-    try:
-        crops = gpu.decode([d.jpeg for d in waiting])
-    except Exception:  # noqa: BLE001 - e.g. out of GPU memory: this chunk takes the Pillow path instead
-        crops = [None] * len(waiting)
-    for d, crop in zip(waiting, crops, strict=True):
-        if crop is None:
-            again = decode_one(gpu.prep, d.input)
-            d.array, d.error, d.thumbnail = again.array, again.error, d.thumbnail or again.thumbnail
-        else:
-            d.array = crop
-        d.jpeg = None
-    stats.decode_s += time.perf_counter() - t0
-
-
 def _finish(
     chunk: list[Decoded],
     backend: Backend,
@@ -115,17 +95,14 @@ def _finish(
     gpu: Any = None,
 ) -> list[Record]:
     if gpu is not None:
-        _decode_on_gpu(chunk, gpu, stats)
+        t0 = time.perf_counter()
+        gpu.decode_chunk(chunk)
+        stats.decode_s += time.perf_counter() - t0
     arrays = [d.array for d in chunk if d.array is not None]
     probs = indices = np.empty((0, 0))
     if arrays:
         t0 = time.perf_counter()
-        if gpu is not None:
-            from shufflenet_cli.gpu_decode import stack_on
-
-            batch = stack_on(gpu.device, arrays)
-        else:
-            batch = np.stack(arrays)
+        batch = gpu.stack(arrays) if gpu is not None else np.stack(arrays)
         probs, indices = backend.topk(batch, topk)
         stats.inference_s += time.perf_counter() - t0
         stats.batches += 1
