@@ -296,13 +296,12 @@ class TableOrJson(str, Enum):
 
 _VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Add the underlying exception to error messages.")]
 _DebugOpt = Annotated[bool, typer.Option(help="Show full tracebacks.")]
+_TableOrJsonOpt = Annotated[TableOrJson, typer.Option("--format", "-f", help="table for people, json for scripts.")]
 
 
 @app.command()
 def models(
-    fmt: Annotated[
-        TableOrJson, typer.Option("--format", "-f", help="table for people, json for scripts.")
-    ] = TableOrJson.table,
+    fmt: _TableOrJsonOpt = TableOrJson.table,
     verbose: _VerboseOpt = False,
     debug: _DebugOpt = False,
 ) -> None:
@@ -384,9 +383,7 @@ def download(
 
 @app.command()
 def info(
-    fmt: Annotated[
-        TableOrJson, typer.Option("--format", "-f", help="table for people, json for scripts.")
-    ] = TableOrJson.table,
+    fmt: _TableOrJsonOpt = TableOrJson.table,
     verbose: _VerboseOpt = False,
     debug: _DebugOpt = False,
 ) -> None:
