@@ -83,11 +83,11 @@ def test_other_files_take_the_pillow_path_at_once(tmp_path, prep, kind):
     np.testing.assert_array_equal(crop.array, _pillow_crop(prep, path))
 
 
-def test_missing_file_is_left_to_the_pillow_path(tmp_path, prep):
+def test_missing_file_is_left_to_the_pillow_path(tmp_path):
     assert read_jpeg(str(tmp_path / "gone.jpg")) is None
 
 
-def test_a_jpeg_without_its_end_marker_is_left_to_pillow(tmp_path, prep):
+def test_a_jpeg_without_its_end_marker_is_left_to_pillow(tmp_path):
     """nvJPEG fills in a truncated file's missing rows where Pillow reports it: Pillow decides."""
     whole = make_image(tmp_path / "whole.jpg", size=(120, 90))
     assert read_jpeg(str(whole)) is not None

@@ -379,8 +379,6 @@ def test_a_second_ctrl_c_never_splits_a_batch():
 @pytest.mark.parametrize("interrupted", [True, False])
 def test_after_an_interrupted_run_a_second_ctrl_c_is_ignored(cli, images, random_weights, monkeypatch, interrupted):
     """Once the loop has stopped on Ctrl-C, another one must not turn exit 130 into death by signal."""
-    import signal
-
     from shufflenet_cli import runner
     from shufflenet_cli.pipeline import Stats
 
