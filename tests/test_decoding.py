@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from conftest import make_image
 
-from shufflenet_cli.decoding import CRASHED, PROCESS_GROUP, Decoded, decode_in_order
+from shufflenet_cli.decode_processes import CRASHED, PROCESS_GROUP
+from shufflenet_cli.decoding import Decoded, decode_in_order
 from shufflenet_cli.inputs import Input
 from shufflenet_cli.models import resolve_model
 from shufflenet_cli.preprocess import Preprocess
@@ -187,7 +188,7 @@ def test_an_exception_while_decoding_stops_reaches_the_caller(monkeypatch):
 
 
 def test_every_worker_process_gets_work_even_with_a_small_window():
-    from shufflenet_cli.decoding import groups_in_flight
+    from shufflenet_cli.decode_processes import groups_in_flight
 
     assert groups_in_flight(workers=16, window=64) == 16  # -b 1 -j 16: 8 groups would idle 8 workers
     assert groups_in_flight(workers=16, window=256) == 256 // PROCESS_GROUP
