@@ -30,6 +30,7 @@ class Stats:
     preprocess_s: float = 0.0  # summed over workers
     inference_s: float = 0.0
     output_s: float = 0.0
+    wait_s: float = 0.0  # the main loop waiting for the next decoded input: the workers are behind
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -68,7 +69,12 @@ def run(
     chunk: list[Decoded] = []
     decoded_in_order = decode_in_order(inputs, prep, workers, window, processes)
     try:
-        for decoded in decoded_in_order:
+        while True:
+            t0 = time.perf_counter()
+            decoded = next(decoded_in_order, None)
+            stats.wait_s += time.perf_counter() - t0
+            if decoded is None:
+                break
             if should_stop():
                 return
             chunk.append(decoded)

@@ -26,6 +26,8 @@ def timings_lines(outcome: Any) -> list[str]:
         f"timings: {s.done / max(s.elapsed, 1e-9):.1f} images/s end-to-end over {s.done} inputs",
         f"  read+decode {ms(s.decode_s):.2f} ms/image (worker time), preprocess {ms(s.preprocess_s):.2f} ms/image "
         f"(worker time), inference {ms(s.inference_s):.2f} ms/image, output {ms(s.output_s):.2f} ms/image",
+        f"  waiting for decoded images {ms(s.wait_s):.2f} ms/image (in the main process; large when decoding "
+        "is the bottleneck)",
         f"  backend {outcome.backend}; batch size {t.batch_size}, workers {t.workers} ({kind}), threads {t.threads}",
     ]
 

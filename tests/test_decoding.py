@@ -193,3 +193,24 @@ def test_every_worker_process_gets_work_even_with_a_small_window():
     assert groups_in_flight(workers=16, window=64) == 16  # -b 1 -j 16: 8 groups would idle 8 workers
     assert groups_in_flight(workers=16, window=256) == 256 // PROCESS_GROUP
     assert groups_in_flight(workers=0, window=1) == 1
+
+
+def test_the_main_loop_counts_its_wait_for_slow_decoding(monkeypatch):
+    """--timings' "waiting for decoded images": the time the main loop spends on the next decoded
+    input, which says the workers are the bottleneck. Here each input takes 50 ms to arrive and the
+    backend answers at once, so nearly all of the run is waiting."""
+    import time
+
+    from shufflenet_cli import pipeline
+    from shufflenet_cli.pipeline import Stats
+
+    def slow(*args):
+        for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+            time.sleep(0.05)
+            yield Decoded(Input(name), error="unreadable")
+
+    monkeypatch.setattr(pipeline, "decode_in_order", slow)
+    stats = Stats()
+    records = [r for chunk in pipeline.run([], None, None, [], batch_size=2, stats=stats) for r in chunk]
+    assert [r.path for r in records] == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+    assert 0.19 <= stats.wait_s <= stats.elapsed

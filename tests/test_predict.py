@@ -277,5 +277,6 @@ def test_timings_on_stderr(cli, images, random_weights):
     assert r.exit_code == 0
     assert len(r.json()) == len(images)
     assert "images/s end-to-end" in r.stderr
-    for stage in ("read+decode", "preprocess", "inference", "output", "backend", "batch size", "workers", "threads"):
+    stages = ("read+decode", "preprocess", "inference", "output", "waiting for decoded images", "backend", "batch size")
+    for stage in (*stages, "workers", "threads"):
         assert stage in r.stderr
