@@ -4,7 +4,8 @@ Normalisation happens here, per batch, on the device (the same float arithmetic 
 `convert_image_dtype` then `normalize`). Softmax is always computed in float32.
 
 `torch` runs the torchvision model eagerly (CPU: channels_last, measured faster; CUDA: pinned
-uint8 batches normalised on the GPU, optional fp16/bf16 autocast). `onnxruntime` (the `onnx` extra)
+uint8 batches normalised on the GPU, contiguous at fp32 and channels_last under fp16/bf16 autocast,
+each batch shape after the first replayed from a CUDA graph, cuda_graphs.py). `onnxruntime` (the `onnx` extra)
 runs the same model exported to ONNX; see onnx_backend.py. `auto` takes onnxruntime on CPU at fp32
 where it is installed (measured faster there, docs/benchmarks.md), torch otherwise.
 """
@@ -61,16 +62,24 @@ def normalize_numpy(batch: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.
     return x
 
 
-def topk_to_numpy(logits: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax in float32, top-k, and one device-to-host copy per batch."""
+def topk_on_device(logits: Any, k: int) -> Any:
+    """Softmax in float32, top-k: one N x 2k tensor on the logits' device, [probabilities | indices]."""
     import torch
 
     probs = logits.float().softmax(dim=1)
-    k = min(k, probs.shape[1])
-    values, indices = probs.topk(k, dim=1)
-    # indices < 2**24 are exact in float32
-    both = torch.cat([values, indices.to(values.dtype)], dim=1).cpu().numpy()
+    values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
+    return torch.cat([values, indices.to(values.dtype)], dim=1)  # indices < 2**24 are exact in float32
+
+
+def split_topk(both: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`topk_on_device`'s result, copied to the host, as (probabilities, int64 class indices)."""
+    k = both.shape[1] // 2
     return both[:, :k], both[:, k:].astype(np.int64)
+
+
+def topk_to_numpy(logits: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax in float32, top-k, and one device-to-host copy per batch."""
+    return split_topk(topk_on_device(logits, k).cpu().numpy())
 
 
 @dataclass
@@ -80,20 +89,26 @@ class TorchBackend:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     precision: str = "fp32"
-    channels_last: bool = True
+    channels_last: bool | None = None  # None: the layout measured faster for the device and precision
     name: str = "torch"
     note: str = ""  # why auto did not pick another backend, shown by describe()
     threads: int | None = None  # CPU: slices run at once, one intra-op thread each (default: torch's threads)
+    cuda_graphs: bool = True  # CUDA: replay each repeated batch shape from a captured graph (cuda_graphs.py)
 
     def __post_init__(self) -> None:
         import torch
 
+        self._cuda = self.device.type == "cuda"
+        if self.channels_last is None:
+            # CPU: channels_last, measured faster. CUDA fp32 (H200, benchmarks/forward_cuda.py, x1_0,
+            # batch 128): contiguous ran 19,804 images/s against 17,564, and its first batch took
+            # 0.32 s against 2.23 s (cuDNN's set-up for channels_last). fp16/bf16 keep channels_last.
+            self.channels_last = not (self._cuda and self.precision == "fp32")
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = self.model.to(self.device, memory_format=memory_format).eval()
         shape = (1, 3, 1, 1)
         self._mean = torch.tensor(self.mean, device=self.device).view(shape)
         self._std = torch.tensor(self.std, device=self.device).view(shape)
-        self._cuda = self.device.type == "cuda"
         if self._cuda and self.precision == "fp32":
             # fp32 means fp32: TF32 convolutions moved probabilities by up to 2.6e-3 from the CPU's
             # (H200, random weights); ShuffleNet is not compute-bound, so the cost is small.
@@ -105,6 +120,11 @@ class TorchBackend:
         # x1_0, batch 32, 2 cores, measured 225-280 images/s vs 185-220 with 2 threads per layer,
         # and about 140 vs 15 while other processes loaded the machine (docs/benchmarks.md).
         self.streams = 1 if self._cuda else max(1, int(self.threads or torch.get_num_threads()))
+        self._graphs = None
+        if self._cuda and self.cuda_graphs:
+            from shufflenet_cli.cuda_graphs import GraphedSteps
+
+            self._graphs = GraphedSteps(self.device, self.device_topk)
         self._pool = None
         if self.streams > 1:
             from concurrent.futures import ThreadPoolExecutor
@@ -123,14 +143,27 @@ class TorchBackend:
                 x = x.pin_memory().to(self.device, non_blocking=True)
             x = normalize(x, self._mean, self._std, self.channels_last)
             if self._autocast is not None:
-                with torch.autocast(device_type=self.device.type, dtype=self._autocast):
+                # no weight-cast cache: it cannot be captured in a CUDA graph, and each weight is
+                # used once per forward anyway
+                with torch.autocast(device_type=self.device.type, dtype=self._autocast, cache_enabled=False):
                     return self.model(x).float()
             return self.model(x).float()
+
+    def device_topk(self, x: Any, k: int) -> Any:
+        """The whole step on the device, as a graph captures it: topk_on_device(logits(x), k)."""
+        import torch
+
+        with torch.inference_mode():
+            return topk_on_device(self.logits(x), k)
 
     def topk(self, batch: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
         """batch: N,H,W,C uint8, a numpy array or (--gpu-decode) a tensor already on the device."""
         import torch
 
+        if self._graphs is not None:
+            replayed = self._graphs.topk(batch, k)
+            if replayed is not None:
+                return replayed
         parts = min(self.streams, len(batch))
         if parts <= 1 or self._pool is None:
             logits = self.logits(batch)
@@ -143,6 +176,9 @@ class TorchBackend:
     def describe(self) -> str:
         layout = "channels_last" if self.channels_last else "contiguous"
         runs = f" ({self.streams} x 1-thread runs per batch)" if not self._cuda else ""
+        if self._graphs is not None:
+            failed = self._graphs.failed
+            runs = f", CUDA graphs off after a failed capture ({failed})" if failed else ", CUDA graphs"
         note = f" [{self.note}]" if self.note else ""
         return f"torch {self.device} {self.precision} {layout}{runs}{note}"
 
@@ -163,6 +199,7 @@ def make_backend(
     *,
     threads: int | None = None,
     weights_path: Path | None = None,
+    cuda_graphs: bool = True,
 ) -> Backend:
     """The backend asked for; `auto` picks the fastest one available for the device.
 
@@ -170,6 +207,7 @@ def make_backend(
         intra-op thread each (default: torch's current setting, which the runner sets from --threads).
     weights_path: a --weights file, next to which onnxruntime caches its export (default: torch's
         checkpoints folder, where torchvision keeps the downloaded weights).
+    cuda_graphs: on CUDA, torch replays each repeated batch shape from a captured graph (cuda_graphs.py).
     """
     from shufflenet_cli.errors import ShufflenetError, UsageError
 
@@ -200,4 +238,6 @@ def make_backend(
             if name == "onnxruntime":
                 raise
             note = f"auto: onnxruntime not used: {type(exc).__name__}: {exc}"
-    return TorchBackend(model, device, prep.mean, prep.std, precision=precision, note=note, threads=threads)
+    return TorchBackend(
+        model, device, prep.mean, prep.std, precision=precision, note=note, threads=threads, cuda_graphs=cuda_graphs
+    )

@@ -155,7 +155,7 @@ def predict(
         typer.Option(
             min=1,
             help="CPU inference threads: each batch is cut into this many slices run at once "
-            "[default: number of cores, up to 16].",
+            "[default: number of cores, up to 16]. On CUDA: torch's CPU threads [default: 1].",
             show_default=False,
         ),
     ] = None,
@@ -208,6 +208,13 @@ def predict(
             "other files still decode on the CPU."
         ),
     ] = False,
+    cuda_graphs: Annotated[
+        bool,
+        typer.Option(
+            help="CUDA, torch backend: replay each batch from a captured CUDA graph (one launch per batch; "
+            "the same kernels and results)."
+        ),
+    ] = True,
     report: Annotated[
         Optional[Path],
         typer.Option(help="Also write a self-contained HTML report (thumbnails and bar charts) to FILE."),
@@ -257,6 +264,7 @@ def predict(
         report=report,
         exact_decode=exact_decode,
         gpu_decode=gpu_decode,
+        cuda_graphs=cuda_graphs,
         decode_in=decode_in.value,
         timings=timings,
         progress=progress,

@@ -44,7 +44,9 @@ def default_tuning(device_type: str, opts: PredictOptions) -> Tuning:
     need every core to decode (their decode costs 5x the forward pass).
     CUDA (one H200, 16 cores, x1_0, 4,000 ImageNet-size JPEGs): batch 128; 16 decode workers as
     processes, 758-906 images/s against 736 for 16 threads (529 in an earlier run); with threads,
-    8 workers beat 16 and 24 (616, 529, 512); batch 64, 128 and 256 tied (608, 529, 607).
+    8 workers beat 16 and 24 (616, 529, 512); batch 64, 128 and 256 tied (608, 529, 607). One torch
+    thread in the main process (its host-side work is copying batches): 1,330 images/s against 1,051
+    with 4 and 1,217 with 16 (8,000 JPEGs, benchmarks/profile_cuda.py).
     """
     try:
         cores = len(os.sched_getaffinity(0))  # the cores this process may use (containers, taskset)
@@ -53,7 +55,7 @@ def default_tuning(device_type: str, opts: PredictOptions) -> Tuning:
     cores = max(1, cores)
     processes = device_type == "cuda"  # many cores feeding a fast device: threads stop scaling (decoding.py)
     if device_type == "cuda":
-        batch, workers, threads = 128, min(16, cores), min(4, cores)
+        batch, workers, threads = 128, min(16, cores), 1
     else:
         threads = min(cores, 16)
         workers = min(cores, 16)
@@ -248,10 +250,18 @@ def _backend(model, device, prep, opts: PredictOptions, tuning: Tuning):  # type
 
     from shufflenet_cli.backends import make_backend
 
-    if device.type == "cpu":
-        torch.set_num_threads(tuning.threads)
+    # CPU: the inference threads. CUDA: torch's CPU threads in this process (the batch's host-side
+    # copies), which would otherwise be one per core and contend with the decode workers for them.
+    torch.set_num_threads(tuning.threads)
     return make_backend(
-        opts.backend, model, device, prep, opts.precision, threads=tuning.threads, weights_path=opts.weights
+        opts.backend,
+        model,
+        device,
+        prep,
+        opts.precision,
+        threads=tuning.threads,
+        weights_path=opts.weights,
+        cuda_graphs=opts.cuda_graphs,
     )
 
 

@@ -52,6 +52,7 @@ class PredictOptions:
     exact_decode: bool = False
     gpu_decode: bool = False
     decode_in: str = "auto"  # auto (processes on CUDA, threads on CPU), threads, processes
+    cuda_graphs: bool = True  # CUDA: replay repeated batch shapes from captured graphs (cuda_graphs.py)
     timings: bool = False
     progress: bool = True
     quiet: bool = False

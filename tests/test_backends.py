@@ -238,6 +238,84 @@ def test_cuda_autocast_keeps_top1(prep, batch, precision):
     assert np.abs(probs[same, 0] - ref_probs[same, 0]).max() <= LOW_PRECISION[precision]
 
 
+@cuda
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("on_device", [False, True], ids=["numpy", "device-tensor"])
+def test_cuda_graph_replay_is_bit_for_bit_the_eager_step(prep, batch, precision, on_device):
+    """Batches of one shape are replayed from a CUDA graph from the second one on; the kernels are
+    the same, so the results are too. The last, smaller batch runs eagerly."""
+    import copy
+
+    from shufflenet_cli.backends import TorchBackend
+
+    model = spread_model()
+    make = lambda graphs: TorchBackend(  # noqa: E731
+        copy.deepcopy(model), torch.device("cuda"), prep.mean, prep.std, precision=precision, cuda_graphs=graphs
+    )
+    graphed, eager = make(True), make(False)
+    rng = np.random.default_rng(5)
+    batches = [np.roll(batch, i, axis=0) for i in range(3)] + [batch[:3]]
+    batches[2] = rng.integers(0, 256, batch.shape, dtype=np.uint8)  # a replay sees new data, not a copy
+    for b in batches:
+        x = torch.from_numpy(b).cuda() if on_device else b
+        got, want = graphed.topk(x, 5), eager.topk(x, 5)
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(got[0], want[0])
+    assert len(graphed._graphs.captured) == 1 and graphed._graphs.failed is None
+    assert "CUDA graphs" in graphed.describe() and "CUDA graphs" not in eager.describe()
+
+
+@pytest.mark.parametrize(
+    ("device", "precision", "layout"),
+    [("cpu", "fp32", "channels_last"), ("cuda", "fp32", "contiguous"), ("cuda", "fp16", "channels_last")],
+)
+def test_each_device_and_precision_gets_the_layout_measured_faster(prep, device, precision, layout):
+    import copy
+
+    from shufflenet_cli.backends import TorchBackend
+
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device here")
+    backend = TorchBackend(
+        copy.deepcopy(spread_model()), torch.device(device), prep.mean, prep.std, precision=precision
+    )
+    assert backend.channels_last == (layout == "channels_last")
+    assert f"{precision} {layout}" in backend.describe()
+
+
+def test_graphs_capture_a_shape_the_second_time_and_give_up_after_a_failed_capture(monkeypatch):
+    """The policy, without a GPU: the first batch of a shape runs eagerly (None), the second is
+    captured and replayed, later ones replayed; at most MAX_SHAPES shapes; a capture that raises
+    turns graphs off for the rest of the run."""
+    from shufflenet_cli import cuda_graphs
+
+    captures = []
+
+    class FakeCapture:
+        def __init__(self, device, step, batch, k):
+            if batch.shape[0] == 13:
+                raise RuntimeError("operation not permitted when stream is capturing")
+            captures.append(batch.shape)
+
+        def run(self, batch):
+            return ("replayed", batch.shape[0])
+
+    monkeypatch.setattr(cuda_graphs, "_Captured", FakeCapture)
+    steps = cuda_graphs.GraphedSteps("cuda", step=None)
+    b = lambda n: np.zeros((n, 4, 4, 3), np.uint8)  # noqa: E731
+    assert [steps.topk(b(8), 5) for _ in range(3)] == [None, ("replayed", 8), ("replayed", 8)]
+    assert captures == [(8, 4, 4, 3)]
+    assert steps.topk(b(8), 3) is None  # another k: another step
+    assert steps.topk(b(5), 5) is None and steps.topk(b(5), 5) == ("replayed", 5)
+    assert steps.topk(b(6), 5) is None and steps.topk(b(6), 5) is None  # MAX_SHAPES (2) kept already
+    assert len(captures) == cuda_graphs.MAX_SHAPES
+    steps = cuda_graphs.GraphedSteps("cuda", step=None)
+    assert steps.topk(b(13), 5) is None and steps.topk(b(13), 5) is None
+    assert "stream is capturing" in steps.failed
+    assert steps.topk(b(8), 5) is None and steps.topk(b(8), 5) is None  # off for the rest of the run
+    assert len(captures) == 2
+
+
 # ------------------------------------------------------------------------------- ONNX cache
 
 

@@ -9,6 +9,8 @@ Tolerances (the backends' own are in test_backends.py):
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from conftest import make_image
@@ -72,3 +74,13 @@ def test_gpu_decode_cli_in_order_with_bad_files(cli, tmp_path, photos, random_we
     default = _top1(_run(cli, photos, random_weights, "--device", "cuda"))
     gpu = [(rec["predictions"][0]["index"]) for rec in records if rec["path"] in {str(p) for p in photos}]
     assert sum(g == d for g, (d, _) in zip(gpu, default, strict=True)) >= len(photos) - 1
+
+
+def test_cuda_graphs_give_the_eager_results(cli, photos, random_weights):
+    """-b 2 over eight photos: four batches of one shape, replayed from a CUDA graph from the second
+    on; --no-cuda-graphs runs them all eagerly. Same kernels, so the same JSON."""
+    r = cli("predict", *photos, *ARGS, "--weights", random_weights, "--device", "cuda", "-b", "2", "--timings")
+    assert r.exit_code == 0, r.stderr
+    assert "CUDA graphs" in r.stderr and re.search(r"threads 1\b", r.stderr)
+    eager = _run(cli, photos, random_weights, "--device", "cuda", "-b", "2", "--no-cuda-graphs")
+    assert r.json() == eager
