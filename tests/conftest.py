@@ -109,6 +109,7 @@ class CliResult:
     exit_code: int
     stdout: str
     stderr: str
+    stdout_bytes: bytes  # stdout as written, e.g. for file names that are not UTF-8
 
     def json(self):
         return json.loads(self.stdout)
@@ -127,6 +128,6 @@ def cli():
     def run(*args: str, input: str | bytes | None = None) -> CliResult:
         runner = CliRunner()
         result = runner.invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
-        return CliResult(result.exit_code, result.stdout, result.stderr)
+        return CliResult(result.exit_code, result.stdout, result.stderr, result.stdout_bytes)
 
     return run

@@ -11,10 +11,10 @@ import itertools
 import json
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import CliResult
 
 from shufflenet_cli import inputs as inputs_mod
 from shufflenet_cli.inputs import WalkOptions, iter_inputs, read_path_list
@@ -41,43 +41,29 @@ def put(path: Path | bytes, seed: int = 0) -> str:
     return os.fsdecode(raw)
 
 
-@dataclass
-class Run:
-    exit_code: int
-    stdout: bytes
-    stderr: str
+def parse_records(r: CliResult, fmt: str = "jsonl") -> list[dict]:
+    text = r.stdout_bytes.decode("utf-8")  # strict UTF-8: no raw bytes in JSON
+    return json.loads(text) if fmt == "json" else [json.loads(line) for line in text.splitlines()]
 
-    def jsonl(self) -> list[dict]:
-        return [json.loads(line) for line in self.stdout.decode("utf-8").splitlines()]
 
-    def json(self) -> list[dict]:
-        return json.loads(self.stdout.decode("utf-8"))  # strict UTF-8: no raw bytes in JSON
-
-    def csv_rows(self) -> list[list[str]]:
-        text = self.stdout.decode("utf-8", "surrogateescape")  # CSV carries the file name's raw bytes
-        return list(csv.reader(io.StringIO(text, newline="")))
-
-    def paths(self, fmt: str = "jsonl") -> list[str]:
-        if fmt == "csv":
-            rows = self.csv_rows()
-            assert rows[0][0] == "path"
-            return [path for path, _ in itertools.groupby(row[0] for row in rows[1:])]
-        records = self.json() if fmt == "json" else self.jsonl()
-        return [r["path"] for r in records]
+def printed_paths(r: CliResult, fmt: str = "jsonl") -> list[str]:
+    """The paths of the records on stdout, in order (CSV: one per image, not one per row)."""
+    if fmt == "csv":
+        text = r.stdout_bytes.decode("utf-8", "surrogateescape")  # CSV carries the file name's raw bytes
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+        assert rows[0][0] == "path"
+        return [path for path, _ in itertools.groupby(row[0] for row in rows[1:])]
+    return [rec["path"] for rec in parse_records(r, fmt)]
 
 
 @pytest.fixture
-def run(random_weights):
-    """`shufflenet predict ARGS -m x0_5 --weights random` in-process, stdout kept as bytes."""
-    from typer.testing import CliRunner
+def run(cli, random_weights):
+    """`shufflenet predict ARGS -m x0_5 --weights random` through conftest's `cli`."""
 
-    from shufflenet_cli.cli import app
-
-    def invoke(*args: str | Path, fmt: str = "jsonl", input: bytes | None = None) -> Run:
+    def invoke(*args: str | Path, fmt: str = "jsonl", input: bytes | None = None) -> CliResult:
         argv = ["predict", "-m", "x0_5", "--weights", str(random_weights), "-f", fmt, "-k", "2", "-j", "1"]
         argv += ["--threads", "1", "-q", *[os.fsdecode(a) for a in args]]  # given last: they win
-        result = CliRunner().invoke(app, argv, input=input, catch_exceptions=False)
-        return Run(result.exit_code, result.stdout_bytes, result.stderr)
+        return cli(*argv, input=input)
 
     return invoke
 
@@ -102,19 +88,19 @@ def rel(root: Path, paths: list[str]) -> list[str]:
 def test_directories_are_recursive_and_sorted(run, tree):
     r = run(tree)
     assert r.exit_code == 0, r.stderr
-    assert rel(tree, r.paths()) == ["B.jpg", "a.jpg", "b.jpg", "sub/deep/y.jpg", "sub/z.jpg"]
+    assert rel(tree, printed_paths(r)) == ["B.jpg", "a.jpg", "b.jpg", "sub/deep/y.jpg", "sub/z.jpg"]
 
 
 def test_no_recursive_stays_flat(run, tree):
     r = run(tree, "--no-recursive")
     assert r.exit_code == 0, r.stderr
-    assert rel(tree, r.paths()) == ["B.jpg", "a.jpg", "b.jpg"]
+    assert rel(tree, printed_paths(r)) == ["B.jpg", "a.jpg", "b.jpg"]
 
 
 def test_hidden_files_and_folders_only_with_hidden(run, tree):
     r = run(tree, "--hidden")
     assert r.exit_code == 0, r.stderr
-    assert rel(tree, r.paths()) == [
+    assert rel(tree, printed_paths(r)) == [
         ".cache/x.jpg",
         ".hidden.jpg",
         "B.jpg",
@@ -128,7 +114,7 @@ def test_hidden_files_and_folders_only_with_hidden(run, tree):
 def test_explicit_hidden_file_is_taken(run, tree):
     r = run(tree / ".hidden.jpg")
     assert r.exit_code == 0, r.stderr
-    assert r.paths() == [str(tree / ".hidden.jpg")]
+    assert printed_paths(r) == [str(tree / ".hidden.jpg")]
 
 
 def test_symlinks_followed_and_a_cycle_walked_once(run, tmp_path):
@@ -147,14 +133,14 @@ def test_symlinks_followed_and_a_cycle_walked_once(run, tmp_path):
 
     r = run(root)
     assert r.exit_code == 0, r.stderr
-    assert rel(root, r.paths()) == ["a.jpg", "c.jpg", "linked/e.jpg", "sub/b.jpg"]
+    assert rel(root, printed_paths(r)) == ["a.jpg", "c.jpg", "linked/e.jpg", "sub/b.jpg"]
 
 
 def test_same_file_twice_is_classified_twice_in_input_order(run, tmp_path):
     a, b = put(tmp_path / "a.jpg", seed=1), put(tmp_path / "b.jpg", seed=2)
     r = run(b, a, b, tmp_path, fmt="json")
     assert r.exit_code == 0, r.stderr
-    records = r.json()
+    records = parse_records(r, "json")
     assert [rec["path"] for rec in records] == [b, a, b, str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")]
     assert records[0]["predictions"] == records[2]["predictions"] == records[4]["predictions"]
 
@@ -172,9 +158,9 @@ def test_ext_limits_directories_but_not_explicit_files(run, tmp_path):
 
     r = run(d, explicit, "--ext", "jpg,.PNG")
     assert r.exit_code == 0, r.stderr
-    assert r.paths() == [str(d / "C.JPG"), str(d / "a.jpg"), str(d / "b.png"), str(explicit)]
+    assert printed_paths(r) == [str(d / "C.JPG"), str(d / "a.jpg"), str(d / "b.png"), str(explicit)]
     everything = run(d)
-    assert everything.paths() == [str(d / n) for n in ("C.JPG", "a.jpg", "b.png", "c.bmp")]
+    assert printed_paths(everything) == [str(d / n) for n in ("C.JPG", "a.jpg", "b.png", "c.bmp")]
 
 
 # --- odd names ----------------------------------------------------------------------------------
@@ -201,7 +187,7 @@ def test_odd_and_non_utf8_names_come_out_intact(run, odd_dir, fmt):
     d, expected = odd_dir
     r = run(d, fmt=fmt)
     assert r.exit_code == 0, r.stderr
-    got = r.paths(fmt)
+    got = printed_paths(r, fmt)
     assert got == expected  # json.loads gives back os.fsdecode(raw bytes), surrogates included
     bad = os.path.join(os.fsencode(d), b"bad\xff\xfename.jpg")
     assert os.fsdecode(bad) in got
@@ -215,7 +201,7 @@ def test_stdin_one_path_per_line(run, odd_dir):
     data = b"".join(os.fsencode(p) + b"\n" for p in listed) + b"\n"  # a blank line is ignored
     r = run("-", input=data)
     assert r.exit_code == 0, r.stderr
-    assert r.paths() == listed
+    assert printed_paths(r) == listed
 
 
 def test_stdin_null_separated(run, odd_dir):
@@ -224,7 +210,7 @@ def test_stdin_null_separated(run, odd_dir):
     data = b"\0".join(os.fsencode(p) for p in order) + b"\0"
     r = run("-", "--null", input=data, fmt="csv")
     assert r.exit_code == 0, r.stderr
-    assert r.paths("csv") == order
+    assert printed_paths(r, "csv") == order
 
 
 def test_stdin_directory_and_missing_path(run, tmp_path):
@@ -232,7 +218,7 @@ def test_stdin_directory_and_missing_path(run, tmp_path):
     data = f"{tmp_path / 'dir'}\r\n{tmp_path / 'gone.jpg'}\r\n".encode()
     r = run("-", input=data)
     assert r.exit_code == 1, r.stderr
-    records = r.jsonl()
+    records = parse_records(r)
     assert [rec["path"] for rec in records] == [a, str(tmp_path / "gone.jpg")]
     assert "predictions" in records[0] and "error" in records[1]
 
@@ -259,7 +245,7 @@ def test_missing_path_is_an_error_record_in_place(run, tmp_path):
     missing = str(tmp_path / "nope.jpg")
     r = run(a, missing, b)
     assert r.exit_code == 1
-    records = r.jsonl()
+    records = parse_records(r)
     assert [rec["path"] for rec in records] == [a, missing, b]
     assert "no such file" in records[1]["error"]
     assert "predictions" in records[0] and "predictions" in records[2]
@@ -270,7 +256,7 @@ def test_missing_path_before_the_first_image_still_exit_1(run, tmp_path):
     missing = [str(tmp_path / f"nope{i}.jpg") for i in range(3)]
     r = run(*missing, a, fmt="csv")
     assert r.exit_code == 1
-    assert r.paths("csv") == [*missing, a]
+    assert printed_paths(r, "csv") == [*missing, a]
 
 
 @pytest.mark.parametrize("fmt", ["json", "jsonl", "csv"])
@@ -278,7 +264,7 @@ def test_only_missing_paths_exit_2_with_empty_stdout(run, tmp_path, fmt):
     (tmp_path / "empty").mkdir()
     r = run(tmp_path / "nope.jpg", tmp_path / "empty", fmt=fmt)
     assert r.exit_code == 2
-    assert r.stdout == b""
+    assert r.stdout_bytes == b""
     assert r.stderr.startswith("Error: ")
     assert "nope.jpg" in r.stderr
     assert "Traceback" not in r.stderr
@@ -354,7 +340,7 @@ def test_heic_in_a_folder_is_an_error_record_naming_the_format(run, tmp_path):
     put(d / "a.jpg")
     (d / "b.heic").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64)
     r = run(d, fmt="json")
-    records = r.json()
+    records = parse_records(r, "json")
     assert [Path(rec["path"]).name for rec in records] == ["a.jpg", "b.heic"]
     assert "HEIF" in records[1]["error"]
     assert r.exit_code == 1
