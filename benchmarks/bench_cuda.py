@@ -333,6 +333,8 @@ def predict(workdir: Path, target: Path, n: int, args: argparse.Namespace, weigh
         "preprocess_ms": _number(r"preprocess ([0-9.]+) ms/image", text),
         "inference_ms": _number(r"inference ([0-9.]+) ms/image", text),
         "output_ms": _number(r"output ([0-9.]+) ms/image", text),
+        "first_batch_s": _number(r"first batch done after ([0-9.]+) s", text),
+        "after_first_rate": _number(r"; ([0-9.]+) images/s after it", text),
         "backend": tuning.group(1) if tuning else "?",
         "tuning": "batch {}, workers {}, threads {}".format(*tuning.groups()[1:]) if tuning else "?",
     }
@@ -462,7 +464,7 @@ def report(res: dict) -> str:
     lines += [
         "",
         f"  (b) shufflenet predict, {res['images']} images        run     wall  wall s  start s  b/a"
-        "   ms/image: decode prep  infer",
+        "   ms/image: decode prep  infer   1st batch s  after it",
     ]
     errors = []
     for name, r in res["predict"].items():
@@ -473,6 +475,7 @@ def report(res: dict) -> str:
         lines.append(
             f"      {name:<36}{_rate(r['run_rate'])} {_rate(r['wall_rate'])} {r['wall_s']:7.2f} {r['startup_s']:7.2f}"
             f" {r['run_rate'] / seed:5.1f}x {r['decode_ms']:11.2f} {r['preprocess_ms']:5.2f} {r['inference_ms']:6.3f}"
+            f" {r.get('first_batch_s', float('nan')):13.2f} {_rate(r.get('after_first_rate', float('nan')))}"
         )
     lines += errors
     sections = (

@@ -154,9 +154,13 @@ def _renice_descendants(proc: subprocess.Popen, nice: int, done: threading.Event
 _RATE = re.compile(r"timings:\s*([0-9.]+)\s*images/s")
 
 
-def _ms(name: str, text: str) -> float:
-    m = re.search(name + r" ([0-9.]+) ms/image", text)
+def _number(pattern: str, text: str) -> float:
+    m = re.search(pattern, text)
     return float(m.group(1)) if m else float("nan")
+
+
+def _ms(name: str, text: str) -> float:
+    return _number(name + r" ([0-9.]+) ms/image", text)
 
 
 def cli_run(workdir: Path, target: Path, n: int, weights: Path, device: str, name: str, spy: Path | None) -> dict:
@@ -213,6 +217,8 @@ def cli_run(workdir: Path, target: Path, n: int, weights: Path, device: str, nam
         "inference_ms": _ms("inference", text),
         "output_ms": _ms("output", text),
         "wait_ms": _ms("waiting for decoded images", text),
+        "first_batch_s": _number(r"first batch done after ([0-9.]+) s", text),
+        "after_first_rate": _number(r"; ([0-9.]+) images/s after it", text),
         "timings": err.strip()[-1500:],
     }
 
@@ -280,13 +286,17 @@ def report(res: dict) -> str:
             f"  {name:6s} {r['rate']:8.0f} images/s   wait {r['wait_ms']:.3f}  decode {r['decode_ms']:.2f}"
             f"  prep {r['preprocess_ms']:.2f} ms/image"
         )
-    lines.append("(2) CLI runs: run images/s (wall), ms/image: wait / inference / output (worker: decode, prep)")
+    lines.append(
+        "(2) CLI runs: run images/s (wall) [after the first batch, which took s], ms/image: wait / inference /"
+        " output (worker: decode, prep)"
+    )
     for name, r in res["runs"].items():
         if "error" in r:
             lines.append(f"  {name:22s} error: {r['error']} {r.get('stderr', '')[-300:]}")
             continue
         lines.append(
-            f"  {name:22s} {r['run_rate']:7.0f} ({r['wall_rate']:5.0f})  {r['wait_ms']:.3f} / {r['inference_ms']:.3f}"
+            f"  {name:22s} {r['run_rate']:7.0f} ({r['wall_rate']:5.0f})"
+            f" [{r['after_first_rate']:6.0f}, {r['first_batch_s']:.2f}]  {r['wait_ms']:.3f} / {r['inference_ms']:.3f}"
             f" / {r['output_ms']:.3f}   ({r['decode_ms']:.2f}, {r['preprocess_ms']:.2f})"
         )
     for name, s in res.get("spy", {}).items():

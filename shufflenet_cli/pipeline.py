@@ -32,6 +32,18 @@ class Stats:
     output_s: float = 0.0
     wait_s: float = 0.0  # the main loop waiting for the next decoded input: the workers are behind
     started: float = field(default_factory=time.perf_counter)
+    first_batch: tuple[float, int] | None = None  # (seconds since start, inputs done) when it finished
+
+    @property
+    def after_first_batch(self) -> float | None:
+        """Images/s since the first batch finished: the rate without the one-time costs (workers
+        starting, the first forward pass's set-up); None until a later batch has finished."""
+        if self.first_batch is None:
+            return None
+        seconds, done = self.first_batch
+        if self.done <= done or self.elapsed <= seconds:
+            return None
+        return (self.done - done) / (self.elapsed - seconds)
 
     @property
     def done(self) -> int:
@@ -122,4 +134,6 @@ def _finish(
             records.append(make_record(d.input.path, probs[row], indices[row], labels, threshold, d.thumbnail))
             row += 1
             stats.classified += 1
+    if stats.first_batch is None:
+        stats.first_batch = (stats.elapsed, stats.done)
     return records

@@ -22,8 +22,14 @@ def timings_lines(outcome: Any) -> list[str]:
     if t is None:  # nothing ran (e.g. --resume with every input done)
         return ["timings: nothing to classify"]
     kind = "inline" if t.workers == 0 else "processes" if t.processes else "threads"
+    first = []
+    if s.first_batch is not None:
+        steady = s.after_first_batch
+        after = f"{steady:.1f} images/s after it" if steady is not None else "the only batch"
+        first = [f"  first batch done after {s.first_batch[0]:.2f} s (workers starting, first forward pass); {after}"]
     return [
         f"timings: {s.done / max(s.elapsed, 1e-9):.1f} images/s end-to-end over {s.done} inputs",
+        *first,
         f"  read+decode {ms(s.decode_s):.2f} ms/image (worker time), preprocess {ms(s.preprocess_s):.2f} ms/image "
         f"(worker time), inference {ms(s.inference_s):.2f} ms/image, output {ms(s.output_s):.2f} ms/image",
         f"  waiting for decoded images {ms(s.wait_s):.2f} ms/image (in the main process; large when decoding "

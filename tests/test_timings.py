@@ -1,0 +1,72 @@
+"""--timings' rate after the first batch: the one-time costs (workers starting, the first forward
+pass's set-up) kept apart from the rate a long run settles at."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+
+from shufflenet_cli import pipeline
+from shufflenet_cli.decoding import Decoded
+from shufflenet_cli.inputs import Input
+from shufflenet_cli.pipeline import Stats
+from shufflenet_cli.summary import timings_lines
+
+
+class SlowFirstBatch:
+    """A backend whose first batch takes 0.4 s (as cuDNN's set-up does) and the others 10 ms."""
+
+    name, precision = "fake", "fp32"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def topk(self, batch, k):
+        self.calls += 1
+        time.sleep(0.4 if self.calls == 1 else 0.01)
+        n = len(batch)
+        return np.full((n, k), 1.0 / k, np.float32), np.tile(np.arange(k), (n, 1))
+
+    def describe(self) -> str:
+        return self.name
+
+
+def _decoded(*args):
+    for i in range(40):
+        yield Decoded(Input(f"{i}.jpg"), np.zeros((2, 2, 3), np.uint8))
+
+
+class Outcome:
+    def __init__(self, stats):
+        self.stats = stats
+        self.tuning = type("T", (), {"batch_size": 4, "workers": 1, "threads": 1, "processes": False})()
+        self.backend = "fake"
+
+
+def test_the_rate_after_the_first_batch_leaves_the_slow_start_out(monkeypatch):
+    monkeypatch.setattr(pipeline, "decode_in_order", _decoded)
+    stats = Stats()
+    records = [
+        r
+        for chunk in pipeline.run([], None, SlowFirstBatch(), ["a", "b"], batch_size=4, topk=2, stats=stats)
+        for r in chunk
+    ]
+    assert len(records) == 40 and stats.first_batch is not None
+    seconds, done = stats.first_batch
+    assert seconds >= 0.4 and done == 4
+    overall = stats.done / stats.elapsed
+    assert stats.after_first_batch > 2 * overall  # 36 images in about 0.09 s vs 40 in about 0.5 s
+    text = "\n".join(timings_lines(Outcome(stats)))
+    assert f"first batch done after {seconds:.2f} s" in text
+    shown = float(re.search(r"; ([0-9.]+) images/s after it", text).group(1))
+    assert shown > 2 * overall
+
+
+def test_a_single_batch_has_no_rate_after_it(monkeypatch):
+    monkeypatch.setattr(pipeline, "decode_in_order", lambda *a: (d for d in list(_decoded())[:3]))
+    stats = Stats()
+    list(pipeline.run([], None, SlowFirstBatch(), ["a", "b"], batch_size=4, topk=2, stats=stats))
+    assert stats.first_batch is not None and stats.after_first_batch is None
+    assert "the only batch" in "\n".join(timings_lines(Outcome(stats)))
