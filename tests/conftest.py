@@ -82,6 +82,15 @@ def real_weights(weights_dir) -> Path:
     return REAL_WEIGHTS
 
 
+@pytest.fixture(scope="module")
+def prep():
+    """x0_5's preprocessing from its ModelSpec constants (test_backends has its own, from torchvision)."""
+    from shufflenet_cli.models import resolve_model
+    from shufflenet_cli.preprocess import Preprocess
+
+    return Preprocess.from_spec(resolve_model("x0_5"))
+
+
 def make_image(path: Path, size=(64, 48), mode: str = "RGB", seed: int = 0, **save) -> Path:
     """A small noisy picture (deterministic per seed) saved with Pillow."""
     import numpy as np

@@ -39,6 +39,7 @@ def spread_model(seed: int = 0) -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def prep():
+    """Overrides conftest's `prep`: built from torchvision's `weights.transforms()`, not the ModelSpec."""
     from shufflenet_cli.models import resolve_model
     from shufflenet_cli.preprocess import Preprocess
 

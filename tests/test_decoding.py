@@ -13,13 +13,7 @@ from conftest import make_image
 from shufflenet_cli.decode_processes import CRASHED, PROCESS_GROUP
 from shufflenet_cli.decoding import Decoded, decode_in_order
 from shufflenet_cli.inputs import Input
-from shufflenet_cli.models import resolve_model
 from shufflenet_cli.preprocess import Preprocess
-
-
-@pytest.fixture(scope="module")
-def prep() -> Preprocess:
-    return Preprocess.from_spec(resolve_model("x0_5"))
 
 
 def _folder(tmp_path, n=21):

@@ -32,11 +32,6 @@ CPU = torch.device("cpu")
 PIXEL_MEAN_DIFF = 3.0
 
 
-@pytest.fixture(scope="module")
-def prep() -> Preprocess:
-    return Preprocess.from_spec(resolve_model("x0_5"))
-
-
 def _pillow_crop(prep: Preprocess, path) -> np.ndarray:
     return Preprocess(prep.resize, prep.crop, prep.mean, prep.std, exact_decode=True)(str(path)).array
 
