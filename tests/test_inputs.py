@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import CliResult
+from conftest import CliResult, make_image
 
 from shufflenet_cli import inputs as inputs_mod
 from shufflenet_cli.inputs import WalkOptions, iter_inputs, read_path_list
@@ -22,23 +22,11 @@ from shufflenet_cli.inputs import WalkOptions, iter_inputs, read_path_list
 JPG = frozenset({"jpg"})
 
 
-def jpeg_bytes(seed: int = 0, size: int = 24) -> bytes:
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8), "RGB").save(buf, "JPEG")
-    return buf.getvalue()
-
-
 def put(path: Path | bytes, seed: int = 0) -> str:
-    """Write a tiny JPEG at `path` (str path or bytes path), creating folders; return the path as a str."""
-    raw = os.fsencode(path)
-    os.makedirs(os.path.dirname(raw), exist_ok=True)
-    with open(raw, "wb") as f:
-        f.write(jpeg_bytes(seed))
-    return os.fsdecode(raw)
+    """Write a tiny 24x24 JPEG at `path` (str path or bytes path), creating folders; return the path as a str."""
+    name = os.fsdecode(path)  # undecodable bytes become surrogates, which open() turns back into the bytes
+    make_image(Path(name), size=(24, 24), seed=seed)
+    return name
 
 
 def parse_records(r: CliResult, fmt: str = "jsonl") -> list[dict]:
