@@ -177,8 +177,10 @@ class TorchBackend:
         layout = "channels_last" if self.channels_last else "contiguous"
         runs = f" ({self.streams} x 1-thread runs per batch)" if not self._cuda else ""
         if self._graphs is not None:
-            failed = self._graphs.failed
-            runs = f", CUDA graphs off after a failed capture ({failed})" if failed else ", CUDA graphs"
+            failed, replayed = self._graphs.failed, self._graphs.replayed
+            runs = f", CUDA graphs ({replayed} batch{'es' if replayed != 1 else ''} replayed)"
+            if failed:
+                runs = f", CUDA graphs off after a failed capture ({failed}); {replayed} replayed before"
         note = f" [{self.note}]" if self.note else ""
         return f"torch {self.device} {self.precision} {layout}{runs}{note}"
 

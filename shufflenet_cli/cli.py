@@ -155,7 +155,7 @@ def predict(
         typer.Option(
             min=1,
             help="CPU inference threads: each batch is cut into this many slices run at once "
-            "[default: number of cores, up to 16]. On CUDA: torch's CPU threads [default: 1].",
+            "[default: number of cores, up to 16]. On CUDA: the backend's CPU threads [default: 1].",
             show_default=False,
         ),
     ] = None,
@@ -211,8 +211,8 @@ def predict(
     cuda_graphs: Annotated[
         bool,
         typer.Option(
-            help="CUDA, torch backend: replay each batch from a captured CUDA graph (one launch per batch; "
-            "the same kernels and results)."
+            help="CUDA, torch backend: from the second batch of a size on, replay the inference step from a "
+            "captured CUDA graph (one launch per batch; the same kernels and results)."
         ),
     ] = True,
     report: Annotated[

@@ -9,7 +9,9 @@ during a run, 22.8 ms against 11.9. The kernels are the same ones, so the result
 
 A shape is captured the second time it is seen: a run's last, smaller batch is not worth a capture.
 At most MAX_SHAPES shapes are kept. A capture that fails turns graphs off for the rest of the run, and
-the eager step goes on; `failed` says why (the backend's description shows it).
+the eager step goes on; `failed` says why (the backend's description shows it). Known limit: a capture
+that CUDA itself invalidates (a synchronising call inside it; the step has none) can leave torch's
+caching allocator with a capture still open, which only costs memory reuse for the rest of the run.
 """
 
 from __future__ import annotations
@@ -31,13 +33,14 @@ class GraphedSteps:
         self.captured: dict[tuple, _Captured] = {}
         self.seen: Counter[tuple] = Counter()
         self.failed: str | None = None
+        self.replayed = 0  # batches
 
     def topk(self, batch: Any, k: int) -> tuple[np.ndarray, np.ndarray] | None:
         """The step replayed from a graph; None where this batch runs eagerly (a shape seen once, too
         many shapes, or graphs off after a failed capture)."""
-        if self.failed is not None:
+        if self.failed is not None or str(batch.dtype) not in ("uint8", "torch.uint8"):
             return None
-        key = (tuple(batch.shape), k, isinstance(batch, np.ndarray))
+        key = (tuple(batch.shape), k, isinstance(batch, np.ndarray), str(getattr(batch, "device", "cpu")))
         captured = self.captured.get(key)
         if captured is None:
             self.seen[key] += 1
@@ -49,6 +52,7 @@ class GraphedSteps:
                 self.failed = f"{type(exc).__name__}: {exc}"
                 return None
             self.captured[key] = captured
+        self.replayed += 1
         return captured.run(batch)
 
 
@@ -63,25 +67,34 @@ class _Captured:
         if isinstance(batch, np.ndarray):
             self.staging = torch.empty(tuple(batch.shape), dtype=torch.uint8, pin_memory=True)
             self.staging_np = self.staging.numpy()
-        with torch.inference_mode():
-            self.input = torch.zeros(tuple(batch.shape), dtype=torch.uint8, device=device)
-            # warm-up on a side stream, as torch.cuda.graph asks (lazy initialisation stays out of the graph)
-            side = torch.cuda.Stream(device)
-            side.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(side):
-                for _ in range(2):
-                    step(self.input, k)
-            torch.cuda.current_stream(device).wait_stream(side)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.output = step(self.input, k)
+        self.device = device
+        # On the backend's device (torch.cuda.graph captures on the current device's stream: with
+        # cuda:1 it would record nothing), and the caller's stream restored whatever happens (a
+        # capture that breaks leaves torch's capture stream current otherwise).
+        previous = torch.cuda.current_stream(device)
+        try:
+            with torch.cuda.device(device), torch.inference_mode():
+                self.input = torch.zeros(tuple(batch.shape), dtype=torch.uint8, device=device)
+                # warm-up on a side stream, as torch.cuda.graph asks (lazy set-up stays out of the graph)
+                side = torch.cuda.Stream(device)
+                side.wait_stream(previous)
+                with torch.cuda.stream(side):
+                    for _ in range(2):
+                        step(self.input, k)
+                previous.wait_stream(side)
+                self.graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self.graph, stream=torch.cuda.Stream(device)):
+                    self.output = step(self.input, k)
+        finally:
+            if torch.cuda.current_stream(device) != previous:
+                torch.cuda.set_stream(previous)
 
     def run(self, batch: Any) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
         from shufflenet_cli.backends import split_topk
 
-        with torch.inference_mode():
+        with torch.cuda.device(self.device), torch.inference_mode():
             if self.staging is None:
                 self.input.copy_(batch)
             else:

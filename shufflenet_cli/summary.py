@@ -32,8 +32,12 @@ def timings_lines(outcome: Any) -> list[str]:
         *first,
         f"  read+decode {ms(s.decode_s):.2f} ms/image (worker time), preprocess {ms(s.preprocess_s):.2f} ms/image "
         f"(worker time), inference {ms(s.inference_s):.2f} ms/image, output {ms(s.output_s):.2f} ms/image",
-        f"  waiting for decoded images {ms(s.wait_s):.2f} ms/image (in the main process; large when decoding "
-        "is the bottleneck)",
+        f"  waiting for decoded images {ms(s.wait_s):.2f} ms/image (in the main process; "
+        + (
+            "with --workers 0 this is the decoding itself)"
+            if t.workers == 0
+            else "large when decoding is the bottleneck)"
+        ),
         f"  backend {outcome.backend}; batch size {t.batch_size}, workers {t.workers} ({kind}), threads {t.threads}",
     ]
 
