@@ -19,7 +19,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from test_inputs import jpeg_bytes, put, run  # noqa: F401  (run is a fixture)
+from conftest import make_image
+from test_inputs import put, run  # noqa: F401  (run is a fixture)
 
 from shufflenet_cli import pipeline
 from shufflenet_cli.records import Prediction, Record
@@ -35,7 +36,7 @@ def records(*paths: str) -> list[Record]:
 def folder_of(tmp_path: Path, n: int, name: str = "imgs") -> tuple[Path, list[str]]:
     d = tmp_path / name
     d.mkdir()
-    data = jpeg_bytes(size=16)
+    data = make_image(d / "0000.jpg", size=(16, 16)).read_bytes()  # every caller has n >= 1
     for i in range(n):
         (d / f"{i:04d}.jpg").write_bytes(data)
     return d, [str(d / f"{i:04d}.jpg") for i in range(n)]
@@ -96,7 +97,7 @@ def test_output_file_grows_batch_by_batch(run, tmp_path, monkeypatch, fmt):  # n
     spy_batches(monkeypatch, count_on_disk)
     r = run(d, "-b", "1", "-o", out, fmt=fmt)
     assert r.exit_code == 0, r.stderr
-    assert r.stdout == b""
+    assert r.stdout_bytes == b""
     assert seen == [0, 1, 2, 3]  # each batch is on disk before the next one is classified
     text = out.read_text()
     got = (
@@ -176,7 +177,7 @@ def test_unwritable_output_is_a_clear_error(run, tmp_path, fmt, where):  # noqa:
     out = tmp_path / "no" / "such" / "dir" / f"out.{fmt}" if where == "missing_dir" else tmp_path
     r = run(img, "-o", out, fmt=fmt)
     assert r.exit_code == 2
-    assert r.stdout == b""
+    assert r.stdout_bytes == b""
     lines = r.stderr.splitlines()
     assert lines[0].startswith(f"Error: cannot write --output {out}"), r.stderr
     assert "Traceback" not in r.stderr
