@@ -275,30 +275,38 @@ def spy_summary(raw: Path, top: int = 14) -> dict:
 # ------------------------------------------------------------------------------------------- main
 
 
+def _table(items: dict, width: int, row) -> list[str]:  # type: ignore[no-untyped-def]
+    """One line per measurement: `row(r)` after its name, or the error it ended with."""
+    return [
+        f"  {name:{width}s} " + (f"error: {r['error']} {r.get('stderr', '')[-300:]}" if "error" in r else row(r))
+        for name, r in items.items()
+    ]
+
+
 def report(res: dict) -> str:
     lines = [f"machine: {json.dumps(res['machine'])}", f"images: {res['images']}"]
     lines.append("(1) feed: pipeline.run with a backend that answers at once")
-    for name, r in res["feeds"].items():
-        if "error" in r:
-            lines.append(f"  {name:6s} error: {r['error']}")
-            continue
-        lines.append(
-            f"  {name:6s} {r['rate']:8.0f} images/s   wait {r['wait_ms']:.3f}  decode {r['decode_ms']:.2f}"
+    lines += _table(
+        res["feeds"],
+        6,
+        lambda r: (
+            f"{r['rate']:8.0f} images/s   wait {r['wait_ms']:.3f}  decode {r['decode_ms']:.2f}"
             f"  prep {r['preprocess_ms']:.2f} ms/image"
-        )
+        ),
+    )
     lines.append(
         "(2) CLI runs: run images/s (wall) [after the first batch, which took s], ms/image: wait / inference /"
         " output (worker: decode, prep)"
     )
-    for name, r in res["runs"].items():
-        if "error" in r:
-            lines.append(f"  {name:22s} error: {r['error']} {r.get('stderr', '')[-300:]}")
-            continue
-        lines.append(
-            f"  {name:22s} {r['run_rate']:7.0f} ({r['wall_rate']:5.0f})"
-            f" [{r['after_first_rate']:6.0f}, {r['first_batch_s']:.2f}]  {r['wait_ms']:.3f} / {r['inference_ms']:.3f}"
-            f" / {r['output_ms']:.3f}   ({r['decode_ms']:.2f}, {r['preprocess_ms']:.2f})"
-        )
+    lines += _table(
+        res["runs"],
+        22,
+        lambda r: (
+            f"{r['run_rate']:7.0f} ({r['wall_rate']:5.0f}) [{r['after_first_rate']:6.0f}, {r['first_batch_s']:.2f}]"
+            f"  {r['wait_ms']:.3f} / {r['inference_ms']:.3f} / {r['output_ms']:.3f}"
+            f"   ({r['decode_ms']:.2f}, {r['preprocess_ms']:.2f})"
+        ),
+    )
     for name, s in res.get("spy", {}).items():
         lines.append(
             f"(3) py-spy, {name}: main thread {s.get('main_samples')} samples, {s.get('loop_samples')} in the loop"

@@ -305,7 +305,8 @@ def test_graphs_capture_a_shape_the_second_time_and_give_up_after_a_failed_captu
     steps = cuda_graphs.GraphedSteps("cuda", step=None)
     b = lambda n: np.zeros((n, 4, 4, 3), np.uint8)  # noqa: E731
     assert [steps.topk(b(8), 5) for _ in range(3)] == [None, ("replayed", 8), ("replayed", 8)]
-    assert captures == [(8, 4, 4, 3)]
+    assert captures == [(8, 4, 4, 3)] and steps.replayed == 2
+    assert steps.topk(b(8).astype(np.float32), 5) is None  # uint8 batches only
     assert steps.topk(b(8), 3) is None  # another k: another step
     assert steps.topk(b(5), 5) is None and steps.topk(b(5), 5) == ("replayed", 5)
     assert steps.topk(b(6), 5) is None and steps.topk(b(6), 5) is None  # MAX_SHAPES (2) kept already
