@@ -1,13 +1,18 @@
 """Decode workers as processes (`decoding.decode_in_order(..., processes=True)`): ordered, bounded,
 crops handed back through shared-memory slots (crop_slots.py), and a worker that dies costs only the
-file that killed it. Imported only when processes are asked for.
+file that killed it. Where no worker can run at all (a library caller's script without an
+`if __name__ == "__main__":` guard, whose workers re-run it and die), the run goes on in threads with a
+warning, instead of every input becoming a "decoder crashed" record. Imported only when processes are
+asked for.
 """
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import signal
 import sys
+import warnings
 from collections import deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -17,6 +22,7 @@ from typing import Iterable, Iterator
 from shufflenet_cli import crop_slots
 from shufflenet_cli.crop_slots import CropSlots
 from shufflenet_cli.decoding import Decoded, Prepare, decode_many
+from shufflenet_cli.errors import ShufflenetWarning
 from shufflenet_cli.inputs import Input
 
 PROCESS_GROUP = 8  # inputs per task handed to a worker process: amortises the hand-over
@@ -83,6 +89,16 @@ class _Pool:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.pool = _process_pool(self.workers, self.slots)
 
+    def starts(self) -> bool:
+        """Whether a worker can run anything at all: an empty task (which still carries the decoder).
+        After it fails, the pool is a fresh one again."""
+        try:
+            self._submit([], None).result()
+            return True
+        except BrokenProcessPool:
+            self.restart()
+            return False
+
     def salvage(self, items: list[Input], ids: list[int] | None) -> list[Decoded]:
         """After a crash: each input of the lost group alone, in a fresh pool; the one that kills its
         worker again is an error record."""
@@ -124,18 +140,38 @@ def groups_in_flight(workers: int, window: int) -> int:
     return max(1, workers, window // PROCESS_GROUP)
 
 
+class WorkersCannotStart(Exception):
+    """No worker process can run even an empty task; `left` holds the inputs not yet decoded, in order."""
+
+    def __init__(self, left: list[Input]) -> None:
+        super().__init__(f"{len(left)} inputs left")
+        self.left = left
+
+
 def in_processes(inputs: Iterable[Input], prep: Prepare, workers: int, window: int) -> Iterator[Decoded]:
+    from shufflenet_cli.decoding import decode_in_order
+
     limit = groups_in_flight(workers, window)
     crop = getattr(prep, "crop", None)
     slots = CropSlots(limit * PROCESS_GROUP, (int(crop), int(crop), 3)) if crop else None
+    inputs = iter(inputs)
     try:
         yield from _run_groups(inputs, _Pool(prep, workers, slots), limit)
+    except WorkersCannotStart as exc:
+        warnings.warn(
+            "decode worker processes cannot start here (a script that uses shufflenet_cli needs an "
+            "`if __name__ == '__main__':` guard for them); decoding in threads instead",
+            ShufflenetWarning,
+            stacklevel=2,
+        )
+        yield from decode_in_order(itertools.chain(exc.left, inputs), prep, workers, window, processes=False)
     finally:
         if slots is not None:
             slots.close()
 
 
-def _run_groups(inputs: Iterable[Input], pool: _Pool, limit: int) -> Iterator[Decoded]:
+def _run_groups(inputs: Iterator[Input], pool: _Pool, limit: int) -> Iterator[Decoded]:
+    """Raises WorkersCannotStart (having taken from `inputs` only what it lists) where no worker can run."""
     pending: deque[tuple[list[Input], list[int] | None, Future[list[Decoded]]]] = deque()
     group: list[Input] = []
 
@@ -153,6 +189,8 @@ def _run_groups(inputs: Iterable[Input], pool: _Pool, limit: int) -> Iterator[De
             pool.restart()
             rest = [(g, g_ids) for g, g_ids, _ in pending]
             pending.clear()
+            if not pool.starts():  # not one file's fault: no worker can run at all
+                raise WorkersCannotStart(items + [i for g, _ in rest for i in g] + group) from None
             salvaged = pool.salvage(items, ids)
             pending.extend((g, g_ids, pool.submit(g, g_ids)) for g, g_ids in rest)
             return pool.receive(salvaged, ids)
@@ -167,6 +205,7 @@ def _run_groups(inputs: Iterable[Input], pool: _Pool, limit: int) -> Iterator[De
                 yield from take()
         if group:
             send(group)
+            group = []  # sent: WorkersCannotStart must not list it twice
         while pending:
             yield from take()
     finally:

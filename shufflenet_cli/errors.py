@@ -43,3 +43,7 @@ class WriteError(ShufflenetError):
     """Results could not be written during the run: disk full, a closed device (exit 74)."""
 
     exit_code = EXIT_WRITE
+
+
+class ShufflenetWarning(UserWarning):
+    """Something the user should know that does not stop the run; the CLI prints it as one line."""

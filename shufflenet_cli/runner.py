@@ -237,6 +237,7 @@ def _loop(inputs, prep, backend, labels, tuning, opts, sink, report, err, show_b
     try:
         with warnings.catch_warnings(), StopFlag() as stop, progress_for(err, show_bar, recount) as bar:
             warnings.filterwarnings("ignore", module="PIL")  # metadata warnings: the image still counts
+            warnings.showwarning = _one_line_for_ours(err, warnings.showwarning)
             for records in pipeline.run(
                 inputs,
                 prep if gpu is None else _jpeg_reader(prep),
@@ -261,6 +262,20 @@ def _loop(inputs, prep, backend, labels, tuning, opts, sink, report, err, show_b
     except KeyboardInterrupt:
         interrupted = True
     return stats, interrupted
+
+
+def _one_line_for_ours(err: Console, other):  # type: ignore[no-untyped-def]
+    """A warnings.showwarning that prints this tool's own warnings as one "warning: ..." line on
+    stderr, and leaves any other warning to `other`."""
+    from shufflenet_cli.errors import ShufflenetWarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if issubclass(category, ShufflenetWarning):
+            err.print(f"warning: {message}", highlight=False, markup=False)
+        else:
+            other(message, category, filename, lineno, file, line)
+
+    return show
 
 
 def _jpeg_reader(prep):  # type: ignore[no-untyped-def]

@@ -3,6 +3,7 @@ worker that dies costs only the file that killed it."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 
@@ -215,3 +216,59 @@ def test_the_main_loop_counts_its_wait_for_slow_decoding(monkeypatch):
     assert [r.path for r in records] == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
     assert stats.inference_s >= 0.29
     assert 0.19 <= stats.wait_s < 0.45  # the inference (0.3 s) is not counted as waiting
+
+
+def _cannot_start_in_a_worker(prep):
+    if multiprocessing.parent_process() is not None:  # unpickled in a worker process
+        os._exit(1)  # as a worker re-running a script without a __main__ guard dies
+    return CannotStartInWorkers(prep)
+
+
+class CannotStartInWorkers:
+    """A decoder that kills every worker process it is sent to, even with an empty task."""
+
+    def __init__(self, prep: Preprocess) -> None:
+        self.prep, self.crop = prep, prep.crop
+
+    def __call__(self, path: str):
+        return self.prep(path)
+
+    def __reduce__(self):
+        return (_cannot_start_in_a_worker, (self.prep,))
+
+
+@pytest.mark.parametrize("window", [8, 64])
+def test_workers_that_cannot_start_hand_the_run_to_threads(tmp_path, prep, window):
+    """Where no worker process can run at all, every input is still decoded, in order, in threads,
+    with one warning; no input becomes a "decoder crashed" record."""
+    from shufflenet_cli.errors import ShufflenetWarning
+
+    inputs = _folder(tmp_path, n=3 * PROCESS_GROUP + 3)
+    threads = list(decode_in_order(inputs, prep, workers=2, window=window))
+    with pytest.warns(ShufflenetWarning, match="decoding in threads instead"):
+        got = list(decode_in_order(inputs, CannotStartInWorkers(prep), workers=2, window=window, processes=True))
+    assert [d.input.path for d in got] == [i.path for i in inputs]
+    assert [d.error for d in got] == [d.error for d in threads] and CRASHED not in [d.error for d in got]
+    for g, t in zip(got, threads, strict=True):
+        assert (g.array is None and t.array is None) or np.array_equal(g.array, t.array)
+
+
+def test_the_cli_prints_its_own_warnings_as_one_line(cli, tmp_path, random_weights, monkeypatch):
+    import warnings
+
+    from shufflenet_cli import pipeline
+    from shufflenet_cli.errors import ShufflenetWarning
+
+    real = pipeline.decode_in_order
+
+    def warns_first(inputs, prep, workers, window, processes=False):
+        message = "decode worker processes cannot start here; decoding in threads instead"
+        warnings.warn(message, ShufflenetWarning, stacklevel=2)
+        yield from real(inputs, prep, workers, window, False)
+
+    monkeypatch.setattr(pipeline, "decode_in_order", warns_first)
+    paths = [make_image(tmp_path / f"{i}.jpg", size=(90, 70), seed=i) for i in range(3)]
+    r = cli("predict", *paths, "-m", "x0_5", "--weights", random_weights, "--device", "cpu", "-f", "json")
+    assert r.exit_code == 0 and len(r.json()) == 3
+    assert "warning: decode worker processes cannot start here; decoding in threads instead\n" in r.stderr
+    assert "ShufflenetWarning" not in r.stderr and "warnings.warn" not in r.stderr
