@@ -4,10 +4,17 @@
 #   2. start-up: where the seconds before the first image go, and `predict dog.jpg` on CUDA
 #   3. benchmarks/bench_cuda.py (seed loop vs predict, variants, forward-only and decode-only bounds)
 #   4. the whole test suite under that machine's torch/torchvision (parallel where pytest-xdist is there)
+#   5. benchmarks/forward_cuda.py: the inference step alone, variant by variant (about 1.5 minutes)
+#   6. benchmarks/profile_cuda.py: the feed's ceiling, CLI variants with the rate after the first
+#      batch, and py-spy samples of the main thread where py-spy is installed (about 3 minutes)
 # Logs and JSON go to $OUT (default .cuda-out/). Run from the repository root:
-#   bash benchmarks/cuda_check.sh            # about 5 minutes on one H100/H200 with 16 cores
-# Knobs: BENCH_ARGS (extra bench_cuda.py arguments), BENCH_TIMEOUT, SUITE_TIMEOUT (0 skips step 4).
+#   bash benchmarks/cuda_check.sh            # steps 1-4, about 5 minutes on one H100/H200 with 16 cores
+#   STEPS=tests,profile PROFILE_ARGS="--images 20000 --runs defaults,gpu-decode" bash benchmarks/cuda_check.sh
+# Knobs: STEPS (default tests,startup,bench,suite; add forward and profile), BENCH_ARGS (extra
+# bench_cuda.py arguments), BENCH_TIMEOUT, SUITE_TIMEOUT, FORWARD_ARGS, PROFILE_ARGS, PROFILE_TIMEOUT.
 set -u
+steps=",${STEPS:-tests,startup,bench,suite},"
+want() { [[ $steps == *",$1,"* ]]; }
 out=${OUT:-.cuda-out}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
@@ -21,13 +28,11 @@ x05=../shared/weights/shufflenetv2_x0_5-imagenet-fp16.pth
   $py -c "import sys, torch, torchvision, PIL, typer; print(sys.version.split()[0], 'torch', torch.__version__, 'torchvision', torchvision.__version__, 'Pillow', PIL.__version__, 'typer', typer.__version__, 'cuda', torch.cuda.is_available())"
 } 2>&1 | tee "$out/machine.txt"
 
-echo "== CUDA tests"
-timeout ${CUDA_TESTS_TIMEOUT:-120} $py -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py tests/test_gpu_decode.py \
+want tests && echo "== CUDA tests" && timeout ${CUDA_TESTS_TIMEOUT:-120} $py -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py tests/test_gpu_decode.py \
   tests/test_decoding.py tests/test_backends.py -k "cuda or gpu or Cuda or decoding" 2>&1 | tee "$out/cuda_tests.log" |
   grep -E "^(FAILED|ERROR)|^E  .{0,150}$|passed|failed" | head -30
 
-echo "== start-up on CUDA"
-timeout 60 $py - <<'EOF' 2>&1 | tee "$out/startup.txt"
+want startup && echo "== start-up on CUDA" && timeout 60 $py - <<'EOF' 2>&1 | tee "$out/startup.txt"
 import time
 t0 = time.perf_counter()
 import torch
@@ -46,7 +51,7 @@ t5 = time.perf_counter()
 print(f"import torch {t1 - t0:.2f} s, CUDA context {t2 - t1:.2f} s, import torchvision {t3 - t2:.2f} s, "
       f"build + move x1_0 {t4 - t3:.2f} s, first forward b128 {t5 - t4:.2f} s")
 EOF
-if [ -f "$dog" ]; then
+if want startup && [ -f "$dog" ]; then
   TIMEFORMAT="predict dog.jpg --device cuda: %R s wall"
   for _ in 1 2; do
     { time $py -m shufflenet_cli predict "$dog" -m x0_5 --weights "$x05" --device cuda -k 1 -f jsonl -q; } 2>&1 |
@@ -54,16 +59,28 @@ if [ -f "$dog" ]; then
   done
 fi
 
-echo "== CUDA benchmark"
 # shellcheck disable=SC2086
-timeout ${BENCH_TIMEOUT:-260} $py benchmarks/bench_cuda.py --json "$out/bench_cuda.json" ${BENCH_ARGS:-} 2>&1 |
+want bench && echo "== CUDA benchmark" && timeout ${BENCH_TIMEOUT:-260} $py benchmarks/bench_cuda.py --json "$out/bench_cuda.json" ${BENCH_ARGS:-} 2>&1 |
   tee "$out/bench_cuda.log" | tail -60
 
-if [ "${SUITE_TIMEOUT:-150}" != 0 ]; then
+if want suite && [ "${SUITE_TIMEOUT:-150}" != 0 ]; then
   echo "== full suite"
   xdist=()
   $py -c "import xdist" 2>/dev/null && xdist=(-n 12)
   timeout ${SUITE_TIMEOUT:-150} $py -m pytest -v -p no:cacheprovider "${xdist[@]}" >"$out/full_tests.log" 2>&1
   grep -cE " PASSED" "$out/full_tests.log"
   grep -E " (FAILED|ERROR)" "$out/full_tests.log" | sed -e 's/^\[gw[0-9]*\] *\[ *[0-9]*%\] *//' | head -20
+fi
+
+if want forward; then
+  echo "== the inference step alone"
+  # shellcheck disable=SC2086
+  timeout 200 $py benchmarks/forward_cuda.py --json "$out/forward.json" ${FORWARD_ARGS:-} 2>&1 | tee "$out/forward.log"
+fi
+
+if want profile; then
+  echo "== where a run's time goes"
+  # shellcheck disable=SC2086
+  timeout ${PROFILE_TIMEOUT:-240} $py benchmarks/profile_cuda.py --json "$out/profile.json" --raw-dir "$out" \
+    ${PROFILE_ARGS:-} 2>&1 | tee "$out/profile.log" | grep -v "^run \|^feed \|^py-spy "
 fi
