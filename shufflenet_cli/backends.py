@@ -26,7 +26,9 @@ class Backend(Protocol):
     name: str
     precision: str
 
-    def topk(self, batch: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+    def topk(self, batch: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Must be done with `batch` when it returns: the caller stacks the next batch into its memory."""
+        ...
 
     def describe(self) -> str: ...
 

@@ -70,3 +70,23 @@ def test_a_single_batch_has_no_rate_after_it(monkeypatch):
     list(pipeline.run([], None, SlowFirstBatch(), ["a", "b"], batch_size=4, topk=2, stats=stats))
     assert stats.first_batch is not None and stats.after_first_batch is None
     assert "the only batch" in "\n".join(timings_lines(Outcome(stats)))
+
+
+def test_batches_are_stacked_into_one_reused_buffer():
+    """pipeline.Stacker: np.stack's result, in memory kept from batch to batch (a smaller last
+    batch uses the front of it; another crop shape gets a new buffer)."""
+    from shufflenet_cli.pipeline import Stacker
+
+    rng = np.random.default_rng(0)
+    stack = Stacker()
+    first = [rng.integers(0, 256, (4, 4, 3), dtype=np.uint8) for _ in range(5)]
+    a = stack(first)
+    np.testing.assert_array_equal(a, np.stack(first))
+    second = [rng.integers(0, 256, (4, 4, 3), dtype=np.uint8) for _ in range(3)]
+    b = stack(second)
+    np.testing.assert_array_equal(b, np.stack(second))
+    assert np.shares_memory(a, b) and b.shape == (3, 4, 4, 3)
+    other = [rng.integers(0, 256, (2, 2, 3), dtype=np.uint8) for _ in range(5)]
+    c = stack(other)
+    np.testing.assert_array_equal(c, np.stack(other))
+    assert not np.shares_memory(a, c)
