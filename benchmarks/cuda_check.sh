@@ -11,9 +11,17 @@
 #   bash benchmarks/cuda_check.sh            # steps 1-4, about 5 minutes on one H100/H200 with 16 cores
 #   STEPS=tests,profile PROFILE_ARGS="--images 20000 --runs defaults,gpu-decode" bash benchmarks/cuda_check.sh
 # Knobs: STEPS (default tests,startup,bench,suite; add forward and profile), BENCH_ARGS (extra
-# bench_cuda.py arguments), BENCH_TIMEOUT, SUITE_TIMEOUT, FORWARD_ARGS, PROFILE_ARGS, PROFILE_TIMEOUT.
+# bench_cuda.py arguments), BENCH_TIMEOUT, SUITE_TIMEOUT, FORWARD_ARGS, FORWARD_TIMEOUT, PROFILE_ARGS,
+# PROFILE_TIMEOUT.
 set -u
 steps=",${STEPS:-tests,startup,bench,suite},"
+steps=${steps// /}
+for step in ${steps//,/ }; do
+  case $step in
+    tests | startup | bench | suite | forward | profile) ;;
+    *) echo "cuda_check.sh: unknown step '$step' in STEPS (tests, startup, bench, suite, forward, profile)" >&2; exit 2 ;;
+  esac
+done
 want() { [[ $steps == *",$1,"* ]]; }
 out=${OUT:-.cuda-out}
 mkdir -p "$out"
@@ -75,7 +83,7 @@ fi
 if want forward; then
   echo "== the inference step alone"
   # shellcheck disable=SC2086
-  timeout 200 $py benchmarks/forward_cuda.py --json "$out/forward.json" ${FORWARD_ARGS:-} 2>&1 | tee "$out/forward.log"
+  timeout ${FORWARD_TIMEOUT:-200} $py benchmarks/forward_cuda.py --json "$out/forward.json" ${FORWARD_ARGS:-} 2>&1 | tee "$out/forward.log"
 fi
 
 if want profile; then

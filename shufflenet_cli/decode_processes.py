@@ -1,9 +1,9 @@
 """Decode workers as processes (`decoding.decode_in_order(..., processes=True)`): ordered, bounded,
 crops handed back through shared-memory slots (crop_slots.py), and a worker that dies costs only the
-file that killed it. Where no worker can run at all (a library caller's script without an
-`if __name__ == "__main__":` guard, whose workers re-run it and die), the run goes on in threads with a
-warning, instead of every input becoming a "decoder crashed" record. Imported only when processes are
-asked for.
+file that killed it. Where no worker has ever run a task and none can (a library caller's script
+without an `if __name__ == "__main__":` guard, which the forkserver re-runs and dies on), the run goes on
+in threads with a warning, instead of every input becoming a "decoder crashed" record. Imported only
+when processes are asked for.
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ class _Pool:
     def __init__(self, prep: Prepare, workers: int, slots: CropSlots | None) -> None:
         self.prep, self.workers, self.slots = prep, workers, slots
         self.pool = _process_pool(workers, slots)
+        self.ever_ran = False  # a task came back: workers can run, so a crash is a file's fault
 
     def submit(self, items: list[Input], ids: list[int] | None) -> Future[list[Decoded]]:
         try:
@@ -94,6 +95,7 @@ class _Pool:
         After it fails, the pool is a fresh one again."""
         try:
             self._submit([], None).result()
+            self.ever_ran = True
             return True
         except BrokenProcessPool:
             self.restart()
@@ -113,6 +115,7 @@ class _Pool:
 
     def receive(self, decoded: list[Decoded], ids: list[int] | None) -> list[Decoded]:
         """Crops copied out of their slots, and the group's slots free again."""
+        self.ever_ran = True
         if self.slots is None or ids is None:
             return decoded
         for d in decoded:
@@ -155,19 +158,23 @@ def in_processes(inputs: Iterable[Input], prep: Prepare, workers: int, window: i
     crop = getattr(prep, "crop", None)
     slots = CropSlots(limit * PROCESS_GROUP, (int(crop), int(crop), 3)) if crop else None
     inputs = iter(inputs)
+    left: list[Input] | None = None
     try:
         yield from _run_groups(inputs, _Pool(prep, workers, slots), limit)
     except WorkersCannotStart as exc:
-        warnings.warn(
-            "decode worker processes cannot start here (a script that uses shufflenet_cli needs an "
-            "`if __name__ == '__main__':` guard for them); decoding in threads instead",
-            ShufflenetWarning,
-            stacklevel=2,
-        )
-        yield from decode_in_order(itertools.chain(exc.left, inputs), prep, workers, window, processes=False)
+        left = exc.left
     finally:
         if slots is not None:
             slots.close()
+    if left is None:
+        return
+    warnings.warn(
+        "decode worker processes exit as soon as they start (in a script, usually a missing "
+        "`if __name__ == '__main__':` guard); decoding in threads instead",
+        ShufflenetWarning,
+        stacklevel=2,
+    )
+    yield from decode_in_order(itertools.chain(left, inputs), prep, workers, window, processes=False)
 
 
 def _run_groups(inputs: Iterator[Input], pool: _Pool, limit: int) -> Iterator[Decoded]:
@@ -189,7 +196,7 @@ def _run_groups(inputs: Iterator[Input], pool: _Pool, limit: int) -> Iterator[De
             pool.restart()
             rest = [(g, g_ids) for g, g_ids, _ in pending]
             pending.clear()
-            if not pool.starts():  # not one file's fault: no worker can run at all
+            if not pool.ever_ran and not pool.starts():  # not one file's fault: no worker can run at all
                 raise WorkersCannotStart(items + [i for g, _ in rest for i in g] + group) from None
             salvaged = pool.salvage(items, ids)
             pending.extend((g, g_ids, pool.submit(g, g_ids)) for g, g_ids in rest)

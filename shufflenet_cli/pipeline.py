@@ -33,6 +33,7 @@ class Stats:
     wait_s: float = 0.0  # the main loop waiting for the next decoded input: the workers are behind
     started: float = field(default_factory=time.perf_counter)
     first_batch: tuple[float, int] | None = None  # (seconds since start, inputs done) when it finished
+    ended: float | None = None  # set by end(): the rates leave out closing the output afterwards
 
     @property
     def after_first_batch(self) -> float | None:
@@ -51,7 +52,12 @@ class Stats:
 
     @property
     def elapsed(self) -> float:
-        return time.perf_counter() - self.started
+        return (self.ended if self.ended is not None else time.perf_counter()) - self.started
+
+    def end(self) -> None:
+        """The last record is out: elapsed stops here (the first call counts)."""
+        if self.ended is None:
+            self.ended = time.perf_counter()
 
 
 def run(
@@ -98,6 +104,7 @@ def run(
                 chunk = []
         if chunk and not should_stop():
             yield _finish(chunk, backend, labels, topk, threshold, stats, stack, gpu)
+        stats.end()  # before the workers stop
     finally:
         # Closed here, not when garbage-collected: an exception while its workers stop (a second
         # Ctrl-C) then reaches the caller instead of printing "Exception ignored" and a traceback.
@@ -125,6 +132,9 @@ def _finish(
         probs, indices = backend.topk(stack(arrays), topk)
         stats.inference_s += time.perf_counter() - t0
         stats.batches += 1
+        first_forward = stats.batches == 1
+    else:
+        first_forward = False
     probs, indices = probs.tolist(), indices.tolist()  # Python numbers once per batch, not per value
     records: list[Record] = []
     row = 0
@@ -136,7 +146,7 @@ def _finish(
             records.append(make_record(d.input.path, probs[row], indices[row], labels, threshold, d.thumbnail))
             row += 1
             stats.classified += 1
-    if stats.first_batch is None:
+    if first_forward:  # not a chunk of failed inputs only: no forward pass ran for it
         stats.first_batch = (stats.elapsed, stats.done)
     return records
 

@@ -261,6 +261,7 @@ def _loop(inputs, prep, backend, labels, tuning, opts, sink, report, err, show_b
             interrupted = stop()
     except KeyboardInterrupt:
         interrupted = True
+    stats.end()
     return stats, interrupted
 
 

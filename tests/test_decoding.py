@@ -241,12 +241,17 @@ class CannotStartInWorkers:
 def test_workers_that_cannot_start_hand_the_run_to_threads(tmp_path, prep, window):
     """Where no worker process can run at all, every input is still decoded, in order, in threads,
     with one warning; no input becomes a "decoder crashed" record."""
+    import warnings
+
     from shufflenet_cli.errors import ShufflenetWarning
 
     inputs = _folder(tmp_path, n=3 * PROCESS_GROUP + 3)
     threads = list(decode_in_order(inputs, prep, workers=2, window=window))
-    with pytest.warns(ShufflenetWarning, match="decoding in threads instead"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         got = list(decode_in_order(inputs, CannotStartInWorkers(prep), workers=2, window=window, processes=True))
+    ours = [w for w in caught if issubclass(w.category, ShufflenetWarning)]
+    assert len(ours) == 1 and "decoding in threads instead" in str(ours[0].message)
     assert [d.input.path for d in got] == [i.path for i in inputs]
     assert [d.error for d in got] == [d.error for d in threads] and CRASHED not in [d.error for d in got]
     for g, t in zip(got, threads, strict=True):
@@ -272,3 +277,18 @@ def test_the_cli_prints_its_own_warnings_as_one_line(cli, tmp_path, random_weigh
     assert r.exit_code == 0 and len(r.json()) == 3
     assert "warning: decode worker processes cannot start here; decoding in threads instead\n" in r.stderr
     assert "ShufflenetWarning" not in r.stderr and "warnings.warn" not in r.stderr
+
+
+def test_once_a_worker_has_run_a_crash_is_the_files_fault(tmp_path, prep, monkeypatch):
+    """After a task has come back, a crash never sends the run to threads (the file that killed a
+    worker would kill the main process there): no probe, the file alone is a "crashed" record."""
+    from shufflenet_cli.decode_processes import _Pool
+
+    def no_probe(self):
+        raise AssertionError("probed whether workers can start after one had run a task")
+
+    monkeypatch.setattr(_Pool, "starts", no_probe)
+    inputs = _folder(tmp_path, n=3 * PROCESS_GROUP)
+    fatal = inputs[PROCESS_GROUP + 2].path
+    out = list(decode_in_order(inputs, DiesOn(prep, fatal), workers=1, window=8, processes=True))
+    assert [d.input.path for d in out if d.error == CRASHED] == [fatal]

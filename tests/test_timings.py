@@ -90,3 +90,18 @@ def test_batches_are_stacked_into_one_reused_buffer():
     c = stack(other)
     np.testing.assert_array_equal(c, np.stack(other))
     assert not np.shares_memory(a, c)
+
+
+def test_the_first_batch_is_the_first_forward_pass_not_a_chunk_of_failures(monkeypatch):
+    def failures_then_images(*args):
+        for i in range(4):
+            yield Decoded(Input(f"bad{i}.jpg"), error="unreadable")
+        for i in range(8):
+            yield Decoded(Input(f"{i}.jpg"), np.zeros((2, 2, 3), np.uint8))
+
+    monkeypatch.setattr(pipeline, "decode_in_order", failures_then_images)
+    stats = Stats()
+    list(pipeline.run([], None, SlowFirstBatch(), ["a", "b"], batch_size=4, topk=2, stats=stats))
+    assert stats.first_batch is not None and stats.first_batch[1] == 8  # 4 failed, then 4 classified
+    assert stats.first_batch[0] >= 0.4  # the slow first forward pass is inside it
+    assert stats.ended is not None and stats.elapsed == stats.ended - stats.started
