@@ -46,7 +46,8 @@ def default_tuning(device_type: str, opts: PredictOptions) -> Tuning:
     processes, 758-906 images/s against 736 for 16 threads (529 in an earlier run); with threads,
     8 workers beat 16 and 24 (616, 529, 512); batch 64, 128 and 256 tied (608, 529, 607). One torch
     thread in the main process (its host-side work is copying batches): 1,330 images/s against 1,051
-    with 4 and 1,217 with 16 (8,000 JPEGs, benchmarks/profile_cuda.py).
+    and 1,307 with 4 and 1,217 with 16 (8,000 JPEGs, benchmarks/profile_cuda.py): within the spread,
+    so the cheapest, which leaves the cores to the decode workers.
     """
     try:
         cores = len(os.sched_getaffinity(0))  # the cores this process may use (containers, taskset)
