@@ -7,7 +7,8 @@ bench_cuda.py says how fast; this says why. Same images and weights as bench_cud
   (1) feed   `pipeline.run` with the CLI's own Preprocess (or, for --gpu-decode, its JpegReader) and a
              backend that answers at once: the most images/s the decode workers and the main loop can
              deliver to any model. --feeds picks them: p16 = 16 worker processes, t8 = 8 threads,
-             j16 = JpegReader in 16 processes (the CPU half of --gpu-decode).
+             j16 = JpegReader in 16 processes (the CPU half of --gpu-decode), p16-b256 = p16 with
+             twice the window of inputs in flight (batch 256).
   (2) runs   the CLI with --timings (its stages, "waiting for decoded images" among them), each run a
              name: options, environment, and `nice` = the niceness given to the run's decode worker
              processes once they start (the main process keeps its own). --runs picks them.
@@ -54,14 +55,15 @@ RUNS = {  # name: (extra CLI options, extra environment, decode workers' nicenes
     "bf16": (["--precision", "bf16"], {}, 0),
     "gpu-decode-fp16": (["--gpu-decode", "--precision", "fp16"], {}, 0),
 }
-FEEDS = {  # name: (decoder, workers, processes)
-    "p16": ("crop", 16, True),
-    "p12": ("crop", 12, True),
-    "p8": ("crop", 8, True),
-    "p2": ("crop", 2, True),
-    "t8": ("crop", 8, False),
-    "j16": ("jpeg", 16, True),
-    "j4": ("jpeg", 4, True),
+FEEDS = {  # name: (decoder, workers, processes, batch size; the window of inputs in flight is 2 batches)
+    "p16": ("crop", 16, True, 128),
+    "p16-b256": ("crop", 16, True, 256),  # twice the window: do the workers wait on the oldest group?
+    "p12": ("crop", 12, True, 128),
+    "p8": ("crop", 8, True, 128),
+    "p2": ("crop", 2, True, 128),
+    "t8": ("crop", 8, False, 128),
+    "j16": ("jpeg", 16, True, 128),
+    "j4": ("jpeg", 4, True, 128),
 }
 
 
@@ -83,7 +85,7 @@ class Instant:
         return self.name
 
 
-def feed(paths: list[str], decoder: str, workers: int, processes: bool) -> dict:
+def feed(paths: list[str], decoder: str, workers: int, processes: bool, batch_size: int = 128) -> dict:
     from shufflenet_cli import pipeline
     from shufflenet_cli.gpu_decode import JpegReader
     from shufflenet_cli.inputs import Input
@@ -100,7 +102,7 @@ def feed(paths: list[str], decoder: str, workers: int, processes: bool) -> dict:
         prep if decoder == "crop" else JpegReader(prep),
         Instant(),
         labels,
-        batch_size=128,
+        batch_size=batch_size,
         workers=workers,
         processes=processes,
         stats=stats,
@@ -340,10 +342,10 @@ def main() -> None:
     weights, _ = make_weights(workdir, "x1_0")
     res: dict = {"machine": machine(), "images": len(paths), "feeds": {}, "runs": {}, "spy": {}}
     for name in filter(None, args.feeds.split(",")):
-        decoder, workers, processes = FEEDS[name]
+        decoder, workers, processes, batch = FEEDS[name]
         print(f"feed {name} ...", file=sys.stderr, flush=True)
         try:
-            res["feeds"][name] = feed(paths, decoder, workers, processes)
+            res["feeds"][name] = feed(paths, decoder, workers, processes, batch)
         except Exception as exc:  # noqa: BLE001 - a failed measurement is reported, the rest go on
             res["feeds"][name] = {"error": f"{type(exc).__name__}: {exc}"}
     for name in filter(None, args.runs.split(",")):
