@@ -54,13 +54,13 @@ def default_tuning(device_type: str, opts: PredictOptions) -> Tuning:
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
     cores = max(1, cores)
-    processes = device_type == "cuda"  # many cores feeding a fast device: threads stop scaling (decoding.py)
-    if device_type == "cuda":
-        batch, workers, threads = 128, min(16, cores), 1
+    if device_type == "cuda":  # many cores feeding a fast device: threads stop scaling (decoding.py)
+        batch, workers, threads, processes = 128, min(16, cores), 1, True
     else:
         threads = min(cores, 16)
         workers = min(cores, 16)
         batch = min(256, max(32, 16 * threads))
+        processes = False
     return Tuning(
         batch_size=opts.batch_size or batch,
         workers=workers if opts.workers is None else opts.workers,
@@ -177,9 +177,9 @@ def _cpu_without_torch(device: str) -> bool:
 
 def _weights_file_without_torch(spec: ModelSpec) -> Path:
     if "torch" in sys.modules:  # a library caller may have moved the hub folder (torch.hub.set_dir)
-        from shufflenet_cli.weights import cache_dir
+        from shufflenet_cli.weights import cache_path
 
-        return cache_dir() / spec.weights_file
+        return cache_path(spec)
     from shufflenet_cli.weights import cached_file_without_torch
 
     return cached_file_without_torch(spec)

@@ -45,7 +45,11 @@ class JpegReader:
 
     def __init__(self, prep: Preprocess) -> None:
         self.prep = prep
-        self.crop = prep.crop  # the size of the crops the Pillow path makes (decoding's shared slots)
+
+    @property
+    def crop(self) -> int:
+        """The size of the crops the Pillow path makes (for decode processes' shared-memory slots)."""
+        return self.prep.crop
 
     def __call__(self, path: str) -> Crop:
         t0 = time.perf_counter()

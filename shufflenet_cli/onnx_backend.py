@@ -302,18 +302,16 @@ class OnnxBackend:
         self.precision = precision
         self.device = device
         self.torch_free = onnx_file is not None
+        self._mean_np = np.array(mean, dtype=np.float32).reshape(1, 3, 1, 1)  # == torch.tensor(mean)
+        self._std_np = np.array(std, dtype=np.float32).reshape(1, 3, 1, 1)
         if self.torch_free:
             self.threads = max(1, int(threads or 1))
-            self._mean_np = np.array(mean, dtype=np.float32).reshape(1, 3, 1, 1)  # == torch.tensor(mean)
-            self._std_np = np.array(std, dtype=np.float32).reshape(1, 3, 1, 1)
         else:
             import torch
 
             self.threads = max(1, int(threads or torch.get_num_threads()))
-            self._mean = torch.tensor(mean).view(1, 3, 1, 1)
-            self._std = torch.tensor(std).view(1, 3, 1, 1)
-            self._mean_np = self._mean.numpy()
-            self._std_np = self._std.numpy()
+            self._mean = torch.from_numpy(self._mean_np)
+            self._std = torch.from_numpy(self._std_np)
         self.providers = self._providers(ort, device)
         self.streams = self.threads if device.type == "cpu" and split else 1
         self._pool: ThreadPoolExecutor | None = None

@@ -132,9 +132,6 @@ def _finish(
         probs, indices = backend.topk(stack(arrays), topk)
         stats.inference_s += time.perf_counter() - t0
         stats.batches += 1
-        first_forward = stats.batches == 1
-    else:
-        first_forward = False
     probs, indices = probs.tolist(), indices.tolist()  # Python numbers once per batch, not per value
     records: list[Record] = []
     row = 0
@@ -146,7 +143,7 @@ def _finish(
             records.append(make_record(d.input.path, probs[row], indices[row], labels, threshold, d.thumbnail))
             row += 1
             stats.classified += 1
-    if first_forward:  # not a chunk of failed inputs only: no forward pass ran for it
+    if arrays and stats.batches == 1:  # the first forward pass (not a chunk of failed inputs only)
         stats.first_batch = (stats.elapsed, stats.done)
     return records
 

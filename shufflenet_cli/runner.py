@@ -190,12 +190,12 @@ def predict(
     report = _open_report(opts, spec, sink)
     try:
         backend, labels, tuning = ready(spec, opts, prep)
-        gpu = _gpu_decoder(opts, prep, backend)
+        prepare, gpu = _decoders(opts, prep, backend)
         # A bar on the terminal that also shows the results would tear through them.
         show_bar = opts.progress and not opts.quiet and not _results_on_terminal(opts, stdout)
         recount = _recount(opts, walk, done)
         stats, interrupted = _loop(
-            inputs, prep, backend, labels, tuning, opts, sink, report, err, show_bar, recount, gpu
+            inputs, prepare, backend, labels, tuning, opts, sink, report, err, show_bar, recount, gpu
         )
         partial = sink.close(complete=not interrupted)
     except BaseException:
@@ -218,16 +218,17 @@ def predict(
     return outcome
 
 
-def _gpu_decoder(opts: PredictOptions, prep, backend):  # type: ignore[no-untyped-def]
-    """--gpu-decode: the batch half of the JPEG decoder, on the backend's device (checked by `ready`)."""
+def _decoders(opts: PredictOptions, prep, backend):  # type: ignore[no-untyped-def]
+    """(what the decode workers run per file, the batch half or None): `prep` itself, or for
+    --gpu-decode a JpegReader and its JpegBatchDecoder on the backend's device (checked by `ready`)."""
     if not opts.gpu_decode:
-        return None
-    from shufflenet_cli.gpu_decode import JpegBatchDecoder
+        return prep, None
+    from shufflenet_cli.gpu_decode import JpegBatchDecoder, JpegReader
 
-    return JpegBatchDecoder(prep, backend.device)
+    return JpegReader(prep), JpegBatchDecoder(prep, backend.device)
 
 
-def _loop(inputs, prep, backend, labels, tuning, opts, sink, report, err, show_bar, recount, gpu=None):  # type: ignore[no-untyped-def]
+def _loop(inputs, prepare, backend, labels, tuning, opts, sink, report, err, show_bar, recount, gpu):  # type: ignore[no-untyped-def]
     """The batches, written as they finish; (stats, interrupted)."""
     from shufflenet_cli import pipeline
     from shufflenet_cli.progress import progress_for
@@ -240,7 +241,7 @@ def _loop(inputs, prep, backend, labels, tuning, opts, sink, report, err, show_b
             warnings.showwarning = _one_line_for_ours(err, warnings.showwarning)
             for records in pipeline.run(
                 inputs,
-                prep if gpu is None else _jpeg_reader(prep),
+                prepare,
                 backend,
                 labels,
                 batch_size=tuning.batch_size,
@@ -277,12 +278,6 @@ def _one_line_for_ours(err: Console, other):  # type: ignore[no-untyped-def]
             other(message, category, filename, lineno, file, line)
 
     return show
-
-
-def _jpeg_reader(prep):  # type: ignore[no-untyped-def]
-    from shufflenet_cli.gpu_decode import JpegReader
-
-    return JpegReader(prep)
 
 
 def _results_on_terminal(opts: PredictOptions, stdout: IO[bytes] | None) -> bool:
