@@ -167,10 +167,10 @@ def _timed(fn, min_s: float = 1.0, min_iters: int = 3, warmup: int = 1) -> float
 
 def _load(model: str, weights: Path):
     from shufflenet_cli.models import resolve_model
-    from shufflenet_cli.weights import build_model, read_checkpoint
+    from shufflenet_cli.weights import load_model
 
     spec = resolve_model(model)
-    return spec, build_model(spec, read_checkpoint(weights), str(weights))
+    return spec, load_model(spec, weights)
 
 
 def child_seed(model: str, weights: Path, paths: list[str]) -> dict:
@@ -322,7 +322,34 @@ def shufflenet_cmd() -> list[str]:
     return [str(exe)] if exe.is_file() else [sys.executable, "-m", "shufflenet_cli"]
 
 
-_RATE = re.compile(r"timings:\s*([0-9.]+)\s*images/s")
+def predict_cmd(target: str, model: str, weights: Path, extra: list[str] = ()) -> list[str]:
+    """`shufflenet predict` as the benchmarks run it: JSON Lines to stdout, --timings on stderr."""
+    cmd = [*shufflenet_cmd(), "predict", target, "-m", model, "--weights", str(weights), "-f", "jsonl", "-q"]
+    return [*cmd, "--timings", *extra]
+
+
+def _number(pattern: str, text: str) -> float:
+    match = re.search(pattern, text)
+    return float(match.group(1)) if match else float("nan")
+
+
+def parse_timings(stderr: str) -> dict:
+    """--timings' lines as numbers (nan where a line is missing), and the backend and tuning it names."""
+    text = " ".join(stderr.split())  # rich wraps stderr at 80 columns when it is not a terminal
+    tuning = re.search(r"backend (.+?); batch size (\d+), workers (\d+ ?\(?\w*\)?), threads (\d+)", text)
+    ms = lambda name: _number(name + r" ([0-9.]+) ms/image", text)  # noqa: E731
+    return {
+        "run_rate": _number(r"timings: ([0-9.]+) images/s", text),
+        "decode_ms": ms(r"read\+decode"),
+        "preprocess_ms": ms("preprocess"),
+        "inference_ms": ms("inference"),
+        "output_ms": ms("output"),
+        "wait_ms": ms("waiting for decoded images"),
+        "first_batch_s": _number(r"first batch done after ([0-9.]+) s", text),
+        "after_first_rate": _number(r"; ([0-9.]+) images/s after it", text),
+        "backend": tuning.group(1) if tuning else "?",
+        "tuning": "batch {}, workers {}, threads {}".format(*tuning.groups()[1:]) if tuning else "?",
+    }
 
 
 def run_cli(
@@ -331,20 +358,7 @@ def run_cli(
     """(b) The real CLI, as a user runs it; the wall time excludes nothing. `timeout` (seconds): the
     child is killed and subprocess.TimeoutExpired raised past it (default: none)."""
     out_file = workdir / "predict.jsonl"
-    cmd = [
-        *shufflenet_cmd(),
-        "predict",
-        target,
-        "-m",
-        model,
-        "--weights",
-        str(weights),
-        "-f",
-        "jsonl",
-        "-q",
-        "--timings",
-        *extra,
-    ]
+    cmd = predict_cmd(target, model, weights, extra)
     t0 = time.perf_counter()
     with open(out_file, "wb") as out:
         proc = subprocess.run(
@@ -357,13 +371,12 @@ def run_cli(
     records = sum(1 for _ in open(out_file, "rb"))
     if records != n:
         raise RuntimeError(f"expected {n} records from predict, got {records}")
-    match = _RATE.search(err)
-    run_rate = float(match.group(1)) if match else float("nan")
+    run_rate = parse_timings(err)["run_rate"]
     return {
         "wall_s": wall,
         "wall_rate": n / wall,
         "run_rate": run_rate,
-        "startup_s": wall - n / run_rate if match else float("nan"),
+        "startup_s": wall - n / run_rate,  # nan where --timings printed no rate
         "timings": err.strip(),
     }
 

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import io
 import json
 import multiprocessing
@@ -72,6 +73,7 @@ from bench_cpu import (  # noqa: E402
     make_images,
     make_weights,
     med,
+    parse_timings,
     run_cli,
 )
 
@@ -202,7 +204,8 @@ def child_forward_device(model: str, weights: Path, paths: list[str], device: st
             host = hosts[b]
             torch.backends.cudnn.benchmark = bool(v.get("cudnn_benchmark"))
             if v["path"] == "backend.topk":  # the CLI's own code, numpy batch in, numpy top-k out
-                backend = TorchBackend(net, dev, prep.mean, prep.std, precision=v["precision"])
+                # a copy: the backend moves its model to its own layout, and `net` stays channels_last
+                backend = TorchBackend(copy.deepcopy(net), dev, prep.mean, prep.std, precision=v["precision"])
                 seconds = _timed(lambda: backend.topk(host, 5), min_s=1.0 if cuda else 0.2)  # noqa: B023
             elif v["path"] == "pinned":
                 pinned = torch.from_numpy(host).pin_memory() if cuda else torch.from_numpy(host)
@@ -292,15 +295,6 @@ def run_child_job(workdir: Path, job: dict, timeout: float) -> dict:
     return {t["name"]: results.get(t["name"], {"error": why}) for t in job["tasks"]}
 
 
-def _collapsed(text: str) -> str:
-    return " ".join(text.split())  # rich wraps stderr at 80 columns when it is not a terminal
-
-
-def _number(pattern: str, text: str) -> float:
-    match = re.search(pattern, text)
-    return float(match.group(1)) if match else float("nan")
-
-
 def _error_line(exc: BaseException) -> str:
     """One readable line out of run_cli's error (the CLI's stderr, maybe in a rich panel)."""
     if isinstance(exc, subprocess.TimeoutExpired):
@@ -309,7 +303,7 @@ def _error_line(exc: BaseException) -> str:
     code = re.search(r"exited (-?\d+)", head)
     lines = [line.strip(" │╭╮╰╯─┃━") for line in body.splitlines()]
     lines = [x for x in lines if x and x != "Error" and not x.startswith(("Usage:", "Try "))]
-    text = _collapsed(" ".join(lines[-3:])) or head
+    text = " ".join(" ".join(lines[-3:]).split()) or head
     return f"exit {code.group(1)}: {text}"[:200] if code else text[:200]
 
 
@@ -324,20 +318,7 @@ def predict(workdir: Path, target: Path, n: int, args: argparse.Namespace, weigh
         r = run_cli(workdir, str(target), n, args.model, weights, options, timeout=timeout)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         return {"options": options, "error": _error_line(exc), "detail": str(exc)[-3000:]}
-    text = _collapsed(r["timings"])
-    tuning = re.search(r"backend (.+?); batch size (\d+), workers (\d+ ?\(?\w*\)?), threads (\d+)", text)
-    return {
-        **r,
-        "options": options,
-        "decode_ms": _number(r"read\+decode ([0-9.]+) ms/image", text),
-        "preprocess_ms": _number(r"preprocess ([0-9.]+) ms/image", text),
-        "inference_ms": _number(r"inference ([0-9.]+) ms/image", text),
-        "output_ms": _number(r"output ([0-9.]+) ms/image", text),
-        "first_batch_s": _number(r"first batch done after ([0-9.]+) s", text),
-        "after_first_rate": _number(r"; ([0-9.]+) images/s after it", text),
-        "backend": tuning.group(1) if tuning else "?",
-        "tuning": "batch {}, workers {}, threads {}".format(*tuning.groups()[1:]) if tuning else "?",
-    }
+    return {**parse_timings(r["timings"]), **r, "options": options}
 
 
 def forward_variants(batches: list[int], cuda: bool) -> list[dict]:

@@ -28,8 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-REAL_X0_5 = ROOT.parent / "shared" / "weights" / "shufflenetv2_x0_5-imagenet-fp16.pth"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_cpu import REAL_X0_5  # noqa: E402
+
 JPEG = {".jpg", ".jpeg", ".jpe", ".jfif"}
 
 
@@ -59,16 +60,15 @@ def upscale(paths: list[Path], size: int, dest: Path) -> list[Path]:
 def load_model(model_key: str, weights: Path | None):
     import torch
 
+    from shufflenet_cli import weights as weights_module
     from shufflenet_cli.models import resolve_model
-    from shufflenet_cli.weights import build_model, read_checkpoint
 
     spec = resolve_model(model_key)
     if weights is None:
         if spec.key != "x0_5" or not REAL_X0_5.is_file():
             sys.exit("error: pass --weights FILE (real weights are only bundled in ../shared for x0_5)")
         weights = REAL_X0_5
-    sd = read_checkpoint(weights)  # floating tensors upcast to fp32
-    return spec, build_model(spec, sd, str(weights)), torch.device("cpu")
+    return spec, weights_module.load_model(spec, weights), torch.device("cpu")  # floating tensors as fp32
 
 
 def main() -> None:

@@ -92,6 +92,7 @@ def child(name: str, device_name: str, batch: int, batches: int) -> dict:
         spec.std,
         precision=v.get("precision", "fp32"),
         channels_last=v.get("channels_last", True),  # fixed here, not the backend's device-based default
+        cuda_graphs=False,  # eager: the "graph" variants capture their own (_graphed), with a launch mark
     )
     if v.get("tf32"):  # after the backend: it turns TF32 off for fp32
         torch.backends.cudnn.allow_tf32 = True
@@ -108,25 +109,18 @@ def child(name: str, device_name: str, batch: int, batches: int) -> dict:
             p.start()
         time.sleep(1.0)
 
-    real_topk = backend.topk if not (v.get("graph") and cuda) else _graphed(backend, batch, device)
+    timed_topk = backend.topk if not (v.get("graph") and cuda) else _graphed(backend, batch, device)
+    # `launch`: time until the work is queued, marked where top-k starts (before the copy back waits)
+    import shufflenet_cli.backends as backends_module
+
     launch_ends: list[float] = []
+    real_topk_to_numpy = backends_module.topk_to_numpy
 
-    def timed_topk(b, k):  # type: ignore[no-untyped-def]
-        # `launch`: time until the logits are queued (backend.logits returns before the GPU is done)
-        import shufflenet_cli.backends as backends_module
+    def marked(logits, k):  # type: ignore[no-untyped-def]
+        launch_ends.append(time.perf_counter())
+        return real_topk_to_numpy(logits, k)
 
-        real = backends_module.topk_to_numpy
-
-        def marked(logits, k):  # type: ignore[no-untyped-def]
-            launch_ends.append(time.perf_counter())
-            return real(logits, k)
-
-        backends_module.topk_to_numpy = marked
-        try:
-            return real_topk(b, k)
-        finally:
-            backends_module.topk_to_numpy = real
-
+    backends_module.topk_to_numpy = marked
     try:
         t1 = time.perf_counter()
         timed_topk(x, 5)
@@ -149,6 +143,7 @@ def child(name: str, device_name: str, batch: int, batches: int) -> dict:
                 torch.cuda.synchronize()
                 gpu.append(start.elapsed_time(end))
     finally:
+        backends_module.topk_to_numpy = real_topk_to_numpy
         for p in busy:
             p.kill()
     med = lambda xs: round(statistics.median(xs), 3) if xs else None  # noqa: E731

@@ -35,25 +35,26 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_cpu import _env, machine, make_weights, shufflenet_cmd  # noqa: E402
+from bench_cpu import _env, machine, make_weights, parse_timings, predict_cmd  # noqa: E402
 from bench_cuda import make_image_set  # noqa: E402
+from handoff import Instant  # noqa: E402 - a backend that answers at once
 
-RUNS = {  # name: (extra CLI options, extra environment, decode workers' niceness)
-    "defaults": ([], {}, 0),
-    "no-cuda-graphs": (["--no-cuda-graphs"], {}, 0),
-    "threads-1": (["--threads", "1"], {}, 0),
-    "threads-4": (["--threads", "4"], {}, 0),
-    "threads-16": (["--threads", "16"], {}, 0),
-    "nice-10": ([], {}, 10),
-    "workers-12": (["--workers", "12"], {}, 0),
-    "workers-8": (["--workers", "8"], {}, 0),
-    "decode-threads": (["--decode-in", "threads", "--workers", "8"], {}, 0),
-    "gpu-decode": (["--gpu-decode"], {}, 0),
-    "gpu-decode-nice-10": (["--gpu-decode"], {}, 10),
-    "gpu-decode-workers-4": (["--gpu-decode", "--workers", "4"], {}, 0),
-    "fp16": (["--precision", "fp16"], {}, 0),
-    "bf16": (["--precision", "bf16"], {}, 0),
-    "gpu-decode-fp16": (["--gpu-decode", "--precision", "fp16"], {}, 0),
+RUNS = {  # name: (extra CLI options, decode workers' niceness)
+    "defaults": ([], 0),
+    "no-cuda-graphs": (["--no-cuda-graphs"], 0),
+    "threads-1": (["--threads", "1"], 0),
+    "threads-4": (["--threads", "4"], 0),
+    "threads-16": (["--threads", "16"], 0),
+    "nice-10": ([], 10),
+    "workers-12": (["--workers", "12"], 0),
+    "workers-8": (["--workers", "8"], 0),
+    "decode-threads": (["--decode-in", "threads", "--workers", "8"], 0),
+    "gpu-decode": (["--gpu-decode"], 0),
+    "gpu-decode-nice-10": (["--gpu-decode"], 10),
+    "gpu-decode-workers-4": (["--gpu-decode", "--workers", "4"], 0),
+    "fp16": (["--precision", "fp16"], 0),
+    "bf16": (["--precision", "bf16"], 0),
+    "gpu-decode-fp16": (["--gpu-decode", "--precision", "fp16"], 0),
 }
 FEEDS = {  # name: (decoder, workers, processes, batch size; the window of inputs in flight is 2 batches)
     "p16": ("crop", 16, True, 128),
@@ -68,21 +69,6 @@ FEEDS = {  # name: (decoder, workers, processes, batch size; the window of input
 
 
 # ------------------------------------------------------------------------------------------ (1) feed
-
-
-class Instant:
-    """A backend that answers at once: what is left is decoding and the main loop's own work."""
-
-    name, precision = "instant", "fp32"
-
-    def topk(self, batch, k):  # type: ignore[no-untyped-def]
-        import numpy as np
-
-        n = len(batch)
-        return np.full((n, k), 1.0 / k, np.float32), np.tile(np.arange(k), (n, 1))
-
-    def describe(self) -> str:
-        return self.name
 
 
 def feed(paths: list[str], decoder: str, workers: int, processes: bool, batch_size: int = 128) -> dict:
@@ -153,22 +139,9 @@ def _renice_descendants(proc: subprocess.Popen, nice: int, done: threading.Event
                     pass
 
 
-_RATE = re.compile(r"timings:\s*([0-9.]+)\s*images/s")
-
-
-def _number(pattern: str, text: str) -> float:
-    m = re.search(pattern, text)
-    return float(m.group(1)) if m else float("nan")
-
-
-def _ms(name: str, text: str) -> float:
-    return _number(name + r" ([0-9.]+) ms/image", text)
-
-
 def cli_run(workdir: Path, target: Path, n: int, weights: Path, device: str, name: str, spy: Path | None) -> dict:
-    extra, env_extra, nice = RUNS[name]
-    cmd = [*shufflenet_cmd(), "predict", str(target), "-m", "x1_0", "--weights", str(weights), "--device", device]
-    cmd += ["-f", "jsonl", "-q", "--timings", *extra]
+    extra, nice = RUNS[name]
+    cmd = predict_cmd(str(target), "x1_0", weights, ["--device", device, *extra])
     if spy is not None:
         cmd = [
             "py-spy",
@@ -188,9 +161,7 @@ def cli_run(workdir: Path, target: Path, n: int, weights: Path, device: str, nam
     out_file = workdir / "profile.jsonl"
     t0 = time.perf_counter()
     with open(out_file, "wb") as out:
-        proc = subprocess.Popen(
-            cmd, env={**_env(workdir), **env_extra}, stdout=out, stderr=subprocess.PIPE, cwd=str(workdir)
-        )
+        proc = subprocess.Popen(cmd, env=_env(workdir), stdout=out, stderr=subprocess.PIPE, cwd=str(workdir))
         done = threading.Event()
         renice = threading.Thread(target=_renice_descendants, args=(proc, nice, done), daemon=True)
         if nice:
@@ -206,21 +177,11 @@ def cli_run(workdir: Path, target: Path, n: int, weights: Path, device: str, nam
     records = sum(line.startswith(b"{") for line in open(out_file, "rb"))  # py-spy prints to stdout too
     if proc.returncode != 0 or records != n:
         return {"error": f"exit {proc.returncode}, {records} of {n} records", "stderr": err[-2000:]}
-    text = " ".join(err.split())
-    m = _RATE.search(text)
     return {
         "options": " ".join(extra),
-        "env": env_extra,
         "nice": nice,
         "wall_rate": n / wall,
-        "run_rate": float(m.group(1)) if m else float("nan"),
-        "decode_ms": _ms(r"read\+decode", text),
-        "preprocess_ms": _ms("preprocess", text),
-        "inference_ms": _ms("inference", text),
-        "output_ms": _ms("output", text),
-        "wait_ms": _ms("waiting for decoded images", text),
-        "first_batch_s": _number(r"first batch done after ([0-9.]+) s", text),
-        "after_first_rate": _number(r"; ([0-9.]+) images/s after it", text),
+        **parse_timings(err),
         "timings": err.strip()[-1500:],
     }
 
