@@ -1,4 +1,4 @@
-"""Finding inputs: files, directories (walked lazily, sorted), glob patterns, and `-` for stdin.
+"""Finding inputs: files, directories (walked lazily, sorted), glob patterns (globbing.py), and `-` for stdin.
 
 Yields one `Input` per file in the order given, without listing everything first, so the first batch
 starts at once and memory stays flat. A path that does not exist is an `Input` with an error.
@@ -6,17 +6,17 @@ starts at once and memory stays flat. A path that does not exist is an `Input` w
 
 from __future__ import annotations
 
-import glob
 import os
 from dataclasses import dataclass
 from typing import IO, Iterable, Iterator
+
+from shufflenet_cli.globbing import has_magic, iglob
 
 # Taken from directories even where this Pillow cannot open them (HEIC, JPEG XL without a plugin):
 # such a photo becomes an error record that names its format, never a silent skip.
 DEFAULT_EXTENSIONS = frozenset(
     {"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "mpo", "heic", "heif", "avif", "jxl"}
 )
-_GLOB_CHARS = set("*?[")
 
 
 @dataclass(frozen=True)
@@ -96,15 +96,16 @@ def _expand(arg: str, options: WalkOptions, extensions: frozenset[str], from_lis
         yield from walk(arg, options, extensions)
     elif os.path.lexists(arg):
         yield Input(arg)
-    elif not from_list and _GLOB_CHARS & set(arg):
-        matches = sorted(glob.iglob(arg, recursive=True))
-        if not matches:
-            yield Input(arg, error="no file matches this pattern")
-        for match in matches:
-            if os.path.isdir(match):
+    elif not from_list and has_magic(arg):
+        matched = False
+        for match, is_dir in iglob(arg):
+            matched = True
+            if is_dir:
                 yield from walk(match, options, extensions)
             else:
                 yield Input(match)
+        if not matched:
+            yield Input(arg, error="no file matches this pattern")
     else:
         yield Input(arg, error="no such file or directory")
 

@@ -254,6 +254,100 @@ def test_only_missing_paths_exit_2_with_empty_stdout(run, tmp_path, fmt):
     assert "Traceback" not in r.stderr
 
 
+# --- glob patterns --------------------------------------------------------------------------------
+
+GLOBS = [
+    "*",
+    "**",
+    "**/",
+    "**/*.jpg",
+    "**/**/*.jpg",
+    "*/",
+    "s*/**/*.jpg",
+    "**/deep/*",
+    "**/deep",
+    "?.jpg",
+    "[ab].jpg",
+    "sub/*/y.jpg",
+    ".*",
+    "**/.*",
+    "*.png",
+]
+
+
+def reference_expansion(pattern: str) -> list[str]:
+    """What Python's glob matches, folders walked the way `predict FOLDER` walks them, first sightings."""
+    import glob
+
+    found: list[str] = []
+    for match in sorted(glob.glob(pattern, recursive=True)):
+        if os.path.isdir(match):
+            found += [i.path for i in inputs_mod.walk(match, WalkOptions(), JPG)]
+        else:
+            found.append(match)
+    return [os.path.normpath(p) for p in dict.fromkeys(os.path.normpath(p) for p in found)]
+
+
+@pytest.mark.parametrize("pattern", GLOBS)
+def test_glob_finds_what_python_glob_finds_each_file_once(tree, pattern):
+    pattern = str(tree / pattern)
+    found = list(iter_inputs([pattern], WalkOptions(extensions=JPG)))
+    expected = reference_expansion(pattern)
+    if not expected:
+        assert found == [inputs_mod.Input(pattern, error="no file matches this pattern")]
+        return
+    got = [os.path.normpath(i.path) for i in found]
+    assert len(got) == len(set(got)), got  # Python's glob names some files twice, and folders with their files
+    assert sorted(got) == sorted(expected)
+
+
+def test_glob_comes_in_walk_order_with_every_image_once(run, tree):
+    walked = rel(tree, printed_paths(run(tree)))
+    for pattern in ["**", "**/*.jpg", "*"]:
+        r = run(str(tree / pattern))
+        paths = rel(tree, printed_paths(r))
+        assert [p for p in paths if p.endswith(".jpg")] == walked, pattern
+    assert rel(tree, printed_paths(run(str(tree / "*")))) == [*walked[:3], "notes.txt", *walked[3:]]
+
+
+def test_glob_with_no_match_is_an_error_record(run, tmp_path):
+    a = put(tmp_path / "a.jpg")
+    pattern = str(tmp_path / "nothing" / "*.jpg")
+    r = run(pattern, a)
+    assert r.exit_code == 1
+    records = parse_records(r)
+    assert [rec["path"] for rec in records] == [pattern, a]
+    assert records[0]["error"] == "no file matches this pattern"
+
+
+def test_glob_through_a_symlink_cycle_ends(tmp_path):
+    root = tmp_path / "root"
+    put(root / "sub" / "a.jpg")
+    (root / "sub" / "up").symlink_to("..")
+    got = [i.path for i in itertools.islice(iter_inputs([str(root / "**" / "*.jpg")]), 100)]
+    assert rel(root, got) == ["sub/a.jpg"]
+
+
+def test_glob_yields_before_listing_the_whole_tree(tmp_path, monkeypatch):
+    from shufflenet_cli import globbing
+
+    root = tmp_path / "big"
+    for i in range(40):
+        put(root / f"d{i:02d}" / "img.jpg")
+    listed: list[str] = []
+    real_scandir = os.scandir
+
+    def spy(path):
+        listed.append(os.fsdecode(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(globbing.os, "scandir", spy)
+    it = iter_inputs([str(root / "**" / "*.jpg")], WalkOptions(extensions=JPG))
+    assert next(it).path == str(root / "d00" / "img.jpg")
+    assert len(listed) == 2  # the root and its first folder, not the 40 others
+    assert len(list(it)) == 39
+
+
 # --- streaming: the walk is lazy ------------------------------------------------------------------
 
 
