@@ -26,7 +26,7 @@ What it measures (same images, same weights file; (a), (c), (d) in one child pro
                 the host-to-device path at batch 128 fp32: the CLI's own TorchBackend.topk on a numpy batch
                 (pins each batch, copies, normalises, forward, softmax/topk, one .cpu()), and the same
                 from an already pinned batch. Last, fp16 b256 with cudnn.benchmark on (the CLI leaves it off).
-  (d) decode    the CLI's per-image CPU work (Preprocess: read, decode with JPEG draft, resize, crop to a
+  (d) decode    the CLI's per-image CPU work (Preprocess: read, decode, resize, crop to a
                 uint8 array; bench_cpu.child_decode) inline (1 thread) and in a thread pool of 8 and 16
                 (the CLI's CUDA defaults: 16 workers, batch 128); 400 images per thread, at most all
   (e) bound     1 / (1/c + 1/d): c = the CLI's host-to-device path (b128 fp32), d = 16 threads; each

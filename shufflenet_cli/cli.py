@@ -199,8 +199,15 @@ def predict(
         Precision, typer.Option(help="Inference precision (fp16/bf16 use autocast).")
     ] = Precision.fp32,
     exact_decode: Annotated[
-        bool, typer.Option(help="Decode large JPEGs at full size (default: DCT-scaled to >= 2x the resize size).")
-    ] = False,
+        bool,
+        typer.Option(
+            "--exact-decode/--fast-decode",
+            help="--fast-decode: decode JPEGs over twice the resize size at a reduced DCT scale (libjpeg's "
+            "1/2, 1/4, 1/8), then resize as usual: 2-3x faster on 12-megapixel photos, but top-1 differs from "
+            "the exact decode on about 4% of real photos (near-ties). Default: full size, the weights' own "
+            "preprocessing exactly.",
+        ),
+    ] = True,
     gpu_decode: Annotated[
         bool,
         typer.Option(

@@ -17,7 +17,9 @@ import numpy as np
 
 from shufflenet_cli.images import load_rgb
 
-DRAFT_FACTOR = 2  # JPEG DCT scaling keeps the shorter side at >= 2x the resize size
+# --fast-decode (exact_decode=False): JPEG DCT scaling keeps the shorter side at >= 2x the resize size.
+# Not the default: on 319 real photos its top-1 differed from the exact decode's on 13 (docs/benchmarks.md).
+DRAFT_FACTOR = 2
 
 
 @dataclass(frozen=True)
@@ -35,11 +37,11 @@ class Preprocess:
     crop: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    exact_decode: bool = False
+    exact_decode: bool = True
     thumbnail_size: int | None = None  # for --report: a JPEG thumbnail this many pixels on its longer side
 
     @classmethod
-    def from_weights(cls, weights: Any, exact_decode: bool = False, thumbnail_size: int | None = None) -> Preprocess:
+    def from_weights(cls, weights: Any, exact_decode: bool = True, thumbnail_size: int | None = None) -> Preprocess:
         t = weights.transforms()
         return cls(
             resize=int(t.resize_size[0]),
@@ -51,7 +53,7 @@ class Preprocess:
         )
 
     @classmethod
-    def from_spec(cls, spec: Any, exact_decode: bool = False, thumbnail_size: int | None = None) -> Preprocess:
+    def from_spec(cls, spec: Any, exact_decode: bool = True, thumbnail_size: int | None = None) -> Preprocess:
         """From the ModelSpec's constants (equal to `weights.transforms()`'s, tests prove it): no torch."""
         return cls(
             resize=spec.resize,

@@ -49,7 +49,7 @@ class PredictOptions:
     precision: str = "fp32"
     backend: str = "auto"
     report: Path | None = None
-    exact_decode: bool = False
+    exact_decode: bool = True  # False: --fast-decode (JPEG DCT scaling, preprocess.DRAFT_FACTOR)
     gpu_decode: bool = False
     decode_in: str = "auto"  # auto (processes on CUDA, threads on CPU), threads, processes
     cuda_graphs: bool = True  # CUDA: replay repeated batch shapes from captured graphs (cuda_graphs.py)

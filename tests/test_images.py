@@ -401,7 +401,7 @@ def test_odd_but_valid_files_are_classified_through_the_cli(tmp_path, cli, rando
 # --- sizes --------------------------------------------------------------------------------------
 
 
-def test_huge_jpeg_is_decoded_at_a_reduced_dct_scale(tmp_path, cli, random_weights, monkeypatch):
+def test_huge_jpeg_is_decoded_at_a_reduced_dct_scale_with_fast_decode_only(tmp_path, cli, random_weights, monkeypatch):
     path = tmp_path / "huge.jpg"  # 5000 x 4000 = 20 megapixels
     Image.linear_gradient("L").resize((5000, 4000)).convert("RGB").save(path, quality=60)
     drafts = []
@@ -423,7 +423,10 @@ def test_huge_jpeg_is_decoded_at_a_reduced_dct_scale(tmp_path, cli, random_weigh
     code, records, stderr = predict_json(cli, random_weights, path)
     assert code == 0, stderr
     assert len(records[0]["predictions"]) == 5
-    assert drafts and all(decoded[0] < 5000 for _, decoded in drafts)  # the CLI drafts too
+    assert not drafts  # the default decodes at full size
+    code, records, stderr = predict_json(cli, random_weights, path, "--fast-decode")
+    assert code == 0, stderr
+    assert drafts and all(decoded[0] < 5000 for _, decoded in drafts)  # --fast-decode drafts
 
 
 # --- error records ------------------------------------------------------------------------------
