@@ -6,8 +6,8 @@
 
 For every JPEG it classifies several decodes of the same file with torch fp32 and compares each with
 the exact one:
-  exact        full-size decode (what --exact-decode does)
-  draft >=2x   DCT scaling while the shorter side stays >= 2x the resize size (the CLI's default)
+  exact        full-size decode (the CLI's default)
+  draft >=2x   DCT scaling while the shorter side stays >= 2x the resize size (--fast-decode)
   draft >=1x   DCT scaling down to just above the resize size (faster, the variant the issue rejected)
   (--factors sets the list, e.g. 4,2,1 adds draft >=4x)
 and prints top-1 agreement, top-5 overlap and decode time per image, over all images and over the
