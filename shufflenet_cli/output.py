@@ -73,8 +73,16 @@ class Csv:
 
     @staticmethod
     def _rows(rows: Iterable[Iterable[object]]) -> str:
+        # Each row ends in "\n", and a field holding "\r" or "\n" is quoted. The writer quotes only the
+        # characters of its own line terminator (Python 3.11): with "\n" it would leave a bare "\r" of a
+        # file name unquoted, where CSV readers end the row. So it writes "\r\n", turned into "\n" per row.
         buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows(rows)
+        writer = csv.writer(buf, lineterminator="\r\n")
+        for row in rows:
+            writer.writerow(row)
+            buf.seek(buf.tell() - 2)
+            buf.write("\n")
+            buf.truncate()
         return buf.getvalue()
 
 

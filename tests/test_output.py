@@ -6,9 +6,10 @@ import csv
 import io
 import json
 
+import pytest
 from rich.console import Console
 
-from shufflenet_cli.output import Csv, JsonArray, JsonLines, render_table
+from shufflenet_cli.output import CSV_HEADER, Csv, JsonArray, JsonLines, render_table
 from shufflenet_cli.records import Prediction, Record
 
 GOOD = Record(
@@ -55,6 +56,24 @@ def test_csv_rows_per_prediction_and_per_failure():
     assert rows[4] == ["photos/blank.png", "", "", "", "", ""]
     assert len(rows) == 5
     assert _stream(Csv(header=False), [[BAD]]).count("path,rank") == 0
+
+
+@pytest.mark.parametrize("name", ["a\rb.jpg", "a\r\nb.jpg", "a\nb.jpg", "a.jpg\r", "\r"])
+def test_csv_quotes_a_carriage_return_or_newline_in_a_name(name):
+    odd = Record(name, GOOD.predictions)
+    text = _stream(Csv(), [[odd, BAD]])
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert [row[0] for row in rows] == ["path", name, name, BAD.path]
+    assert rows[1] == [name, "1", "258", "Samoyed", "0.884210", ""]
+    assert text.endswith("\n") and "\r\n" not in text.replace(name, "")  # rows end in "\n"
+
+
+def test_csv_without_carriage_returns_is_what_the_csv_module_writes():
+    """Only fields holding "\r" are written differently (quoted): everything else stays byte for byte."""
+    rows = [CSV_HEADER, ("x,y.jpg", 1, 2, 'say "hi"', "0.5", ""), ("a\nb ü \udcff.jpg", "", "", "", "", "e, f")]
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    assert Csv._rows(rows) == buf.getvalue()
 
 
 def _plain(table, width=80) -> str:
