@@ -49,6 +49,10 @@ class Sink:
         self._first_table = True
         new_file = True
         if output is None:
+            if stdout is None and sys.stdout is None:  # started with stdout closed (`>&-`)
+                raise WriteError(
+                    "cannot write results: standard output is closed", hint="leave stdout open, or pass --output FILE"
+                )
             binary = stdout if stdout is not None else sys.stdout.buffer
             self._close_stream = False
         else:
@@ -58,7 +62,7 @@ class Sink:
             binary, encoding="utf-8", errors=_ERRORS[fmt], newline="" if fmt == "csv" else "\n", write_through=True
         )
         self._renderer = None if fmt == "table" else renderer_for(fmt, csv_header=new_file)
-        self._console = Console(file=self._stream, highlight=False, soft_wrap=False) if fmt == "table" else None
+        self._console = _table_console(self._stream) if fmt == "table" else None
         # Written with the first batch (or at close): nothing reaches stdout if the model fails to load.
         self._header = self._renderer.header() if self._renderer is not None else ""
 
@@ -105,10 +109,10 @@ class Sink:
 
     def write(self, records: list[Record]) -> None:
         if self._console is not None:
-            with _signals_held():
+            with self._console.capture() as table:
                 self._console.print(render_table(records, show_header=self._first_table))
-                self._first_table = False
-                self._stream.flush()
+            self._first_table = False
+            self._write(table.get())
         else:
             self._write(self._renderer.render(records))
 
@@ -159,6 +163,23 @@ class Sink:
             with contextlib.suppress(OSError):
                 os.unlink(self._tmp)
             self._tmp = None
+
+
+def _table_console(stream: IO[str]) -> Console:
+    """A Console that renders as it would for `stream` (terminal or not, colours, width), into a string.
+
+    The table then goes out through `Sink._write` like any other format: written by rich itself, a
+    closed pipe would exit 1 (`Console.on_broken_pipe`) and a full disk would escape as a bare OSError.
+    """
+    target = Console(file=stream)
+    return Console(
+        file=io.StringIO(),
+        highlight=False,
+        soft_wrap=False,
+        force_terminal=target.is_terminal,
+        color_system=target.color_system,  # type: ignore[arg-type]
+        width=target.width,
+    )
 
 
 @contextlib.contextmanager

@@ -4,11 +4,15 @@ a reader that goes away (`| head`). Every format, the table too, follows the REA
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 from collections import Counter
 
+import pytest
 from conftest import make_image
 from test_inputs import run  # noqa: F401  (run is a fixture)
-from test_streaming import spy_batches
+from test_streaming import folder_of, spy_batches
 
 from shufflenet_cli.sinks import completed_paths
 
@@ -36,3 +40,58 @@ def test_resume_csv_recognises_names_with_carriage_returns(run, tmp_path, monkey
     assert run(d, "--resume", "-o", out, fmt="csv").exit_code == 0
     assert classified == paths[-1:]
     assert out.read_bytes() == before
+
+
+# --- a full disk, a closed stdout ---------------------------------------------------------------
+
+
+def _shufflenet(random_weights, *args: object) -> list[str]:
+    cmd = [sys.executable, "-m", "shufflenet_cli", "predict", "-m", "x0_5", "--weights", random_weights, "-j", "1"]
+    return [str(a) for a in [*cmd, "--threads", "1", *args]]
+
+
+def _buffered() -> dict[str, str]:
+    """The environment without PYTHONUNBUFFERED: stdout buffered, as users run it."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+
+def test_a_table_to_a_full_disk_is_exit_74(run, tmp_path):  # noqa: F811
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    d, _ = folder_of(tmp_path, 2)
+    r = run(d, "-o", "/dev/full", fmt="table")
+    assert r.exit_code == 74, r.stderr
+    assert r.stderr.splitlines() == ["Error: cannot write results: No space left on device"]
+
+
+@pytest.mark.parametrize("fmt", ["table", "jsonl"])
+def test_a_closed_stdout_is_exit_74(random_weights, tmp_path, fmt):
+    d, _ = folder_of(tmp_path, 2)
+    cmd = ["sh", "-c", 'exec "$0" "$@" >&-', *_shufflenet(random_weights, d, "-f", fmt)]  # stdout closed
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_buffered(), timeout=120)
+    assert proc.returncode == 74, proc.stderr.decode()
+    assert proc.stderr.decode().splitlines() == [
+        "Error: cannot write results: standard output is closed",
+        "Hint: leave stdout open, or pass --output FILE",
+    ]
+
+
+# --- the reader goes away (`| head`) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "jsonl", "csv"])
+def test_a_reader_that_goes_away_stops_the_run_quietly_with_0(random_weights, tmp_path, fmt):
+    """`shufflenet predict ... | head -1`: the README promises a quiet stop with code 0."""
+    d, _ = folder_of(tmp_path, 200)  # five predictions each: far more than a pipe holds (64 KiB)
+    cmd = _shufflenet(random_weights, d, "-f", fmt, "-b", "1", "-k", "5")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_buffered())
+    try:
+        assert proc.stdout.readline()  # type: ignore[union-attr]
+        proc.stdout.close()  # type: ignore[union-attr]
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = proc.stderr.read().decode()  # type: ignore[union-attr]
+    assert code == 0, stderr
+    assert stderr == ""  # no traceback, no "Exception ignored", and no summary: the run stopped early
