@@ -18,6 +18,7 @@ torch device, so the CPU tests check the same code that CUDA runs.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -74,6 +75,8 @@ def read_jpeg(path: str) -> EncodedJpeg | None:
 
     from shufflenet_cli.images import orientation_of
 
+    if not os.path.isfile(path):  # a named pipe, a device: the Pillow path reads it without blocking
+        return None
     try:
         with open(path, "rb") as f:
             head = f.read(3)

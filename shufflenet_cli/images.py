@@ -9,7 +9,7 @@ import functools
 import io
 import math
 import os
-from typing import IO
+import stat
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
@@ -60,11 +60,17 @@ def load_rgb(path: str, draft_min: int | None = None) -> Image.Image:
     never costs the pixels.
     """
     register_plugins()
+    source: str | bytes = path
     try:
-        return _decode(path, draft_min)
+        source = _read_pipe(path) or path
+        return _decode(source, draft_min)
+    except ImageError:
+        raise
     except Image.DecompressionBombError as exc:
         raise ImageError(f"decompression bomb refused (over Pillow's Image.MAX_IMAGE_PIXELS limit): {exc}") from None
     except FileNotFoundError:
+        if os.path.islink(path):
+            raise ImageError(f"broken symbolic link: its target {os.readlink(path)!r} does not exist") from None
         raise ImageError("file not found (it vanished after it was listed)") from None
     except IsADirectoryError:
         raise ImageError("is a directory, not an image file") from None
@@ -74,17 +80,48 @@ def load_rgb(path: str, draft_min: int | None = None) -> Image.Image:
         raise
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad data; each is this file's error
         error = exc
-    repaired = _without_metadata(path)
+    repaired = _without_metadata(source)
     if repaired is not None:
         try:
-            return _decode(io.BytesIO(repaired), draft_min)
+            return _decode(repaired, draft_min)
         except Exception:  # noqa: BLE001 - report the original error, not the retry's
             pass
-    raise ImageError(_describe(path, error)) from None
+    raise ImageError(_describe(path, source, error)) from None
 
 
-def _decode(fp: str | IO[bytes], draft_min: int | None) -> Image.Image:
-    with Image.open(fp) as im:
+def _read_pipe(path: str) -> bytes | None:
+    """A named pipe's bytes, read whole; None for anything else (Pillow opens those itself).
+
+    Opened without waiting for a writer: a FIFO that no process has open for writing (one left in a
+    photo folder) reads as empty and becomes an error record, instead of blocking its decode worker,
+    and with it the whole run, for ever. A pipe being written (`cat photo.jpg | ... /dev/stdin`) is read.
+    """
+    try:
+        if not stat.S_ISFIFO(os.stat(path).st_mode):
+            return None
+    except OSError:
+        return None  # Image.open says what is wrong
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        os.set_blocking(fd, True)
+        chunks, size = [], 0
+        while size <= _MAX_REPAIR_BYTES:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if not chunks:
+        raise ImageError("a named pipe (FIFO) that nothing is writing to: not an image file")
+    if size > _MAX_REPAIR_BYTES:
+        raise ImageError(f"a named pipe (FIFO) carrying over {_MAX_REPAIR_BYTES >> 20} MiB: not read")
+    return b"".join(chunks)
+
+
+def _decode(source: str | bytes, draft_min: int | None) -> Image.Image:
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
         if draft_min and im.format == "JPEG":
             _draft(im, draft_min)
         im.load()
@@ -168,14 +205,14 @@ def _high_bit_depth_to_rgb(im: Image.Image, full_scale: int | None) -> Image.Ima
     return Image.fromarray(gray).convert("RGB")
 
 
-def _without_metadata(path: str) -> bytes | None:
+def _without_metadata(source: str | bytes) -> bytes | None:
     """The file's bytes minus its optional metadata, for PNG and JPEG; None for anything else.
 
     PNG keeps its critical chunks plus tRNS and eXIf with good checksums; JPEG drops APPn and COM
     segments before the scan, except EXIF (orientation) and a well-formed Adobe marker (colour transform).
     """
     try:
-        with open(path, "rb") as f:
+        with io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb") as f:
             head = f.read(8)
             if not head.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8")):
                 return None
@@ -264,9 +301,9 @@ def sniff(head: bytes) -> tuple[str, str | None, str] | None:
     return None
 
 
-def _describe(path: str, exc: Exception) -> str:
+def _describe(path: str, source: str | bytes, exc: Exception) -> str:
     try:
-        with open(path, "rb") as f:
+        with io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb") as f:
             head = f.read(256)
     except OSError:
         head = b""

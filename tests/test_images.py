@@ -460,7 +460,19 @@ ERROR_CASES = {  # name: (make the file in tmp_path, what the message must say)
     "random_bytes": (lambda t: _write(t / "noise.png", bytes(range(256)) * 4), r"not an image.*\(\.png\)"),
     "directory": (lambda t: _mkdir(t / "folder.jpg"), r"^is a directory, not an image file$"),
     "vanished": (lambda t: t / "gone.jpg", r"^file not found \(it vanished"),
+    "broken_symlink": (lambda t: _symlink(t / "link.jpg", "missing.jpg"), r"^broken symbolic link: .*'missing.jpg'"),
+    "fifo_nobody_writes": (lambda t: _mkfifo(t / "pipe.jpg"), r"^a named pipe \(FIFO\) that nothing is writing to"),
 }
+
+
+def _symlink(path: Path, target: str) -> Path:
+    path.symlink_to(target)
+    return path
+
+
+def _mkfifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -479,6 +491,24 @@ def test_bad_files_are_error_records(tmp_path, case):
     path = make(tmp_path)
     with pytest.raises(ImageError, match=message):
         load_rgb(str(path))
+
+
+def test_a_named_pipe_being_written_is_read(tmp_path):
+    """`cat photo.jpg | shufflenet predict /dev/stdin`: a FIFO with a writer is an image like any other."""
+    data = make_image(tmp_path / "small.jpg", size=(64, 48), quality=90).read_bytes()
+    assert len(data) < 60_000  # fits in the pipe's buffer, so the writer can be done before the read
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    keep = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # holds the written bytes in the pipe
+    try:
+        writer = os.open(fifo, os.O_WRONLY)
+        os.write(writer, data)
+        os.close(writer)
+        img = load_rgb(str(fifo))
+    finally:
+        os.close(keep)
+    assert img.size == (64, 48)
+    assert np.array_equal(np.asarray(img), np.asarray(load_rgb(str(tmp_path / "small.jpg"))))
 
 
 def test_decompression_bomb_is_refused_with_a_clear_message(tmp_path, monkeypatch):

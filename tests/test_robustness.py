@@ -278,6 +278,30 @@ def test_a_path_that_vanishes_between_listing_and_reading(tmp_path, cli, weights
     assert records[0]["predictions"] and records[3]["predictions"]
 
 
+@pytest.mark.parametrize("decode_in", ["threads", "processes"])
+def test_a_named_pipe_in_a_folder_is_an_error_record_not_a_hang(weights, tmp_path, decode_in):
+    """A FIFO among the photos used to block its decode worker for ever: no output, SIGTERM ignored.
+    Run in a child process with a time limit, so that a regression fails instead of hanging the suite."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "photos"
+    a, c = make_image(folder / "a.jpg", seed=1), make_image(folder / "c.jpg", seed=2)
+    os.mkfifo(folder / "b.jpg")
+    argv = ["predict", str(folder), "-m", "x0_5", "--weights", str(weights), "--backend", "torch", "-f", "jsonl"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "shufflenet_cli", *argv, "-k", "1", "-q", "--decode-in", decode_in, "-j", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr
+    records = parse_jsonl(proc.stdout)
+    assert [rec["path"] for rec in records] == [str(a), str(folder / "b.jpg"), str(c)]
+    assert records[1]["error"].startswith("a named pipe (FIFO)")
+    assert records[0]["predictions"] and records[2]["predictions"]
+
+
 # --- failures stream -----------------------------------------------------------------------------
 
 
