@@ -98,10 +98,10 @@ def _expand(arg: str, options: WalkOptions, extensions: frozenset[str], from_lis
         yield Input(arg)
     elif not from_list and has_magic(arg):
         matched = False
-        for match, is_dir in iglob(arg):
+        for match, is_dir, lineage in iglob(arg, hidden=options.hidden):
             matched = True
             if is_dir:
-                yield from walk(match, options, extensions)
+                yield from walk(match, options, extensions, lineage)
             else:
                 yield Input(match)
         if not matched:
@@ -110,9 +110,17 @@ def _expand(arg: str, options: WalkOptions, extensions: frozenset[str], from_lis
         yield Input(arg, error="no such file or directory")
 
 
-def walk(root: str, options: WalkOptions, extensions: frozenset[str]) -> Iterator[Input]:
-    """Image files under `root` in sorted order, following symlinks but never into a cycle."""
-    yield from _walk(root, options, extensions, ancestors=frozenset())
+def walk(
+    root: str, options: WalkOptions, extensions: frozenset[str], lineage: frozenset = frozenset()
+) -> Iterator[Input]:
+    """Image files under `root` in sorted order, following symlinks but never into a cycle.
+    `lineage`: folders (device, inode) that `root` lies in (a glob's match), never entered again."""
+    try:
+        st = os.stat(root)
+        lineage = lineage - {(st.st_dev, st.st_ino)}  # root itself is walked, as asked
+    except OSError:
+        pass  # _walk reports it
+    yield from _walk(root, options, extensions, ancestors=lineage)
 
 
 def _walk(folder: str, options: WalkOptions, extensions: frozenset[str], ancestors: frozenset) -> Iterator[Input]:

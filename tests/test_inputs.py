@@ -320,12 +320,36 @@ def test_glob_with_no_match_is_an_error_record(run, tmp_path):
     assert records[0]["error"] == "no file matches this pattern"
 
 
-def test_glob_through_a_symlink_cycle_ends(tmp_path):
+BOTH = ["a.jpg", "sub/b.jpg"]
+
+
+@pytest.mark.parametrize(("pattern", "expected"), [("**/*.jpg", BOTH), ("**", BOTH), ("*", BOTH), ("s*", BOTH[1:])])
+def test_glob_through_a_symlink_cycle_lists_each_file_once_as_the_walk_does(tmp_path, pattern, expected):
     root = tmp_path / "root"
-    put(root / "sub" / "a.jpg")
+    put(root / "a.jpg")
+    put(root / "sub" / "b.jpg")
+    (root / "sub" / "up").symlink_to("..")  # a cycle, reached by `**` and by the walk of a matched folder
+    assert rel(root, [i.path for i in iter_inputs([str(root)])]) == BOTH
+    got = rel(root, [i.path for i in itertools.islice(iter_inputs([str(root / pattern)]), 100)])
+    assert got == expected
+
+
+def test_glob_that_names_a_link_follows_it_once(tmp_path):
+    root = tmp_path / "root"
+    put(root / "a.jpg")
+    (root / "sub").mkdir()
     (root / "sub" / "up").symlink_to("..")
-    got = [i.path for i in itertools.islice(iter_inputs([str(root / "**" / "*.jpg")]), 100)]
-    assert rel(root, got) == ["sub/a.jpg"]
+    got = rel(root, [i.path for i in iter_inputs([str(root / "sub" / "up" / "*")])])
+    assert got == ["sub/up/a.jpg"]  # sub/up/sub is walked, but not round the cycle again
+
+
+@pytest.mark.parametrize("pattern", ["**", "*", "**/*.jpg"])
+def test_glob_with_hidden_takes_hidden_names_as_the_walk_does(tree, pattern):
+    options = WalkOptions(hidden=True, extensions=JPG)
+    walked = [i.path for i in iter_inputs([str(tree)], options)]
+    got = [i.path for i in iter_inputs([str(tree / pattern)], options) if i.path.endswith(".jpg")]
+    assert rel(tree, got) == rel(tree, walked)
+    assert ".hidden.jpg" in rel(tree, got) and ".cache/x.jpg" in rel(tree, got)
 
 
 # --- streaming: the walk is lazy ------------------------------------------------------------------
