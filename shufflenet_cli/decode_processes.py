@@ -53,6 +53,8 @@ def _sigint_held() -> Iterator[None]:
 
 def _worker_start(slots: tuple[str, int, tuple[int, ...]] | None) -> None:
     _quiet_worker()
+    warnings.filterwarnings("ignore", module="PIL")  # as in the main process (runner.py): a metadata or
+    # size warning is not for stderr; the image still counts, or its error record says what is wrong
     if slots is not None:
         crop_slots.attach(*slots)
 

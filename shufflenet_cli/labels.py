@@ -17,7 +17,7 @@ def imagenet_labels() -> list[str]:
 def read_labels(path: Path) -> list[str]:
     """Custom class names, one per line (blank trailing lines ignored)."""
     try:
-        text = Path(path).read_text("utf-8")
+        text = Path(path).read_text("utf-8-sig")  # a byte-order mark (Windows editors) is not part of a label
     except (OSError, UnicodeDecodeError) as exc:
         raise ModelLoadError(f"cannot read labels file {path}: {exc}") from exc
     lines = text.splitlines()

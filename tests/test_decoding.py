@@ -85,6 +85,24 @@ print(len(out), sum(d.array is not None for d in out), len(stopped))
 """
 
 
+@pytest.mark.parametrize("started", [False, True])
+def test_decode_worker_processes_keep_pillows_warnings_off_stderr(started):
+    """As the main process does: a Pillow warning (DecompressionBombWarning, bad metadata) in a worker
+    process printed a raw `warnings.warn(` traceback line to stderr."""
+    import subprocess
+    import sys
+
+    code = (
+        "import warnings\n"
+        "from shufflenet_cli.decode_processes import _worker_start\n"
+        + ("_worker_start(None)\n" if started else "")
+        + "warnings.warn_explicit('big picture', UserWarning, 'Image.py', 1, module='PIL.Image')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert ("big picture" in proc.stderr) is not started
+
+
 def test_ctrl_c_while_the_worker_processes_start(tmp_path):
     """Ctrl-C reaches the whole process group; a new interpreter that gets it while it imports used
     to die (the forkserver: the parent then failed with EOFError, exit 70, and a traceback)."""

@@ -117,8 +117,8 @@ def test_state_dict_with_wrong_keys_is_exit_3(cli, images, tmp_path):
 def test_custom_classifier_needs_matching_labels(cli, images, tmp_path):
     path = tmp_path / "ten.pth"
     torch.save(random_state_dict("x0_5", num_classes=10), path)
-    labels = tmp_path / "labels.txt"
-    labels.write_text("\n".join(f"class-{i}" for i in range(10)) + "\n")
+    labels = tmp_path / "labels.txt"  # as a Windows editor saves it: a byte-order mark, CRLF
+    labels.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(f"class-{i}" for i in range(10)).encode() + b"\r\n")
 
     r = cli("predict", *images, "-m", "x0_5", "--weights", path, "--labels", labels, "-f", "json", "-k", "20")
     assert r.exit_code == 0, r.stderr
