@@ -245,6 +245,7 @@ def predict(
     from shufflenet_cli.runner import predict as run_predict
     from shufflenet_cli.summary import print_summary, print_timings
 
+    _sigterm_as_ctrl_c()
     err = _err_console()
     with handled(err, verbose, debug):
         chosen_format = choose_format(fmt.value if fmt else None, json_, output)
@@ -287,6 +288,21 @@ def predict(
     if timings:
         print_timings(err, outcome)
     raise typer.Exit(code=outcome.exit_code)
+
+
+def _sigterm_as_ctrl_c() -> None:
+    """Until the batch loop takes over both signals (runner.StopFlag), SIGTERM stops the start-up as
+    Ctrl-C does: the outputs opened so far are removed and the exit is 130. By default it killed the
+    process (exit 143) and left an empty output file behind."""
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (an embedding caller): leave its handlers alone
+        pass
 
 
 def _ignore_further_interrupts() -> None:

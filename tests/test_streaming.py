@@ -344,6 +344,27 @@ def test_signal_stops_cleanly_with_whole_records(tmp_path, random_weights, signu
     assert (int(summary[1]), int(summary[2])) == (len(done), 0)
 
 
+def test_sigterm_during_start_up_is_exit_130_and_leaves_no_empty_output(tmp_path, random_weights):
+    """Before the loop's own handlers, SIGTERM killed the process (143) and left a 0-byte --output."""
+    d, _ = folder_of(tmp_path, 5)
+    out = tmp_path / "results.jsonl"
+    cmd = [sys.executable, "-m", "shufflenet_cli", "predict", str(d), "-m", "x0_5", "--weights", str(random_weights)]
+    cmd += ["--backend", "torch", "-o", str(out)]  # torch: seconds of imports and model building first
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1.0)  # the CLI has parsed its options, and is importing torch
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = proc.stderr.read().decode()  # type: ignore[union-attr]
+    assert code == 130, stderr
+    assert "Traceback" not in stderr
+    assert not out.exists() or out.stat().st_size > 0  # removed, or (signal after start-up) whole records
+
+
 def test_a_second_ctrl_c_never_splits_a_batch():
     """The second signal raises KeyboardInterrupt; it must land after the batch, not inside it."""
 
