@@ -49,12 +49,7 @@ class Sink:
         self._first_table = True
         new_file = True
         if output is None:
-            if stdout is None and sys.stdout is None:  # started with stdout closed (`>&-`)
-                raise WriteError(
-                    "cannot write results: standard output is closed", hint="leave stdout open, or pass --output FILE"
-                )
-            binary = stdout if stdout is not None else sys.stdout.buffer
-            self._close_stream = False
+            binary, self._close_stream = _stdout(stdout)
         else:
             binary, new_file = self._open_file(output, fmt, resume)
             self._close_stream = True
@@ -141,7 +136,8 @@ class Sink:
             raise
         except OSError as exc:
             self.abort()
-            raise WriteError(f"cannot write --output {self.output}: {exc.strerror or exc}") from exc
+            where = "results" if self.output is None else f"--output {self.output}"
+            raise WriteError(f"cannot write {where}: {exc.strerror or exc}") from exc
         except BaseException:
             self.abort()
             raise
@@ -150,8 +146,10 @@ class Sink:
     def abort(self) -> None:
         """Leave nothing half-written behind after an error: the json temp file goes, a previous file stays."""
         if not self._close_stream:
-            with contextlib.suppress(ValueError):
-                self._stream.detach()  # the caller's stdout stays open
+            # The caller's stream stays open. If what it holds cannot be flushed (a full disk), detach
+            # fails too: that error is the one being handled already, and must not replace it.
+            with contextlib.suppress(OSError, ValueError):
+                self._stream.detach()
         else:
             with contextlib.suppress(OSError, ValueError):
                 self._stream.close()
@@ -163,6 +161,27 @@ class Sink:
             with contextlib.suppress(OSError):
                 os.unlink(self._tmp)
             self._tmp = None
+
+
+def _stdout(given: IO[bytes] | None) -> tuple[IO[bytes], bool]:
+    """The binary stream for results on stdout, and whether the sink closes it when it is done.
+
+    The process's stdout gets a buffered writer of the sink's own on the same descriptor, which stays
+    open: bytes that a full disk or a closed pipe refused go away with that writer. Left in
+    sys.stdout's buffer, they would make Python's flush at exit fail ("Exception ignored", exit 120).
+    """
+    if given is not None:
+        return given, False
+    if sys.stdout is None:  # started with stdout closed (`>&-`)
+        raise WriteError(
+            "cannot write results: standard output is closed", hint="leave stdout open, or pass --output FILE"
+        )
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # no descriptor (a test runner's capture): its buffer, as it is
+        return sys.stdout.buffer, False
+    sys.stdout.flush()  # anything printed before goes first
+    return open(fd, "wb", closefd=False), True
 
 
 def _table_console(stream: IO[str]) -> Console:

@@ -8,13 +8,15 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from typing import IO
 
 import pytest
 from conftest import make_image
 from test_inputs import run  # noqa: F401  (run is a fixture)
-from test_streaming import folder_of, spy_batches
+from test_streaming import folder_of, records, spy_batches
 
-from shufflenet_cli.sinks import completed_paths
+from shufflenet_cli.errors import WriteError
+from shufflenet_cli.sinks import Sink, completed_paths
 
 
 def test_resume_csv_recognises_names_with_carriage_returns(run, tmp_path, monkeypatch):  # noqa: F811
@@ -53,6 +55,48 @@ def _shufflenet(random_weights, *args: object) -> list[str]:
 def _buffered() -> dict[str, str]:
     """The environment without PYTHONUNBUFFERED: stdout buffered, as users run it."""
     return {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+
+def _dead_stdout(where: str) -> tuple[IO[str], type[BaseException]]:
+    """A stream on /dev/full, or on a pipe whose reader is gone, buffered as Python opens stdout;
+    and the error the sink raises for it."""
+    if where == "full disk":
+        if not os.path.exists("/dev/full"):
+            pytest.skip("no /dev/full here")
+        return open("/dev/full", "w", encoding="utf-8"), WriteError
+    r, w = os.pipe()
+    os.close(r)
+    return open(w, "w", encoding="utf-8"), BrokenPipeError
+
+
+@pytest.mark.parametrize("where", ["full disk", "closed pipe"])
+@pytest.mark.parametrize("fmt", ["table", "json", "jsonl", "csv"])
+def test_results_that_stdout_refuses_are_not_left_in_its_buffer(monkeypatch, fmt, where):
+    stream, error = _dead_stdout(where)
+    with stream:
+        monkeypatch.setattr(sys, "stdout", stream)  # here, not in a fixture: pytest sets its own for the test
+        sink = Sink(fmt)
+        with pytest.raises(error) as raised:
+            sink.write(records("a.jpg"))
+            sink.close()
+        sink.abort()  # does not raise: the error being handled stays the one reported
+        monkeypatch.undo()
+        if error is WriteError:
+            assert raised.value.message == "cannot write results: No space left on device"  # type: ignore[attr-defined]
+    # Closed (as Python flushes and closes stdout at exit) without an error: nothing of the sink's was left in it.
+
+
+@pytest.mark.parametrize("fmt", ["table", "jsonl"])
+def test_a_full_disk_on_stdout_is_exit_74(random_weights, tmp_path, fmt):
+    """`shufflenet predict ... > /dev/full` with stdout buffered, as Python has it unless PYTHONUNBUFFERED."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    d, _ = folder_of(tmp_path, 2)
+    with open("/dev/full", "wb") as full:
+        cmd = _shufflenet(random_weights, d, "-q", "-f", fmt)
+        proc = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, env=_buffered(), timeout=120)
+    assert proc.returncode == 74, proc.stderr.decode()
+    assert proc.stderr.decode().splitlines() == ["Error: cannot write results: No space left on device"]
 
 
 def test_a_table_to_a_full_disk_is_exit_74(run, tmp_path):  # noqa: F811
