@@ -174,7 +174,9 @@ def predict(
     output: Annotated[
         Optional[Path],
         typer.Option(
-            "--output", "-o", help="Write results to FILE (json: atomically; jsonl/csv: appended as they come)."
+            "--output",
+            "-o",
+            help="Write results to FILE (json: atomically; jsonl/csv: appended as they come); `-` is stdout.",
         ),
     ] = None,
     resume: Annotated[
@@ -246,6 +248,8 @@ def predict(
     from shufflenet_cli.summary import print_summary, print_timings
 
     _sigterm_as_ctrl_c()
+    if output is not None and str(output) == "-":  # the usual spelling of stdout, not a file named "-"
+        output = None
     err = _err_console()
     with handled(err, verbose, debug):
         chosen_format = choose_format(fmt.value if fmt else None, json_, output)

@@ -267,6 +267,14 @@ def test_output_extension_picks_the_format(cli, images, random_weights, tmp_path
     assert [json.loads(line)["path"] for line in out.read_text().splitlines()] == [str(p) for p in images]
 
 
+def test_output_dash_is_stdout(cli, images, random_weights, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = cli("predict", *images, *ARGS, "--weights", random_weights, "-o", "-", "-f", "jsonl")
+    assert r.exit_code == 0, r.stderr
+    assert [json.loads(line)["path"] for line in r.stdout.splitlines()] == [str(p) for p in images]
+    assert not (tmp_path / "-").exists()
+
+
 @pytest.mark.parametrize("args", [("--threads", "0"), ("--workers", "-1"), ("--json", "-f", "csv")])
 def test_more_usage_errors(cli, images, random_weights, args):
     r = cli("predict", images[0], *ARGS, "--weights", random_weights, *args)
