@@ -12,8 +12,9 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
+from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
@@ -99,25 +100,63 @@ def display_path(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "replace")
 
 
-def render_table(records: Iterable[Record], show_header: bool = True) -> Table:
-    """Grouped by image: the path once, then rank, label and a right-aligned probability."""
+_IMAGE_MIN, _LABEL_MIN = 16, 12  # the image and label columns' narrowest
+_OTHER_COLUMNS = 2 + 7 + 5 + 4 * 2  # "#" and "prob", 5 borders, padding of 1 on each side of 4 columns
+
+
+def render_table(records: Iterable[Record], show_header: bool = True, widths: tuple[int, int] | None = None) -> Table:
+    """Grouped by image: the path once, then rank, label and a right-aligned probability.
+
+    `widths` fixes the image and label columns (see `table_widths`); without, they fit the content.
+    """
+    image, label = widths or (None, None)
     table = Table(show_header=show_header, header_style="bold")
-    table.add_column("image", overflow="fold", ratio=3, min_width=16)
+    table.add_column("image", overflow="fold", ratio=3, min_width=_IMAGE_MIN, width=image)
     table.add_column("#", justify="right", width=2)
-    table.add_column("label", overflow="fold", ratio=2, min_width=12)
+    table.add_column("label", overflow="fold", ratio=2, min_width=_LABEL_MIN, width=label)
     table.add_column("prob", justify="right", width=7)
     for i, record in enumerate(records):
         if i:
             table.add_section()
-        path = Text(display_path(record.path))
-        if record.error is not None:
-            table.add_row(path, "", Text("error: " + record.error, style="red"), "")
-            continue
-        if not record.predictions:
-            table.add_row(path, "", Text("(nothing above the threshold)", style="dim"), "")
-        for j, p in enumerate(record.predictions):
-            table.add_row(path if j == 0 else "", str(p.rank), Text(p.label), f"{p.probability:.4f}")
+        for row in _table_rows(record):
+            table.add_row(*row)
     return table
+
+
+def table_widths(records: Iterable[Record], width: int) -> tuple[int, int]:
+    """The image and label columns' widths for a table `width` columns wide: each as wide as its longest
+    text in `records` (at least 16 and 12); where they do not fit, the wider one is narrowed first.
+
+    A table printed batch by batch takes them from the first batch, so that every batch lines up.
+    """
+    image, label = _IMAGE_MIN, _LABEL_MIN
+    for record in records:
+        for path, _, text, _ in _table_rows(record):
+            image, label = max(image, _text_width(path)), max(label, _text_width(text))
+    room = max(width - _OTHER_COLUMNS, _IMAGE_MIN + _LABEL_MIN)
+    while image + label > room:
+        if image > _IMAGE_MIN and (image >= label or label == _LABEL_MIN):
+            image -= 1
+        else:
+            label -= 1
+    return image, label
+
+
+def _table_rows(record: Record) -> Iterator[tuple[Text | str, str, Text, str]]:
+    path = Text(display_path(record.path))
+    if record.error is not None:
+        yield path, "", Text("error: " + record.error, style="red"), ""
+        return
+    if not record.predictions:
+        yield path, "", Text("(nothing above the threshold)", style="dim"), ""
+    for j, p in enumerate(record.predictions):
+        yield path if j == 0 else "", str(p.rank), Text(p.label), f"{p.probability:.4f}"
+
+
+def _text_width(text: Text | str) -> int:
+    """Columns the longest line takes, as rich measures a cell."""
+    lines = str(text).splitlines()
+    return max(map(cell_len, lines)) if lines else 0
 
 
 def renderer_for(fmt: str, csv_header: bool = True) -> JsonLines | JsonArray | Csv:

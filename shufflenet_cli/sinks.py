@@ -25,7 +25,7 @@ from typing import IO, Iterator
 from rich.console import Console
 
 from shufflenet_cli.errors import OutputError, UsageError, WriteError
-from shufflenet_cli.output import CSV_HEADER, render_table, renderer_for
+from shufflenet_cli.output import CSV_HEADER, render_table, renderer_for, table_widths
 from shufflenet_cli.records import Record
 
 # JSON: a lone surrogate (undecodable file-name byte) becomes the JSON escape \udcXX.
@@ -46,7 +46,7 @@ class Sink:
         self._replace = False  # jsonl/csv without --resume: empty the file at the first write, not before
         self._created = False  # the file did not exist before this run
         self._wrote = False
-        self._first_table = True
+        self._table_widths: tuple[int, int] | None = None  # the table's columns, fixed by the first batch
         new_file = True
         if output is None:
             binary, self._close_stream = _stdout(stdout)
@@ -104,9 +104,11 @@ class Sink:
 
     def write(self, records: list[Record]) -> None:
         if self._console is not None:
+            first = self._table_widths is None
+            if first:
+                self._table_widths = table_widths(records, self._console.width)
             with self._console.capture() as table:
-                self._console.print(render_table(records, show_header=self._first_table))
-            self._first_table = False
+                self._console.print(render_table(records, show_header=first, widths=self._table_widths))
             self._write(table.get())
         else:
             self._write(self._renderer.render(records))

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from shufflenet_cli.output import CSV_HEADER, Csv, JsonArray, JsonLines, render_table
 from shufflenet_cli.records import Prediction, Record
+from shufflenet_cli.sinks import Sink
 
 GOOD = Record(
     "photos/dog.jpg",
@@ -94,6 +95,59 @@ def test_table_groups_by_image_and_fits_80_columns():
     assert "error: cannot identify image" in text
     row = next(line for line in lines if "Arctic fox" in line)
     assert row.rstrip().endswith("0.0312 │")  # right-aligned
+
+
+README_TABLE = """\
+┏━━━━━━━━━━━━━━━━━━┳━━━━┳━━━━━━━━━━━━━━━━┳━━━━━━━━━┓
+┃ image            ┃  # ┃ label          ┃    prob ┃
+┡━━━━━━━━━━━━━━━━━━╇━━━━╇━━━━━━━━━━━━━━━━╇━━━━━━━━━┩
+│ dog.jpg          │  1 │ Samoyed        │  0.9296 │
+│                  │  2 │ Arctic fox     │  0.0131 │
+│                  │  3 │ wallaby        │  0.0125 │
+│                  │  4 │ Great Pyrenees │  0.0101 │
+│                  │  5 │ Siamese cat    │  0.0080 │
+└──────────────────┴────┴────────────────┴─────────┘
+"""
+
+
+def _table_through_a_sink(batches, monkeypatch) -> str:
+    monkeypatch.delenv("COLUMNS", raising=False)  # piped: 80 columns
+    out = io.BytesIO()
+    sink = Sink("table", stdout=out)
+    for batch in batches:
+        sink.write(batch)
+    sink.close()
+    return out.getvalue().decode()
+
+
+def test_one_image_gives_the_readmes_table(monkeypatch):
+    top5 = [("Samoyed", 0.929586), ("Arctic fox", 0.013096), ("wallaby", 0.0125), ("Great Pyrenees", 0.0101)]
+    top5.append(("Siamese cat", 0.0080))
+    dog = Record("dog.jpg", tuple(Prediction(i + 1, i, label, p) for i, (label, p) in enumerate(top5)))
+    assert _table_through_a_sink([[dog]], monkeypatch) == README_TABLE
+
+
+def test_a_table_printed_batch_by_batch_keeps_the_first_batchs_columns(monkeypatch):
+    long = Record("photos/" + "a-much-longer-name-" * 4 + ".jpg", GOOD.predictions)
+    text = _table_through_a_sink([[GOOD], [long, BAD], [EMPTY]], monkeypatch)
+    lines = text.splitlines()
+    assert lines[0].startswith("┏") and sum(line.startswith(("┏", "┌")) for line in lines) == 3  # three tables
+    assert {len(line) for line in lines} == {len(lines[0])}
+    columns = {tuple(i for i, c in enumerate(line) if c in "│┼┬┴├┤┌┐└┘") for line in lines[3:]}
+    assert len(columns) == 1  # every row of every batch has its column borders where the first one has
+    assert "│ error:" in text and "│ (nothing" in text  # folded within their column
+
+
+def test_table_widths_fit_the_content_and_then_the_width():
+    from shufflenet_cli.output import table_widths
+
+    assert table_widths([Record("a.jpg", GOOD.predictions)], 80) == (16, 12)  # the narrowest
+    assert table_widths([GOOD, Record("b.jpg", (Prediction(1, 1, "Great Pyrenees", 0.5),))], 80) == (16, 14)
+    long = Record("p/" + "x" * 100 + ".jpg", GOOD.predictions)
+    assert table_widths([long], 80) == (80 - 22 - 12, 12)  # 22: the "#" and "prob" columns, borders, padding
+    assert table_widths([long, BAD], 100) == (100 - 22 - 33, 33)  # "error: ..." is 33: the wider one gives way
+    assert table_widths([long, BAD], 80) == (29, 29)  # down to the other's width, then both alike
+    assert table_widths([long, BAD], 10) == (16, 12)  # never under the least: rich squeezes the rest
 
 
 def test_table_markup_in_names_is_not_interpreted():
