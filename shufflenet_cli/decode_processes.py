@@ -23,7 +23,7 @@ from shufflenet_cli import crop_slots
 from shufflenet_cli.crop_slots import CropSlots
 from shufflenet_cli.decoding import Decoded, Prepare, decode_many
 from shufflenet_cli.errors import ShufflenetWarning
-from shufflenet_cli.inputs import Input
+from shufflenet_cli.inputs import STALL, Input
 
 PROCESS_GROUP = 8  # inputs per task handed to a worker process: amortises the hand-over
 CRASHED = "the decoder crashed on this file (its worker process died)"
@@ -206,6 +206,14 @@ def _run_groups(inputs: Iterator[Input], pool: _Pool, limit: int) -> Iterator[De
 
     try:
         for item in inputs:
+            if item is STALL:  # the partial group goes now, and everything in flight comes back first
+                if group:
+                    send(group)
+                    group = []
+                while pending:
+                    yield from take()
+                yield Decoded(STALL)
+                continue
             group.append(item)
             if len(group) >= PROCESS_GROUP:
                 send(group)

@@ -8,6 +8,8 @@ Two kinds of workers, the same results:
   16 threads 1,397) and starve the inference thread. Processes hand back groups of crops; a worker
   that dies (a crashing decoder) costs the files it held, which become error records, not the run
   (decode_processes.py).
+A `STALL` among the inputs (stdin has gone quiet, inputs.py) is passed on as `Decoded(STALL)` once
+every input before it has been decoded and handed on: nothing waits for inputs that may never come.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from shufflenet_cli.images import ImageError
-from shufflenet_cli.inputs import Input
+from shufflenet_cli.inputs import STALL, Input
 from shufflenet_cli.preprocess import Crop
 
 Prepare = Callable[[str], Crop]  # a path -> its crop (Preprocess), or its JPEG bytes (gpu_decode.JpegReader)
@@ -71,7 +73,7 @@ def decode_in_order(
     input order. `workers` 0 decodes inline."""
     if workers <= 0:
         for item in inputs:
-            yield decode_one(prep, item)
+            yield Decoded(STALL) if item is STALL else decode_one(prep, item)
         return
     if processes:  # imported here: the process machinery costs start-up time that threads do not need
         from shufflenet_cli.decode_processes import in_processes
@@ -82,6 +84,11 @@ def decode_in_order(
     pending: deque[Future[Decoded]] = deque()
     try:
         for item in inputs:
+            if item is STALL:  # hand on everything in flight, then the stall
+                while pending:
+                    yield pending.popleft().result()
+                yield Decoded(STALL)
+                continue
             pending.append(pool.submit(decode_one, prep, item))
             # full window: wait for the oldest; otherwise pass on whatever is already done (slow producers)
             while pending and (len(pending) >= window or pending[0].done()):

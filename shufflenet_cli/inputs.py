@@ -2,11 +2,15 @@
 
 Yields one `Input` per file in the order given, without listing everything first, so the first batch
 starts at once and memory stays flat. A path that does not exist is an `Input` with an error.
+When stdin stops sending paths for a moment (`tail -f`, `inotifywait`), `STALL` goes out instead, every
+`STALL_AFTER` seconds until more comes: the pipeline then finishes what it holds (pipeline.py), and the
+batch loop gets a chance to see Ctrl-C.
 """
 
 from __future__ import annotations
 
 import os
+import select
 from dataclasses import dataclass
 from typing import IO, Iterable, Iterator
 
@@ -23,6 +27,16 @@ DEFAULT_EXTENSIONS = frozenset(
 class Input:
     path: str  # as the user will see it in the output
     error: str | None = None  # set when the path cannot be an image input at all
+
+
+# Not a file: "no new path from stdin for STALL_AFTER seconds" (compared by identity). It goes out only
+# after a real input has: runner.first_found reads to the first input without an error, and a STALL
+# there would start a run that may never get an image (exit 0 instead of "no image found", exit 2).
+STALL = Input("")
+# Long enough that any producer that is still producing (`find`, even on a network share: gaps of
+# milliseconds) never looks stalled, so its batches stay full; short enough that a record, or Ctrl-C,
+# waits no longer than a person notices.
+STALL_AFTER = 0.25
 
 
 @dataclass(frozen=True)
@@ -48,22 +62,55 @@ def parse_extensions(text: str) -> frozenset[str]:
     return frozenset(e.strip().lstrip(".").lower() for e in text.split(",") if e.strip())
 
 
-def read_path_list(stream: IO[bytes], null: bool = False) -> Iterator[str]:
-    """Paths from a byte stream, one per line or NUL-separated; bytes kept intact via surrogateescape."""
+def read_path_list(stream: IO[bytes], null: bool = False, stall_after: float | None = None) -> Iterator[str | None]:
+    """Paths from a byte stream, one per line or NUL-separated; bytes kept intact via surrogateescape.
+    With `stall_after`, None each time that many seconds pass with no new bytes (a pipe or terminal)."""
     sep = b"\0" if null else b"\n"
-    # read1: whatever the pipe has now, so a slow producer (`find` on a NAS) feeds batches as it goes;
-    # a plain read(n) on a buffered pipe would wait for n bytes or the end.
-    read = getattr(stream, "read1", stream.read)
     buf = b""
-    while True:
-        chunk = read(65536)
-        if not chunk:
-            break
+    for chunk in _chunks(stream, stall_after):
+        if chunk is None:
+            yield None
+            continue
         buf += chunk
         *lines, buf = buf.split(sep)
         for line in lines:
             yield from _path_from_bytes(line, null)
     yield from _path_from_bytes(buf, null)
+
+
+def _chunks(stream: IO[bytes], stall_after: float | None) -> Iterator[bytes | None]:
+    """What the stream has now, until its end; None after `stall_after` seconds of nothing.
+
+    read1: whatever the pipe has now, so a slow producer (`find` on a NAS) feeds batches as it goes;
+    a plain read(n) on a buffered pipe would wait for n bytes or the end. The wait for bytes is a
+    select() with a timeout, not a blocked read: the main thread gets back to the batch loop, which
+    sees Ctrl-C (a blocked read is retried after runner.StopFlag sets its flag, and never returns), and
+    no reader thread holds stdin's lock at exit (a daemon thread blocked in read1 there aborts the
+    interpreter: "could not acquire lock for <_io.BufferedReader name='<stdin>'>").
+    Nothing else reads stdin, so its buffer is empty and select() sees every byte that is waiting.
+    """
+    read = getattr(stream, "read1", stream.read)
+    fd = _selectable(stream) if stall_after is not None else None
+    while True:
+        if fd is not None:
+            try:
+                ready, _, _ = select.select([fd], [], [], stall_after)
+            except (OSError, ValueError):  # not a pipe select() takes (Windows): plain blocking reads
+                fd, ready = None, [fd]
+            if not ready:
+                yield None
+                continue
+        chunk = read(65536)
+        if not chunk:
+            return
+        yield chunk
+
+
+def _selectable(stream: IO[bytes]) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation (BytesIO) is an OSError
+        return None
 
 
 def _path_from_bytes(raw: bytes, null: bool) -> Iterator[str]:
@@ -80,15 +127,24 @@ def iter_inputs(
     null: bool = False,
 ) -> Iterator[Input]:
     extensions = options.extensions or image_extensions()
+    real = False  # an input without an error has gone out: STALL may follow
     for arg in args:
         if arg == "-":
             if stdin is None:
                 yield Input("-", error="no standard input to read paths from")
                 continue
-            for line in read_path_list(stdin, null):
-                yield from _expand(line, options, extensions, from_list=True)
+            for line in read_path_list(stdin, null, STALL_AFTER):
+                if line is None:
+                    if real:
+                        yield STALL
+                    continue
+                for item in _expand(line, options, extensions, from_list=True):
+                    real = real or item.error is None
+                    yield item
         else:
-            yield from _expand(arg, options, extensions, from_list=False)
+            for item in _expand(arg, options, extensions, from_list=False):
+                real = real or item.error is None
+                yield item
 
 
 def _expand(arg: str, options: WalkOptions, extensions: frozenset[str], from_list: bool) -> Iterator[Input]:

@@ -2,7 +2,8 @@
 
 Decoding runs ahead of inference in worker threads or processes (decoding.py), with a bounded window
 so memory does not grow with the number of files. Each input gets exactly one record at its own
-position: a file that fails is an error record, never skipped.
+position: a file that fails is an error record, never skipped. When stdin stalls (inputs.STALL), the
+inputs decoded so far are finished as a short batch at once, as the last batch of a run is.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 
 from shufflenet_cli.backends import Backend
 from shufflenet_cli.decoding import Decoded, Prepare, decode_in_order
-from shufflenet_cli.inputs import Input
+from shufflenet_cli.inputs import STALL, Input
 from shufflenet_cli.records import Record, make_record
 
 
@@ -78,7 +79,7 @@ def run(
     """Yield the records of each chunk of `batch_size` inputs (failed ones in their place), in input order.
 
     A chunk closes after `batch_size` inputs, failed ones included, so records stream and memory stays
-    flat even through a long run of unreadable files.
+    flat even through a long run of unreadable files; and early at a STALL, so none waits on inputs.
     processes: decode in worker processes instead of threads (decoding.py says when that pays).
     gpu: a gpu_decode.JpegBatchDecoder (--gpu-decode), which decodes each chunk's JPEGs at once.
     """
@@ -91,11 +92,18 @@ def run(
         while True:
             t0 = time.perf_counter()
             decoded = next(decoded_in_order, None)
-            stats.wait_s += time.perf_counter() - t0
+            stalled = decoded is not None and decoded.input is STALL
+            if not stalled:  # a stall is a wait for inputs, not for the workers
+                stats.wait_s += time.perf_counter() - t0
             if decoded is None:
                 break
             if should_stop():
                 return
+            if stalled:
+                if chunk:
+                    yield _finish(chunk, backend, labels, topk, threshold, stats, stack, gpu)
+                    chunk = []
+                continue
             chunk.append(decoded)
             stats.decode_s += decoded.decode_s
             stats.preprocess_s += decoded.preprocess_s
