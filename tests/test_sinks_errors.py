@@ -128,14 +128,14 @@ def test_a_reader_that_goes_away_stops_the_run_quietly_with_0(random_weights, tm
     """`shufflenet predict ... | head -1`: the README promises a quiet stop with code 0."""
     d, _ = folder_of(tmp_path, 200)  # five predictions each: far more than a pipe holds (64 KiB)
     cmd = _shufflenet(random_weights, d, "-f", fmt, "-b", "1", "-k", "5")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_buffered())
-    try:
-        assert proc.stdout.readline()  # type: ignore[union-attr]
-        proc.stdout.close()  # type: ignore[union-attr]
-        code = proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    stderr = proc.stderr.read().decode()  # type: ignore[union-attr]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_buffered()) as proc:
+        try:
+            assert proc.stdout.readline()  # type: ignore[union-attr]
+            proc.stdout.close()  # type: ignore[union-attr]
+            code = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        stderr = proc.stderr.read().decode()  # type: ignore[union-attr]
     assert code == 0, stderr
     assert stderr == ""  # no traceback, no "Exception ignored", and no summary: the run stopped early
