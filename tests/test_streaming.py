@@ -352,8 +352,10 @@ def test_sigterm_during_start_up_is_exit_130_and_leaves_no_empty_output(tmp_path
     cmd += ["--backend", "torch", "-o", str(out)]  # torch: seconds of imports and model building first
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        time.sleep(1.0)  # the CLI has parsed its options, and is importing torch
-        assert proc.poll() is None
+        deadline = time.monotonic() + 30
+        while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)  # the output opens after the handler is in place, before torch is imported
+        assert out.exists() and proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
     finally:
