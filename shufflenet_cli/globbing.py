@@ -9,9 +9,10 @@ with `hidden`, as `--hidden` asks), a trailing `/` for folders only. It differs 
   not sorted as whole strings;
 - a matched folder is yielded once, and nothing under it: the caller walks it whole;
 - nothing is yielded twice (`glob('a/**')` names `a/b.jpg` once as itself and again inside `a/`);
-- symlinks are followed, but `**` never goes round a cycle, and each match comes with the folders
-  (device, inode) it lies in, so that the caller's walk of a matched folder does not climb back into
-  them either (a pattern that names a cycle's link outright is followed once, as written).
+- symlinks are followed, but `**` never goes round a cycle, and each matched folder comes with the
+  folders (device, inode) it really lies in, links resolved, so that the caller's walk of it does not
+  climb back into them either; the same rule as walking a folder (a pattern that names a cycle's link
+  outright is followed once, as written).
 Folders that cannot be listed are passed over, as `glob` does.
 """
 
@@ -43,7 +44,7 @@ def iglob(pattern: str, hidden: bool = False) -> Iterator[tuple[str, bool, Folde
     parts = tuple(n for i, n in enumerate(names) if not (n == "**" and i and names[i - 1] == "**"))
     matcher = _Matcher(hidden)
     seen: set[str] | None = set() if parts.count("**") > 1 else None  # only there can one path match twice
-    for path, ancestors in matcher.match(anchor, parts, frozenset()):
+    for path in matcher.match(anchor, parts):
         is_dir = os.path.isdir(path)
         if (folders_only and not is_dir) or matcher.under_covered(path, anchor):
             continue
@@ -53,7 +54,7 @@ def iglob(pattern: str, hidden: bool = False) -> Iterator[tuple[str, bool, Folde
             seen.add(path)
         if is_dir:
             matcher.covered.add(path)
-        yield path, is_dir, ancestors
+        yield path, is_dir, _chain(os.path.dirname(os.path.realpath(path))) if is_dir else frozenset()
 
 
 class _Matcher:
@@ -71,44 +72,41 @@ class _Matcher:
                 break
         return False
 
-    def match(self, base: str, parts: tuple[str, ...], ancestors: Folders) -> Iterator[tuple[str, Folders]]:
-        """(path, folders it lies in) under `base` matching `parts`, in walk order."""
+    def match(self, base: str, parts: tuple[str, ...]) -> Iterator[str]:
+        """Paths under `base` matching `parts`, in walk order."""
         if not parts:
-            yield base, ancestors
+            yield base
             return
-        key = _key(base or os.curdir)
-        if key is None:
-            return
-        ancestors = ancestors | {key}
         part, rest = parts[0], parts[1:]
         if part == "**":
             if not rest:  # 'a/**' is everything in a: each name, folders walked whole by the caller
-                yield from ((os.path.join(base, n), ancestors) for n in self.names(base, "*"))
+                yield from (os.path.join(base, n) for n in self.names(base, "*"))
                 return
+            inside = _chain(base or os.curdir)  # the folders `base` really lies in, itself included
             here = _matcher(rest[0])
             hidden_here = self.hidden or rest[0].startswith(".")
             for name in self.names(base, None):
                 path = os.path.join(base, name)
                 dot = name.startswith(".")
                 if (hidden_here or not dot) and here(name):  # `**` as no folder at all
-                    yield from self.follow(path, rest[1:], ancestors)
+                    yield from self.follow(path, rest[1:])
                 if (self.hidden or not dot) and path not in self.covered and os.path.isdir(path):
-                    if _key(path) not in ancestors:  # not a symlink back up the tree
-                        yield from self.match(path, parts, ancestors)  # `**` as this folder and more
+                    if _key(path) not in inside:  # not a symlink back up the tree
+                        yield from self.match(path, parts)  # `**` as this folder and more
             return
         if has_magic(part):
             for name in self.names(base, part):
-                yield from self.follow(os.path.join(base, name), rest, ancestors)
+                yield from self.follow(os.path.join(base, name), rest)
             return
         path = os.path.join(base, part)
         if rest or os.path.lexists(path):
-            yield from self.follow(path, rest, ancestors)
+            yield from self.follow(path, rest)
 
-    def follow(self, path: str, rest: tuple[str, ...], ancestors: Folders) -> Iterator[tuple[str, Folders]]:
+    def follow(self, path: str, rest: tuple[str, ...]) -> Iterator[str]:
         if not rest:
-            yield path, ancestors
+            yield path
         elif path not in self.covered and os.path.isdir(path):
-            yield from self.match(path, rest, ancestors)
+            yield from self.match(path, rest)
 
     def names(self, folder: str, part: str | None) -> list[str]:
         """The sorted names in `folder` that `part` matches, hidden ones only with `hidden` or where
@@ -122,6 +120,21 @@ class _Matcher:
             return []
         names.sort()
         return names
+
+
+def _chain(folder: str) -> Folders:
+    """(device, inode) of `folder` as it really is (links resolved) and of each folder above it, to
+    the root: the folders a walk from `folder` must not climb back into."""
+    keys = set()
+    head = os.path.realpath(folder)
+    while True:
+        key = _key(head)
+        if key is not None:
+            keys.add(key)
+        parent = os.path.dirname(head)
+        if parent == head:
+            return frozenset(keys)
+        head = parent
 
 
 def _key(path: str) -> tuple[int, int] | None:

@@ -343,6 +343,25 @@ def test_glob_that_names_a_link_follows_it_once(tmp_path):
     assert got == ["sub/up/a.jpg"]  # sub/up/sub is walked, but not round the cycle again
 
 
+def test_glob_walks_what_the_folder_walk_walks_beside_and_through_links(tmp_path, monkeypatch):
+    """The folders a match is kept out of are those it really lies in: not the current folder when the
+    pattern starts with .., nor the folders a pattern's own path went through on its way."""
+    put(tmp_path / "dd" / "x" / "in_x.jpg")
+    (tmp_path / "dd" / "y").mkdir()
+    (tmp_path / "dd" / "y" / "l").symlink_to("../x")
+    monkeypatch.chdir(tmp_path / "dd" / "x")
+    assert [i.path for i in iter_inputs(["../y*"])] == [i.path for i in iter_inputs(["../y"])] == ["../y/l/in_x.jpg"]
+
+    root = tmp_path / "g"
+    put(root / "a.jpg")
+    put(root / "sub" / "b.jpg")
+    (root / "sub" / "up").symlink_to("..")
+    through = root / "sub" / "up"
+    walked = rel(through, [i.path for i in iter_inputs([str(through)])])
+    assert walked == ["a.jpg", "sub/b.jpg"]
+    assert rel(through, [i.path for i in iter_inputs([str(through / "**" / "*.jpg")])]) == walked
+
+
 @pytest.mark.parametrize("pattern", ["**", "*", "**/*.jpg"])
 def test_glob_with_hidden_takes_hidden_names_as_the_walk_does(tree, pattern):
     options = WalkOptions(hidden=True, extensions=JPG)
