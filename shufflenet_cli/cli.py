@@ -172,10 +172,11 @@ def predict(
     ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Shorthand for --format json.")] = False,
     output: Annotated[
-        Optional[Path],
+        Optional[str],  # a str: `-o -` is stdout, `-o ./-` a file named '-'
         typer.Option(
             "--output",
             "-o",
+            metavar="FILE",
             help="Write results to FILE (json: atomically; jsonl/csv: appended as they come); `-` is stdout.",
         ),
     ] = None,
@@ -248,11 +249,10 @@ def predict(
     from shufflenet_cli.summary import print_summary, print_timings
 
     _sigterm_as_ctrl_c()
-    if output is not None and str(output) == "-":  # the usual spelling of stdout, not a file named "-"
-        output = None
+    out = None if output is None or output == "-" else Path(output)  # `-`: stdout
     err = _err_console()
     with handled(err, verbose, debug):
-        chosen_format = choose_format(fmt.value if fmt else None, json_, output)
+        chosen_format = choose_format(fmt.value if fmt else None, json_, out)
     opts = PredictOptions(
         paths=paths,
         model=model,
@@ -265,7 +265,7 @@ def predict(
         topk=topk,
         threshold=threshold,
         fmt=chosen_format,
-        output=output,
+        output=out,
         resume=resume,
         recursive=recursive,
         hidden=hidden,

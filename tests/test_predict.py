@@ -273,6 +273,9 @@ def test_output_dash_is_stdout(cli, images, random_weights, tmp_path, monkeypatc
     assert r.exit_code == 0, r.stderr
     assert [json.loads(line)["path"] for line in r.stdout.splitlines()] == [str(p) for p in images]
     assert not (tmp_path / "-").exists()
+    r = cli("predict", *images, *ARGS, "--weights", random_weights, "-o", "./-", "-f", "jsonl")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout == "" and len((tmp_path / "-").read_text().splitlines()) == len(images)  # a file named '-'
 
 
 @pytest.mark.parametrize("args", [("--threads", "0"), ("--workers", "-1"), ("--json", "-f", "csv")])
