@@ -7,7 +7,8 @@ with `hidden`, as `--hidden` asks), a trailing `/` for folders only. It differs 
 `predict`'s sake:
 - matches come folder by folder, each folder's names sorted (the order `predict FOLDER` walks in),
   not sorted as whole strings;
-- a matched folder is yielded once, and nothing under it: the caller walks it whole;
+- a matched folder is yielded once, and nothing under it: the caller walks it whole (so `a/**` is
+  the folder `a`, with `predict a`'s filters, rather than every file in it);
 - nothing is yielded twice (`glob('a/**')` names `a/b.jpg` once as itself and again inside `a/`);
 - symlinks are followed, but `**` never goes round a cycle, and each matched folder comes with the
   folders (device, inode) it really lies in, links resolved, so that the caller's walk of it does not
@@ -79,8 +80,11 @@ class _Matcher:
             return
         part, rest = parts[0], parts[1:]
         if part == "**":
-            if not rest:  # 'a/**' is everything in a: each name, folders walked whole by the caller
-                yield from (os.path.join(base, n) for n in self.names(base, "*"))
+            if not rest:  # 'a/**' is a and everything in it: the folder, walked whole by the caller
+                if base:
+                    yield base
+                else:  # '**' here: each name, not './name'
+                    yield from self.names(base, "*")
                 return
             inside = _chain(base or os.curdir)  # the folders `base` really lies in, itself included
             here = _matcher(rest[0])

@@ -276,12 +276,17 @@ GLOBS = [
 
 
 def reference_expansion(pattern: str) -> list[str]:
-    """What Python's glob matches, folders walked the way `predict FOLDER` walks them, first sightings."""
+    """What Python's glob matches, folders walked the way `predict FOLDER` walks them (and nothing
+    else inside them: `a/**` matches the folder a itself), first sightings."""
     import glob
 
     found: list[str] = []
+    folders: list[str] = []
     for match in sorted(glob.glob(pattern, recursive=True)):
+        if any(os.path.normpath(match).startswith(os.path.normpath(f) + os.sep) for f in folders):
+            continue  # inside a matched folder, which is walked whole
         if os.path.isdir(match):
+            folders.append(match)
             found += [i.path for i in inputs_mod.walk(match, WalkOptions(), JPG)]
         else:
             found.append(match)
