@@ -123,13 +123,16 @@ def render_table(records: Iterable[Record], show_header: bool = True, widths: tu
     return table
 
 
-def table_widths(records: Iterable[Record], width: int) -> tuple[int, int]:
+def table_widths(records: Iterable[Record], width: int, floor: tuple[int, int] | None = None) -> tuple[int, int]:
     """The image and label columns' widths for a table `width` columns wide: each as wide as its longest
-    text in `records` (at least 16 and 12); where they do not fit, the wider one is narrowed first.
+    text in `records` (at least 16 and 12, or `floor`); where they do not fit, the wider one is narrowed
+    first.
 
-    A table printed batch by batch takes them from the first batch, so that every batch lines up.
+    A table printed batch by batch passes the widths so far as `floor`: batches line up, and a column
+    widens when a later batch needs it (narrowing only to fit the console), so a short first batch (one path, then stdin
+    paused) does not squeeze every later one into a narrow column.
     """
-    image, label = _IMAGE_MIN, _LABEL_MIN
+    image, label = floor or (_IMAGE_MIN, _LABEL_MIN)
     for record in records:
         for path, _, text, _ in _table_rows(record):
             image, label = max(image, _text_width(path)), max(label, _text_width(text))

@@ -46,7 +46,7 @@ class Sink:
         self._replace = False  # jsonl/csv without --resume: empty the file at the first write, not before
         self._created = False  # the file did not exist before this run
         self._wrote = False
-        self._table_widths: tuple[int, int] | None = None  # the table's columns, fixed by the first batch
+        self._table_widths: tuple[int, int] | None = None  # the table's columns so far: they only widen
         new_file = True
         if output is None:
             binary, self._close_stream = _stdout(stdout)
@@ -105,8 +105,7 @@ class Sink:
     def write(self, records: list[Record]) -> None:
         if self._console is not None:
             first = self._table_widths is None
-            if first:
-                self._table_widths = table_widths(records, self._console.width)
+            self._table_widths = table_widths(records, self._console.width, self._table_widths)
             with self._console.capture() as table:
                 self._console.print(render_table(records, show_header=first, widths=self._table_widths))
             self._write(table.get())

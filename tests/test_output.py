@@ -127,15 +127,24 @@ def test_one_image_gives_the_readmes_table(monkeypatch):
     assert _table_through_a_sink([[dog]], monkeypatch) == README_TABLE
 
 
-def test_a_table_printed_batch_by_batch_keeps_the_first_batchs_columns(monkeypatch):
-    long = Record("photos/" + "a-much-longer-name-" * 4 + ".jpg", GOOD.predictions)
-    text = _table_through_a_sink([[GOOD], [long, BAD], [EMPTY]], monkeypatch)
-    lines = text.splitlines()
-    assert lines[0].startswith("┏") and sum(line.startswith(("┏", "┌")) for line in lines) == 3  # three tables
-    assert {len(line) for line in lines} == {len(lines[0])}
-    columns = {tuple(i for i, c in enumerate(line) if c in "│┼┬┴├┤┌┐└┘") for line in lines[3:]}
-    assert len(columns) == 1  # every row of every batch has its column borders where the first one has
-    assert "│ error:" in text and "│ (nothing" in text  # folded within their column
+def test_a_table_printed_batch_by_batch_widens_for_later_batches_and_keeps_their_columns(monkeypatch):
+    long = Record("photos/" + "a-longer-name-" * 2 + ".jpg", GOOD.predictions)  # 39 columns
+    text = _table_through_a_sink([[GOOD], [long], [GOOD], [EMPTY, BAD]], monkeypatch)
+    tables: list[list[str]] = []
+    for line in text.splitlines():
+        if line.startswith(("┏", "┌")):
+            tables.append([])
+        tables[-1].append(line)
+    assert len(tables) == 4 and tables[0][0].startswith("┏")  # the header once
+    for table in tables:
+        assert len({len(line) for line in table}) == 1
+        columns = {tuple(i for i, c in enumerate(line) if c in "│┃") for line in table if line.startswith(("│", "┃"))}
+        assert len(columns) == 1
+    widths = [len(table[0]) for table in tables]
+    assert widths[:3] == [50, 73, 73]  # widened for the long name (not folded in a 16-column image
+    assert long.path in text  # column set by the one-image first batch), and kept for the next batch
+    assert widths[3] == 80  # "(nothing above ...)" and "error: ..." widen the label column, within 80
+    assert "│ error:" in text and "│ (nothing" in text
 
 
 def test_table_widths_fit_the_content_and_then_the_width():
