@@ -248,7 +248,6 @@ def predict(
     from shufflenet_cli.runner import predict as run_predict
     from shufflenet_cli.summary import print_summary, print_timings
 
-    _sigterm_as_ctrl_c()
     out = None if output is None or output == "-" else Path(output)  # `-`: stdout
     err = _err_console()
     with handled(err, verbose, debug):
@@ -283,7 +282,7 @@ def predict(
         quiet=quiet,
     )
     stdin = sys.stdin.buffer if "-" in paths and sys.stdin is not None else None
-    with handled(err, verbose, debug):
+    with handled(err, verbose, debug), _sigterm_as_ctrl_c():
         outcome = run_predict(opts, stdin=stdin, stderr=err)
     if outcome.interrupted:
         _ignore_further_interrupts()
@@ -294,19 +293,26 @@ def predict(
     raise typer.Exit(code=outcome.exit_code)
 
 
-def _sigterm_as_ctrl_c() -> None:
-    """Until the batch loop takes over both signals (runner.StopFlag), SIGTERM stops the start-up as
-    Ctrl-C does: the outputs opened so far are removed and the exit is 130. By default it killed the
-    process (exit 143) and left an empty output file behind."""
+@contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """While the run starts (until the batch loop takes over both signals: runner.StopFlag), SIGTERM
+    stops it as Ctrl-C does: the outputs opened so far are removed and the exit is 130. By default it
+    killed the process (exit 143) and left an empty output file behind. The caller's handler is put
+    back afterwards."""
     import signal
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     try:
-        signal.signal(signal.SIGTERM, stop)
+        old = signal.signal(signal.SIGTERM, stop)
     except ValueError:  # not the main thread (an embedding caller): leave its handlers alone
-        pass
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _ignore_further_interrupts() -> None:

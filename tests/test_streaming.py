@@ -367,6 +367,13 @@ def test_sigterm_during_start_up_is_exit_130_and_leaves_no_empty_output(tmp_path
     assert not out.exists() or out.stat().st_size > 0  # removed, or (signal after start-up) whole records
 
 
+def test_an_in_process_run_gives_the_callers_sigterm_handler_back(cli, images, random_weights):
+    before = signal.getsignal(signal.SIGTERM)
+    r = cli("predict", images[0], "-m", "x0_5", "--weights", random_weights, "-q")
+    assert r.exit_code == 0, r.stderr
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_a_second_ctrl_c_never_splits_a_batch():
     """The second signal raises KeyboardInterrupt; it must land after the batch, not inside it."""
 
