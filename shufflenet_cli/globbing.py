@@ -55,13 +55,26 @@ def iglob(pattern: str, hidden: bool = False) -> Iterator[tuple[str, bool, Folde
             seen.add(path)
         if is_dir:
             matcher.covered.add(path)
-        yield path, is_dir, _chain(os.path.dirname(os.path.realpath(path))) if is_dir else frozenset()
+        yield path, is_dir, matcher.chain(os.path.dirname(path)) if is_dir else frozenset()
 
 
 class _Matcher:
     def __init__(self, hidden: bool) -> None:
         self.hidden = hidden
         self.covered: set[str] = set()  # matched folders: their insides are the caller's walk
+        # one stat per distinct folder, however many matches and `**` levels lie below it
+        self._real_chain = functools.lru_cache(maxsize=4096)(self._chain_of_real)
+
+    def chain(self, folder: str) -> Folders:
+        """(device, inode) of `folder` as it really is (links resolved) and of each folder above it, to
+        the root: the folders a walk from `folder` must not climb back into."""
+        return self._real_chain(os.path.realpath(folder or os.curdir))
+
+    def _chain_of_real(self, real: str) -> Folders:
+        parent = os.path.dirname(real)
+        above = self._real_chain(parent) if parent != real else frozenset()
+        key = _key(real)
+        return above | {key} if key is not None else above
 
     def under_covered(self, path: str, anchor: str) -> bool:
         head = os.path.dirname(path)
@@ -84,61 +97,54 @@ class _Matcher:
                 if base:
                     yield base
                 else:  # '**' here: each name, not './name'
-                    yield from self.names(base, "*")
+                    yield from (name for name, _ in self.entries(base, "*"))
                 return
-            inside = _chain(base or os.curdir)  # the folders `base` really lies in, itself included
+            inside = self.chain(base)  # the folders `base` really lies in, itself included
             here = _matcher(rest[0])
             hidden_here = self.hidden or rest[0].startswith(".")
-            for name in self.names(base, None):
+            for name, is_dir in self.entries(base, None):
                 path = os.path.join(base, name)
                 dot = name.startswith(".")
                 if (hidden_here or not dot) and here(name):  # `**` as no folder at all
                     yield from self.follow(path, rest[1:])
-                if (self.hidden or not dot) and path not in self.covered and os.path.isdir(path):
+                if is_dir and (self.hidden or not dot) and path not in self.covered:
                     if _key(path) not in inside:  # not a symlink back up the tree
                         yield from self.match(path, parts)  # `**` as this folder and more
             return
         if has_magic(part):
-            for name in self.names(base, part):
-                yield from self.follow(os.path.join(base, name), rest)
+            for name, is_dir in self.entries(base, part):
+                yield from self.follow(os.path.join(base, name), rest, is_dir)
             return
         path = os.path.join(base, part)
         if rest or os.path.lexists(path):
             yield from self.follow(path, rest)
 
-    def follow(self, path: str, rest: tuple[str, ...]) -> Iterator[str]:
+    def follow(self, path: str, rest: tuple[str, ...], is_dir: bool | None = None) -> Iterator[str]:
         if not rest:
             yield path
-        elif path not in self.covered and os.path.isdir(path):
+        elif path not in self.covered and (os.path.isdir(path) if is_dir is None else is_dir):
             yield from self.match(path, rest)
 
-    def names(self, folder: str, part: str | None) -> list[str]:
-        """The sorted names in `folder` that `part` matches, hidden ones only with `hidden` or where
-        `part` starts with '.'; all of them for None."""
+    def entries(self, folder: str, part: str | None) -> list[tuple[str, bool]]:
+        """(name, is a folder) for the names in `folder` that `part` matches, sorted; hidden ones only
+        with `hidden` or where `part` starts with '.'; all of them for None. Folders as the listing
+        says (links followed), so a tree is not stat-ed again name by name."""
         match = _matcher(part) if part is not None else (lambda name: True)
         hidden = self.hidden or part is None or part.startswith(".")
         try:
             with os.scandir(folder or os.curdir) as it:
-                names = [e.name for e in it if (hidden or not e.name.startswith(".")) and match(e.name)]
+                found = [(e.name, _is_dir(e)) for e in it if (hidden or not e.name.startswith(".")) and match(e.name)]
         except OSError:
             return []
-        names.sort()
-        return names
+        found.sort()
+        return found
 
 
-def _chain(folder: str) -> Folders:
-    """(device, inode) of `folder` as it really is (links resolved) and of each folder above it, to
-    the root: the folders a walk from `folder` must not climb back into."""
-    keys = set()
-    head = os.path.realpath(folder)
-    while True:
-        key = _key(head)
-        if key is not None:
-            keys.add(key)
-        parent = os.path.dirname(head)
-        if parent == head:
-            return frozenset(keys)
-        head = parent
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows symlinks
+    except OSError:
+        return False
 
 
 def _key(path: str) -> tuple[int, int] | None:

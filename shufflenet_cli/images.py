@@ -10,6 +10,7 @@ import io
 import math
 import os
 import stat
+from typing import IO
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
@@ -120,8 +121,13 @@ def _read_pipe(path: str) -> bytes | None:
     return b"".join(chunks)
 
 
+def _open(source: str | bytes) -> IO[bytes]:
+    """A file's path, or the bytes already read from a named pipe, as an open binary file."""
+    return io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+
+
 def _decode(source: str | bytes, draft_min: int | None) -> Image.Image:
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:  # Pillow closes a path
         if draft_min and im.format == "JPEG":
             _draft(im, draft_min)
         im.load()
@@ -212,7 +218,7 @@ def _without_metadata(source: str | bytes) -> bytes | None:
     segments before the scan, except EXIF (orientation) and a well-formed Adobe marker (colour transform).
     """
     try:
-        with io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb") as f:
+        with _open(source) as f:
             head = f.read(8)
             if not head.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8")):
                 return None
@@ -303,7 +309,7 @@ def sniff(head: bytes) -> tuple[str, str | None, str] | None:
 
 def _describe(path: str, source: str | bytes, exc: Exception) -> str:
     try:
-        with io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb") as f:
+        with _open(source) as f:
             head = f.read(256)
     except OSError:
         head = b""

@@ -128,23 +128,30 @@ def iter_inputs(
 ) -> Iterator[Input]:
     extensions = options.extensions or image_extensions()
     real = False  # an input without an error has gone out: STALL may follow
+    for item in _inputs(args, options, extensions, stdin, null):
+        if item is None:
+            if real:
+                yield STALL
+            continue
+        real = real or item.error is None
+        yield item
+
+
+def _inputs(
+    args: Iterable[str], options: WalkOptions, extensions: frozenset[str], stdin: IO[bytes] | None, null: bool
+) -> Iterator[Input | None]:
+    """Each argument's inputs in order; None where stdin has been quiet for STALL_AFTER seconds."""
     for arg in args:
-        if arg == "-":
-            if stdin is None:
-                yield Input("-", error="no standard input to read paths from")
-                continue
+        if arg != "-":
+            yield from _expand(arg, options, extensions, from_list=False)
+        elif stdin is None:
+            yield Input("-", error="no standard input to read paths from")
+        else:
             for line in read_path_list(stdin, null, STALL_AFTER):
                 if line is None:
-                    if real:
-                        yield STALL
-                    continue
-                for item in _expand(line, options, extensions, from_list=True):
-                    real = real or item.error is None
-                    yield item
-        else:
-            for item in _expand(arg, options, extensions, from_list=False):
-                real = real or item.error is None
-                yield item
+                    yield None
+                else:
+                    yield from _expand(line, options, extensions, from_list=True)
 
 
 def _expand(arg: str, options: WalkOptions, extensions: frozenset[str], from_list: bool) -> Iterator[Input]:
