@@ -94,7 +94,7 @@ def main() -> None:
     if not paths:
         sys.exit("error: no JPEG files found")
     spec, model, cpu = load_model(args.model, args.weights)
-    prep = Preprocess.from_weights(spec.weights(), exact_decode=True)
+    prep = Preprocess.from_weights(spec.weights(), decode="exact")
     backend = TorchBackend(model, cpu, prep.mean, prep.std)
     variants: dict[str, int | None] = {"exact": None}
     for f in args.factors.split(","):

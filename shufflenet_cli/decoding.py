@@ -38,6 +38,7 @@ class Decoded:
     thumbnail: bytes | None = None
     jpeg: Any = None  # --gpu-decode: decoded with its batch, on the GPU
     slot: int | None = None  # processes: the crop waits in this shared-memory slot (crop_slots.py)
+    drafted: bool = False  # decoded at a reduced JPEG DCT scale (preprocess.py): a near-tie is redone
 
 
 def decode_one(prep: Prepare, item: Input) -> Decoded:
@@ -51,7 +52,9 @@ def decode_one(prep: Prepare, item: Input) -> Decoded:
         return Decoded(item, error="out of memory while decoding this image")
     except Exception as exc:  # noqa: BLE001 - a decoder bug must cost one record, not the run
         return Decoded(item, error=f"decoder failed: {type(exc).__name__}: {exc}")
-    return Decoded(item, crop.array, None, crop.decode_s, crop.preprocess_s, crop.thumbnail, crop.jpeg)
+    return Decoded(
+        item, crop.array, None, crop.decode_s, crop.preprocess_s, crop.thumbnail, crop.jpeg, drafted=crop.drafted
+    )
 
 
 def decode_many(prep: Prepare, items: list[Input], slots: list[int] | None = None) -> list[Decoded]:

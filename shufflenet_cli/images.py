@@ -51,10 +51,16 @@ def register_plugins() -> None:
 
 
 def load_rgb(path: str, draft_min: int | None = None) -> Image.Image:
-    """Decode `path` (first frame), apply EXIF orientation, and convert to RGB.
+    """Decode `path` (first frame), apply EXIF orientation, and convert to RGB (see decode_rgb)."""
+    return decode_rgb(path, draft_min)[0]
+
+
+def decode_rgb(path: str, draft_min: int | None = None, draft_pipes: bool = True) -> tuple[Image.Image, bool]:
+    """(the upright RGB picture of `path`'s first frame, whether it was decoded at a reduced DCT scale).
 
     draft_min: for JPEGs, let libjpeg decode at a reduced DCT scale as long as the shorter side
-    stays at or above this many pixels (None decodes at full size).
+    stays at or above this many pixels (None decodes at full size). draft_pipes=False decodes a
+    named pipe's bytes at full size: they cannot be read a second time for an exact decode.
 
     When Pillow trips over a PNG's or JPEG's optional metadata (a bad checksum on a text chunk, a
     short APP segment), the file is tried once more with that metadata dropped: broken metadata
@@ -64,6 +70,8 @@ def load_rgb(path: str, draft_min: int | None = None) -> Image.Image:
     source: str | bytes = path
     try:
         source = _read_pipe(path) or path
+        if isinstance(source, bytes) and not draft_pipes:
+            draft_min = None
         return _decode(source, draft_min)
     except ImageError:
         raise
@@ -126,14 +134,13 @@ def _open(source: str | bytes) -> IO[bytes]:
     return io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
 
 
-def _decode(source: str | bytes, draft_min: int | None) -> Image.Image:
+def _decode(source: str | bytes, draft_min: int | None) -> tuple[Image.Image, bool]:
     with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:  # Pillow closes a path
-        if draft_min and im.format == "JPEG":
-            _draft(im, draft_min)
+        drafted = bool(draft_min) and im.format == "JPEG" and _draft(im, draft_min)
         im.load()
         orientation = orientation_of(im)
         rgb = to_rgb(im, full_scale=_full_scale(im))
-    return rgb.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else rgb
+    return (rgb.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else rgb), drafted
 
 
 def orientation_of(im: Image.Image) -> int:
@@ -144,13 +151,14 @@ def orientation_of(im: Image.Image) -> int:
         return 1
 
 
-def _draft(im: Image.Image, draft_min: int) -> None:
+def _draft(im: Image.Image, draft_min: int) -> bool:
+    """Ask libjpeg for the smallest DCT scale that keeps the shorter side >= draft_min; True if one applies."""
     w, h = im.size
     short = min(w, h)
     if short < 2 * draft_min:
-        return  # no DCT scaling would apply; decode exactly
+        return False  # no DCT scaling would apply; decode exactly
     factor = draft_min / short
-    im.draft(None, (math.ceil(w * factor), math.ceil(h * factor)))
+    return im.draft(None, (math.ceil(w * factor), math.ceil(h * factor))) is not None
 
 
 def _full_scale(im: Image.Image) -> int | None:

@@ -4,6 +4,8 @@ Decoding runs ahead of inference in worker threads or processes (decoding.py), w
 so memory does not grow with the number of files. Each input gets exactly one record at its own
 position: a file that fails is an error record, never skipped. When stdin stalls (inputs.STALL), the
 inputs decoded so far are finished as a short batch at once, as the last batch of a run is.
+With `recheck` (the default decode), a JPEG decoded at a reduced DCT scale whose top two classes come
+out close is decoded exactly and classified again before its batch's records leave (near_ties.py).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class Stats:
     inference_s: float = 0.0
     output_s: float = 0.0
     wait_s: float = 0.0  # the main loop waiting for the next decoded input: the workers are behind
+    drafted: int = 0  # JPEGs decoded at a reduced DCT scale
+    rechecked: int = 0  # of those, near-ties decoded and classified again exactly (near_ties.py)
     started: float = field(default_factory=time.perf_counter)
     first_batch: tuple[float, int] | None = None  # (seconds since start, inputs done) when it finished
     ended: float | None = None  # set by end(): the rates leave out closing the output afterwards
@@ -75,6 +79,7 @@ def run(
     stats: Stats | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     gpu: Any = None,
+    recheck: Prepare | None = None,
 ) -> Iterator[list[Record]]:
     """Yield the records of each chunk of `batch_size` inputs (failed ones in their place), in input order.
 
@@ -82,6 +87,7 @@ def run(
     flat even through a long run of unreadable files; and early at a STALL, so none waits on inputs.
     processes: decode in worker processes instead of threads (decoding.py says when that pays).
     gpu: a gpu_decode.JpegBatchDecoder (--gpu-decode), which decodes each chunk's JPEGs at once.
+    recheck: the exact decode that drafted near-ties are redone with (near_ties.py); None: no check.
     """
     stats = stats if stats is not None else Stats()
     window = max(batch_size * 2, workers * 4)
@@ -101,17 +107,17 @@ def run(
                 return
             if stalled:
                 if chunk:
-                    yield _finish(chunk, backend, labels, topk, threshold, stats, stack, gpu)
+                    yield _finish(chunk, backend, labels, topk, threshold, stats, stack, gpu, recheck)
                     chunk = []
                 continue
             chunk.append(decoded)
             stats.decode_s += decoded.decode_s
             stats.preprocess_s += decoded.preprocess_s
             if len(chunk) >= batch_size:
-                yield _finish(chunk, backend, labels, topk, threshold, stats, stack, gpu)
+                yield _finish(chunk, backend, labels, topk, threshold, stats, stack, gpu, recheck)
                 chunk = []
         if chunk and not should_stop():
-            yield _finish(chunk, backend, labels, topk, threshold, stats, stack, gpu)
+            yield _finish(chunk, backend, labels, topk, threshold, stats, stack, gpu, recheck)
         stats.end()  # before the workers stop
     finally:
         # Closed here, not when garbage-collected: an exception while its workers stop (a second
@@ -128,18 +134,25 @@ def _finish(
     stats: Stats,
     stack: Callable[[list[Any]], Any],
     gpu: Any = None,
+    recheck: Prepare | None = None,
 ) -> list[Record]:
     if gpu is not None:
         t0 = time.perf_counter()
         gpu.decode_chunk(chunk)
         stats.decode_s += time.perf_counter() - t0
-    arrays = [d.array for d in chunk if d.array is not None]
+    classified = [d for d in chunk if d.array is not None]
     probs = indices = np.empty((0, 0))
-    if arrays:
+    if classified:
         t0 = time.perf_counter()
-        probs, indices = backend.topk(stack(arrays), topk)
+        k = max(topk, 2) if recheck is not None else topk  # the check compares the top two
+        probs, indices = backend.topk(stack([d.array for d in classified]), k)
         stats.inference_s += time.perf_counter() - t0
         stats.batches += 1
+        drafted = [d.drafted for d in classified]
+        stats.drafted += sum(drafted)
+        if recheck is not None and any(drafted):
+            probs, indices = _recheck(classified, drafted, probs, indices, backend, recheck, stats)
+        probs, indices = probs[:, :topk], indices[:, :topk]
     probs, indices = probs.tolist(), indices.tolist()  # Python numbers once per batch, not per value
     records: list[Record] = []
     row = 0
@@ -151,9 +164,32 @@ def _finish(
             records.append(make_record(d.input.path, probs[row], indices[row], labels, threshold, d.thumbnail))
             row += 1
             stats.classified += 1
-    if arrays and stats.batches == 1:  # the first forward pass (not a chunk of failed inputs only)
+    if classified and stats.batches == 1:  # the first forward pass (not a chunk of failed inputs only)
         stats.first_batch = (stats.elapsed, stats.done)
     return records
+
+
+def _recheck(
+    classified: list[Decoded],
+    drafted: list[bool],
+    probs: Any,
+    indices: Any,
+    backend: Backend,
+    exact: Prepare,
+    stats: Stats,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The batch's results with its drafted near-ties decoded and classified again exactly."""
+    from shufflenet_cli import near_ties
+
+    probs, indices = np.array(probs), np.array(indices)  # writable copies, on the host
+    rows = near_ties.close_calls(probs, drafted)
+    if rows:
+        t0 = time.perf_counter()
+        stats.rechecked += near_ties.redo_exactly(
+            rows, [d.input.path for d in classified], exact, backend.topk, probs, indices
+        )
+        stats.decode_s += time.perf_counter() - t0  # mostly the exact decode; also the second forward
+    return probs, indices
 
 
 class Stacker:

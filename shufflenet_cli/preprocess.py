@@ -9,17 +9,24 @@ needs no torchvision.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from shufflenet_cli.images import load_rgb
+from shufflenet_cli.images import decode_rgb
 
-# --fast-decode (exact_decode=False): JPEG DCT scaling keeps the shorter side at >= 2x the resize size.
-# Not the default: on 319 real photos its top-1 differed from the exact decode's on 13 (docs/benchmarks.md).
-DRAFT_FACTOR = 2
+# How large JPEGs are decoded (docs/benchmarks.md, "JPEG draft decoding"):
+#   exact    (--exact-decode) full size, always: byte for byte weights.transforms()
+#   checked  (the default) JPEG DCT scaling while the shorter side stays >= 4x the resize size; the
+#            images whose top two classes then come out close are decoded again exactly (near_ties.py)
+#   fast     (--fast-decode) DCT scaling down to >= 2x the resize size, never checked
+# A JPEG whose shorter side is under twice the draft size (fast 512 px, checked 2,048 px: all of
+# ImageNet's) is decoded exactly in every mode.
+DECODE_MODES = ("exact", "checked", "fast")
+DRAFT_FACTOR = {"exact": None, "checked": 4, "fast": 2}
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,7 @@ class Crop:
     preprocess_s: float
     thumbnail: bytes | None = None  # small JPEG of the whole upright image, when asked for
     jpeg: Any = None  # --gpu-decode: the still-compressed file (gpu_decode.EncodedJpeg)
+    drafted: bool = False  # decoded at a reduced JPEG DCT scale (not byte for byte the reference)
 
 
 @dataclass(frozen=True)
@@ -37,45 +45,51 @@ class Preprocess:
     crop: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    exact_decode: bool = True
+    decode: str = "checked"
     thumbnail_size: int | None = None  # for --report: a JPEG thumbnail this many pixels on its longer side
 
     @classmethod
-    def from_weights(cls, weights: Any, exact_decode: bool = True, thumbnail_size: int | None = None) -> Preprocess:
+    def from_weights(cls, weights: Any, decode: str = "checked", thumbnail_size: int | None = None) -> Preprocess:
         t = weights.transforms()
         return cls(
             resize=int(t.resize_size[0]),
             crop=int(t.crop_size[0]),
             mean=tuple(t.mean),
             std=tuple(t.std),
-            exact_decode=exact_decode,
+            decode=decode,
             thumbnail_size=thumbnail_size,
         )
 
     @classmethod
-    def from_spec(cls, spec: Any, exact_decode: bool = True, thumbnail_size: int | None = None) -> Preprocess:
+    def from_spec(cls, spec: Any, decode: str = "checked", thumbnail_size: int | None = None) -> Preprocess:
         """From the ModelSpec's constants (equal to `weights.transforms()`'s, tests prove it): no torch."""
         return cls(
             resize=spec.resize,
             crop=spec.crop,
             mean=spec.mean,
             std=spec.std,
-            exact_decode=exact_decode,
+            decode=decode,
             thumbnail_size=thumbnail_size,
         )
 
     @property
     def draft_min(self) -> int | None:
-        return None if self.exact_decode else DRAFT_FACTOR * self.resize
+        factor = DRAFT_FACTOR[self.decode]
+        return factor * self.resize if factor else None
+
+    def exact(self) -> Preprocess:
+        """The same transform with the exact decode and no thumbnail: what a near-tie is redone with."""
+        return dataclasses.replace(self, decode="exact", thumbnail_size=None)
 
     def __call__(self, path: str) -> Crop:
         """Decode, resize and crop one file (in a worker thread); raises ImageError."""
         t0 = time.perf_counter()
-        img = load_rgb(path, self.draft_min)
+        # checked: a pipe's bytes cannot be read again for the exact decode, so they get it at once
+        img, drafted = decode_rgb(path, self.draft_min, draft_pipes=self.decode != "checked")
         t1 = time.perf_counter()
         array = self.crop_array(img)
         thumb = make_thumbnail(img, self.thumbnail_size) if self.thumbnail_size else None
-        return Crop(array, t1 - t0, time.perf_counter() - t1, thumb)
+        return Crop(array, t1 - t0, time.perf_counter() - t1, thumb, drafted=drafted)
 
     def crop_array(self, img: Any) -> np.ndarray:
         """torchvision's F.resize(img, [resize], BILINEAR) then F.center_crop(img, [crop]) on a PIL

@@ -7,6 +7,7 @@ and report, the batch loop, and the exit code.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import signal
 import sys
@@ -49,7 +50,7 @@ class PredictOptions:
     precision: str = "fp32"
     backend: str = "auto"
     report: Path | None = None
-    exact_decode: bool = True  # False: --fast-decode (JPEG DCT scaling, preprocess.DRAFT_FACTOR)
+    decode: str = "checked"  # preprocess.DECODE_MODES: exact (--exact-decode), checked, fast (--fast-decode)
     gpu_decode: bool = False
     decode_in: str = "auto"  # auto (processes on CUDA, threads on CPU), threads, processes
     cuda_graphs: bool = True  # CUDA: replay repeated batch shapes from captured graphs (cuda_graphs.py)
@@ -184,18 +185,18 @@ def predict(
         _, inputs = first_found(inputs)
 
     thumbs = REPORT_THUMBNAIL if opts.report else None
-    prep = Preprocess.from_spec(spec, exact_decode=opts.exact_decode, thumbnail_size=thumbs)
+    prep = Preprocess.from_spec(spec, decode=opts.decode, thumbnail_size=thumbs)
     # Outputs are opened first (an unwritable path fails at once), removed again if anything fails.
     sink = Sink(opts.fmt, opts.output, opts.resume, stdout=stdout)
     report = _open_report(opts, spec, sink)
     try:
         backend, labels, tuning = ready(spec, opts, prep)
-        prepare, gpu = _decoders(opts, prep, backend)
+        prepare, gpu, recheck = _decoders(opts, prep, backend)
         # A bar on the terminal that also shows the results would tear through them.
         show_bar = opts.progress and not opts.quiet and not _results_on_terminal(opts, stdout)
         recount = _recount(opts, walk, done)
         stats, interrupted = _loop(
-            inputs, prepare, backend, labels, tuning, opts, sink, report, err, show_bar, recount, gpu
+            inputs, prepare, backend, labels, tuning, opts, sink, report, err, show_bar, recount, gpu, recheck
         )
         partial = sink.close(complete=not interrupted)
     except BaseException:
@@ -219,16 +220,19 @@ def predict(
 
 
 def _decoders(opts: PredictOptions, prep, backend):  # type: ignore[no-untyped-def]
-    """(what the decode workers run per file, the batch half or None): `prep` itself, or for
-    --gpu-decode a JpegReader and its JpegBatchDecoder on the backend's device (checked by `ready`)."""
+    """(what the decode workers run per file, the batch half or None, the exact decode that drafted
+    near-ties are redone with or None): `prep` itself, or for --gpu-decode a JpegReader and its
+    JpegBatchDecoder on the backend's device (checked by `ready`)."""
     if not opts.gpu_decode:
-        return prep, None
+        return prep, None, prep.exact() if prep.decode == "checked" else None
     from shufflenet_cli.gpu_decode import JpegBatchDecoder, JpegReader
 
-    return JpegReader(prep), JpegBatchDecoder(prep, backend.device)
+    if prep.decode == "checked":  # the JPEGs that nvJPEG leaves to Pillow: exact, as nvJPEG's are
+        prep = dataclasses.replace(prep, decode="exact")
+    return JpegReader(prep), JpegBatchDecoder(prep, backend.device), None
 
 
-def _loop(inputs, prepare, backend, labels, tuning, opts, sink, report, err, show_bar, recount, gpu):  # type: ignore[no-untyped-def]
+def _loop(inputs, prepare, backend, labels, tuning, opts, sink, report, err, show_bar, recount, gpu, recheck):  # type: ignore[no-untyped-def]
     """The batches, written as they finish; (stats, interrupted)."""
     from shufflenet_cli import pipeline
     from shufflenet_cli.progress import progress_for
@@ -252,6 +256,7 @@ def _loop(inputs, prepare, backend, labels, tuning, opts, sink, report, err, sho
                 stats=stats,
                 should_stop=stop,
                 gpu=gpu,
+                recheck=recheck,
             ):
                 t0 = time.perf_counter()
                 sink.write(records)

@@ -39,6 +39,16 @@ def timings_lines(outcome: Any) -> list[str]:
             else "large when decoding is the bottleneck)"
         ),
         f"  backend {outcome.backend}; batch size {t.batch_size}, workers {t.workers} ({kind}), threads {t.threads}",
+        *_draft_line(s),
+    ]
+
+
+def _draft_line(s: Any) -> list[str]:
+    if not s.drafted:
+        return []
+    return [
+        f"  JPEG DCT scaling: {s.drafted} image(s) decoded at a reduced scale, {s.rechecked} of them decoded "
+        "again at full size (near-ties; included in read+decode)"
     ]
 
 

@@ -520,7 +520,7 @@ def test_split_preprocessing_equals_weights_transforms_bit_for_bit(tmp_path, siz
         path = make_image(tmp_path / f"{key}.jpg", size=size, seed=sum(size), quality=90)
         img = Image.open(path).convert("RGB")
         expected = weights.transforms()(img)
-        prep = Preprocess.from_weights(weights, exact_decode=True)
+        prep = Preprocess.from_weights(weights, decode="exact")
         crop = torch.from_numpy(prep.crop_array(img).copy())[None]
         got = normalize(crop, torch.tensor(prep.mean).view(1, 3, 1, 1), torch.tensor(prep.std).view(1, 3, 1, 1), True)[
             0

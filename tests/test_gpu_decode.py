@@ -33,7 +33,7 @@ PIXEL_MEAN_DIFF = 3.0
 
 
 def _pillow_crop(prep: Preprocess, path) -> np.ndarray:
-    return Preprocess(prep.resize, prep.crop, prep.mean, prep.std, exact_decode=True)(str(path)).array
+    return Preprocess(prep.resize, prep.crop, prep.mean, prep.std, decode="exact")(str(path)).array
 
 
 def _gpu_path_crop(prep: Preprocess, path, device=CPU) -> np.ndarray:

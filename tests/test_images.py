@@ -19,7 +19,7 @@ import pytest
 from conftest import make_image
 from PIL import Image, ImageCms, JpegImagePlugin, features
 
-from shufflenet_cli import images
+from shufflenet_cli import images, near_ties
 from shufflenet_cli.images import ImageError, load_rgb
 
 
@@ -401,7 +401,7 @@ def test_odd_but_valid_files_are_classified_through_the_cli(tmp_path, cli, rando
 # --- sizes --------------------------------------------------------------------------------------
 
 
-def test_huge_jpeg_is_decoded_at_a_reduced_dct_scale_with_fast_decode_only(tmp_path, cli, random_weights, monkeypatch):
+def test_huge_jpeg_is_decoded_at_a_reduced_dct_scale_unless_exact_decode(tmp_path, cli, random_weights, monkeypatch):
     path = tmp_path / "huge.jpg"  # 5000 x 4000 = 20 megapixels
     Image.linear_gradient("L").resize((5000, 4000)).convert("RGB").save(path, quality=60)
     drafts = []
@@ -419,14 +419,21 @@ def test_huge_jpeg_is_decoded_at_a_reduced_dct_scale_with_fast_decode_only(tmp_p
     assert drafts == [((640, 512), (1250, 1000))]
     assert load_rgb(str(path), draft_min=2000).size == (2500, 2000)  # only a 1/2 scale fits
 
-    drafts.clear()
-    code, records, stderr = predict_json(cli, random_weights, path)
-    assert code == 0, stderr
-    assert len(records[0]["predictions"]) == 5
-    assert not drafts  # the default decodes at full size
-    code, records, stderr = predict_json(cli, random_weights, path, "--fast-decode")
-    assert code == 0, stderr
-    assert drafts and all(decoded[0] < 5000 for _, decoded in drafts)  # --fast-decode drafts
+    monkeypatch.setattr(near_ties, "LOGIT_MARGIN", 100.0)  # every result counts as a near-tie
+    runs = {}
+    for flag in ("--exact-decode", None, "--fast-decode"):
+        drafts.clear()
+        code, records, stderr = predict_json(cli, random_weights, path, *([flag] if flag else []))
+        assert code == 0, stderr
+        assert len(records[0]["predictions"]) == 5
+        runs[flag] = (records, [decoded for _, decoded in drafts])
+    assert runs["--exact-decode"][1] == []  # full size
+    assert runs[None][1] == [(2500, 2000)]  # the default: the shorter side stays >= 4 x 256
+    assert runs["--fast-decode"][1] == [(1250, 1000)]  # >= 2 x 256
+    # The default's check decodes a near-tie again at full size (without a draft) and keeps that
+    # result, the exact decode's.
+    assert runs[None][0] == runs["--exact-decode"][0]
+    assert runs["--fast-decode"][0] != runs["--exact-decode"][0]
 
 
 # --- error records ------------------------------------------------------------------------------

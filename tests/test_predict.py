@@ -56,7 +56,7 @@ def assert_parity(records, paths, model, tol=1e-4):
 
 
 def test_default_path_matches_the_reference_code(cli, parity_images, random_weights):
-    """JPEGs under 1024 px on the shorter side (most photos on the web, all of ImageNet) decode exactly."""
+    """JPEGs under 2,048 px on the shorter side (most photos on the web, all of ImageNet) decode exactly."""
     r = cli("predict", *parity_images, *ARGS, "--weights", random_weights, "-f", "json", "-b", "4")
     assert r.exit_code == 0, r.stderr
     assert_parity(r.json(), parity_images, _model(random_weights))

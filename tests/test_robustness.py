@@ -215,16 +215,16 @@ def test_a_decoder_crash_costs_one_record(tmp_path, cli, weights, monkeypatch, e
     for a, b in itertools.pairwise(paths):
         assert before[str(a)] != before[str(b)]
 
-    real_load = preprocess.load_rgb
+    real_decode = preprocess.decode_rgb
     calls = []
 
-    def load_rgb(path, *args, **kwargs):
+    def decode_rgb(path, *args, **kwargs):
         calls.append(path)
         if path == victim:
             raise exc
-        return real_load(path, *args, **kwargs)
+        return real_decode(path, *args, **kwargs)
 
-    monkeypatch.setattr(preprocess, "load_rgb", load_rgb)
+    monkeypatch.setattr(preprocess, "decode_rgb", decode_rgb)
     r = predict(cli, weights, folder, k=5)
 
     assert victim in calls  # the patch is where the pipeline looks the name up

@@ -1,0 +1,128 @@
+"""The default decode of large JPEGs: DCT-scaled, with near-ties decoded again exactly (near_ties.py)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import DOG
+from PIL import Image
+
+from shufflenet_cli import near_ties
+from shufflenet_cli.preprocess import Crop, Preprocess
+
+
+def probs_of(*rows: tuple[float, float]) -> np.ndarray:
+    return np.array(rows, dtype=np.float32)
+
+
+def test_close_calls_are_the_drafted_rows_whose_top_two_logits_are_within_the_margin():
+    probs = probs_of((0.50, 0.45), (0.60, 0.30), (0.50, 0.45), (0.2, 0.2), (0.001, 0.001))
+    drafted = [True, True, False, True, True]
+    # log(0.50 / 0.45) = 0.105 < 0.2; log(0.6 / 0.3) = 0.69; row 2 was decoded exactly already
+    assert near_ties.close_calls(probs, drafted) == [0, 3, 4]
+    assert near_ties.close_calls(probs, drafted, margin=1.0) == [0, 1, 3, 4]
+    assert near_ties.close_calls(probs, drafted, margin=0.1) == [3, 4]
+    assert near_ties.close_calls(probs[:, :1], drafted) == []  # one class: no near-ties
+
+
+def test_the_margin_is_read_when_called(monkeypatch):
+    probs, drafted = probs_of((0.50, 0.45)), [True]
+    assert near_ties.close_calls(probs, drafted) == [0]
+    monkeypatch.setattr(near_ties, "LOGIT_MARGIN", 0.05)
+    assert near_ties.close_calls(probs, drafted) == []
+
+
+def test_redo_exactly_classifies_the_rows_again_in_one_batch_and_keeps_a_file_it_cannot_read_again():
+    paths = ["a.jpg", "b.jpg", "gone.jpg", "d.jpg"]
+    probs = probs_of((0.5, 0.45), (0.9, 0.05), (0.5, 0.49), (0.4, 0.39))
+    indices = np.array([[1, 2], [3, 4], [5, 6], [7, 8]])
+    before = probs.copy(), indices.copy()
+    decoded, batches = [], []
+
+    def exact(path: str) -> Crop:
+        decoded.append(path)
+        if path == "gone.jpg":
+            raise OSError("vanished")
+        return Crop(np.full((2, 2, 3), ord(path[0]), np.uint8), 0.0, 0.0)
+
+    def topk(batch: np.ndarray, k: int):
+        batches.append((batch[:, 0, 0, 0].tolist(), k))
+        n = len(batch)
+        return np.tile([[0.7, 0.2]], (n, 1)), np.tile([[9, 10]], (n, 1)) + np.arange(n)[:, None]
+
+    assert near_ties.redo_exactly([0, 2, 3], paths, exact, topk, probs, indices) == 2
+    assert decoded == ["a.jpg", "gone.jpg", "d.jpg"]
+    assert batches == [([ord("a"), ord("d")], 2)]  # one batch, the top two asked for
+    assert indices.tolist() == [[9, 10], [3, 4], [5, 6], [10, 11]]
+    np.testing.assert_allclose(probs[[0, 3]], [[0.7, 0.2], [0.7, 0.2]], rtol=1e-6)
+    np.testing.assert_array_equal(probs[[1, 2]], before[0][[1, 2]])  # untouched, the vanished file too
+    assert near_ties.redo_exactly([], paths, exact, topk, probs, indices) == 0
+
+
+def big_jpeg(path: Path, size=(2600, 2100)) -> Path:
+    """Large enough for the default's DCT scaling (shorter side >= 2,048 px), smooth like a photo."""
+    Image.radial_gradient("L").resize(size).convert("RGB").save(path, quality=90)
+    return path
+
+
+def test_default_decodes_a_close_call_again_and_keeps_a_clear_one(cli, tmp_path, random_weights, monkeypatch):
+    path = big_jpeg(tmp_path / "big.jpg")
+    base = ("predict", path, "-m", "x0_5", "--weights", random_weights, "--backend", "torch", "-f", "json", "-k", "3")
+    exact = cli(*base, "--exact-decode", "--timings")
+    assert exact.exit_code == 0, exact.stderr
+    assert "reduced scale" not in exact.stderr
+    monkeypatch.setattr(near_ties, "LOGIT_MARGIN", 100.0)  # every result is a close call
+    checked = cli(*base, "--timings")
+    assert checked.exit_code == 0, checked.stderr
+    assert "1 image(s) decoded at a reduced scale, 1 of them decoded again at full size" in checked.stderr
+    assert checked.json() == exact.json()  # the result of the exact decode, to the last digit
+    monkeypatch.setattr(near_ties, "LOGIT_MARGIN", 0.0)  # no result is a close call
+    unchecked = cli(*base, "--timings")
+    assert unchecked.exit_code == 0, unchecked.stderr
+    assert "1 image(s) decoded at a reduced scale, 0 of them decoded again" in unchecked.stderr
+    assert unchecked.json()[0]["predictions"] != exact.json()[0]["predictions"]  # the drafted decode's
+
+
+def test_exact_and_fast_decode_together_are_a_usage_error(cli, tmp_path, random_weights):
+    r = cli("predict", big_jpeg(tmp_path / "big.jpg"), "--weights", random_weights, "--exact-decode", "--fast-decode")
+    assert r.exit_code == 2
+    assert "not both" in r.stderr
+
+
+@pytest.mark.parametrize(("mode", "drafted"), [("checked", False), ("fast", True)])
+def test_a_named_pipe_is_drafted_only_where_it_need_not_be_read_again(tmp_path, prep, mode, drafted):
+    data = big_jpeg(tmp_path / "big.jpg").read_bytes()
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        with open(fifo, "wb") as f:
+            f.write(data)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        crop = Preprocess(prep.resize, prep.crop, prep.mean, prep.std, decode=mode)(str(fifo))
+    finally:
+        writer.join(timeout=10)
+    assert crop.drafted is drafted
+    file_crop = Preprocess(prep.resize, prep.crop, prep.mean, prep.std, decode=mode)(str(tmp_path / "big.jpg"))
+    assert file_crop.drafted  # the same bytes from a file are drafted in both modes
+
+
+def test_real_weights_keep_a_confident_top1_on_a_large_photo(cli, tmp_path, real_weights):
+    if not DOG.is_file():
+        pytest.skip("../shared/images/dog.jpg is not here")
+    path = tmp_path / "dog-12mp.jpg"
+    with Image.open(DOG) as im:
+        im.convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC).save(path, quality=92)
+    base = ("predict", path, "-m", "x0_5", "--weights", real_weights, "-f", "json", "-k", "2")
+    checked, exact = cli(*base, "--timings"), cli(*base, "--exact-decode")
+    assert "0 of them decoded again" in checked.stderr  # Samoyed by a wide margin: the drafted result
+    a, b = checked.json()[0]["predictions"], exact.json()[0]["predictions"]
+    assert a[0]["label"] == b[0]["label"] == "Samoyed"
+    assert a != b and a[0]["probability"] == pytest.approx(b[0]["probability"], abs=0.02)
