@@ -39,6 +39,7 @@ Each measurement runs --repeats times, the variants interleaved; medians are pri
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -505,14 +506,16 @@ def main_bench(args: argparse.Namespace) -> dict:
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     small = make_images(workdir / "imagenet-size", args.images, large=False, seed=1)
-    if args.large_dir:
-        large = sorted(p for p in Path(args.large_dir).resolve().iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
-        large = large[: args.large] if args.large else large
-    else:
-        large = make_images(workdir / "12mp", args.large, large=True, seed=2) if args.large else []
+    large, large_set = [], "set-large"
+    if args.large and args.large_dir:  # the first --large JPEGs of that folder, by name
+        src = Path(args.large_dir).resolve()
+        large = sorted(p for p in src.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))[: args.large]
+        large_set = f"set-large-{hashlib.sha256(str(src).encode()).hexdigest()[:8]}"  # not the generated set's
+    elif args.large:
+        large = make_images(workdir / "12mp", args.large, large=True, seed=2)
     # only the first N files of a folder that holds more
     small_dir = _exact_folder(workdir / "imagenet-size", small, workdir / "set-small")
-    large_dir = _exact_folder(large[0].parent, large, workdir / "set-large") if large else None
+    large_dir = _exact_folder(large[0].parent, large, workdir / large_set) if large else None
     weights, weights_note = make_weights(workdir, args.model)
     large_model = args.large_model or ("x0_5" if REAL_X0_5.is_file() else args.model)
     large_weights, large_weights_note = make_weights(workdir, large_model)
@@ -688,7 +691,7 @@ def report(res: dict) -> str:
         f"machine: {m['cpu']}, {m['cores']} cores; python {m['python']}, torch {m['torch']}, "
         f"torchvision {m['torchvision']}, onnxruntime {m['onnxruntime']}, Pillow {m['pillow']}; {m['date']}",
         f"model {res['model']} ({res['weights']}); {res['images']} ImageNet-size JPEGs, "
-        f"{res['large']} 12-MP JPEGs; medians of {res['repeats']} repeats "
+        f"{res['large']} large JPEGs; medians of {res['repeats']} repeats "
         f"(cores used by other processes during each repeat: {res['load_all']})",
         f"2-thread speed-up probe (2.0 = both cores ours) before a,c,d: {res['probe_all']}; "
         f"before b: {res['probe_b_all']}",
@@ -725,7 +728,7 @@ def report(res: dict) -> str:
         lines += [
             "",
             f"large JPEGs ({res['large_source']}); model {res['large_model']} ({res['large_weights']})",
-            f"12-megapixel JPEGs{'images/s':>42}",
+            f"large JPEGs ({res['large']}){'images/s':>{41 - len(str(res['large']))}}",
             _row("(a) seed loop", res["seed_large"], f"runs {res['seed_large_all']}"),
             _row("(b) shufflenet predict, defaults (run)", pl["run_rate"], f"runs {res['predict_large_all']}"),
             _row(
@@ -833,7 +836,9 @@ def main() -> None:
         help="model for the 12-MP set (default x0_5 with the real weights where ../shared has them, else --model): "
         "the default decode's speed there depends on how sure the model is (near-ties are decoded twice)",
     )
-    ap.add_argument("--large-dir", help="use the JPEGs in this folder as the large set instead of generating them")
+    ap.add_argument(
+        "--large-dir", help="the large set: the first --large JPEGs (by name) in this folder instead of generated ones"
+    )
     ap.add_argument(
         "--workdir", default=str(ROOT / ".bench"), help="images, weights and caches (default .bench/, reused)"
     )

@@ -26,8 +26,9 @@ class Backend(Protocol):
     name: str
     precision: str
 
-    def topk(self, batch: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Must be done with `batch` when it returns: the caller stacks the next batch into its memory."""
+    def topk(self, batch: np.ndarray, k: int, one_off: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Must be done with `batch` when it returns: the caller stacks the next batch into its memory.
+        one_off: a batch outside the run's rhythm (near_ties.py's second pass): nothing is kept for it."""
         ...
 
     def describe(self) -> str: ...
@@ -158,11 +159,12 @@ class TorchBackend:
         with torch.inference_mode():
             return topk_on_device(self.logits(x), k)
 
-    def topk(self, batch: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """batch: N,H,W,C uint8, a numpy array or (--gpu-decode) a tensor already on the device."""
+    def topk(self, batch: Any, k: int, one_off: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """batch: N,H,W,C uint8, a numpy array or (--gpu-decode) a tensor already on the device.
+        one_off: runs eagerly, and its shape is not counted towards a CUDA graph capture."""
         import torch
 
-        if self._graphs is not None:
+        if self._graphs is not None and not one_off:
             replayed = self._graphs.topk(batch, k)
             if replayed is not None:
                 return replayed

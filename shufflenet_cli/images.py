@@ -158,7 +158,8 @@ def _draft(im: Image.Image, draft_min: int) -> bool:
     if short < 2 * draft_min:
         return False  # no DCT scaling would apply; decode exactly
     factor = draft_min / short
-    return im.draft(None, (math.ceil(w * factor), math.ceil(h * factor))) is not None
+    im.draft(None, (math.ceil(w * factor), math.ceil(h * factor)))
+    return im.size != (w, h)  # draft() may settle on scale 1 (a 3001 x 2048 JPEG), which is exact
 
 
 def _full_scale(im: Image.Image) -> int | None:

@@ -393,7 +393,8 @@ class OnnxBackend:
         x = normalize_numpy(batch, self._mean_np, self._std_np)
         return self._session.run([OUTPUT], {INPUT: x})[0]
 
-    def topk(self, batch: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def topk(self, batch: np.ndarray, k: int, one_off: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        del one_off  # nothing is kept per batch shape here
         parts = min(self.streams, len(batch))
         if parts <= 1 or self._pool is None:
             logits = self.logits(batch)

@@ -10,6 +10,7 @@ out close is decoded exactly and classified again before its batch's records lea
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
@@ -35,7 +36,8 @@ class Stats:
     output_s: float = 0.0
     wait_s: float = 0.0  # the main loop waiting for the next decoded input: the workers are behind
     drafted: int = 0  # JPEGs decoded at a reduced DCT scale
-    rechecked: int = 0  # of those, near-ties decoded and classified again exactly (near_ties.py)
+    rechecked: int | None = None  # of those, near-ties decoded and classified again exactly; None: no check
+    recheck_s: float = 0.0  # that second decode and forward pass, in the main process
     started: float = field(default_factory=time.perf_counter)
     first_batch: tuple[float, int] | None = None  # (seconds since start, inputs done) when it finished
     ended: float | None = None  # set by end(): the rates leave out closing the output afterwards
@@ -90,6 +92,8 @@ def run(
     recheck: the exact decode that drafted near-ties are redone with (near_ties.py); None: no check.
     """
     stats = stats if stats is not None else Stats()
+    if recheck is not None:
+        stats.rechecked = 0
     window = max(batch_size * 2, workers * 4)
     chunk: list[Decoded] = []
     stack = gpu.stack if gpu is not None else Stacker()
@@ -107,17 +111,17 @@ def run(
                 return
             if stalled:
                 if chunk:
-                    yield _finish(chunk, backend, labels, topk, threshold, stats, stack, gpu, recheck)
+                    yield _finish(chunk, backend, labels, topk, threshold, stats, stack, gpu, recheck, workers)
                     chunk = []
                 continue
             chunk.append(decoded)
             stats.decode_s += decoded.decode_s
             stats.preprocess_s += decoded.preprocess_s
             if len(chunk) >= batch_size:
-                yield _finish(chunk, backend, labels, topk, threshold, stats, stack, gpu, recheck)
+                yield _finish(chunk, backend, labels, topk, threshold, stats, stack, gpu, recheck, workers)
                 chunk = []
         if chunk and not should_stop():
-            yield _finish(chunk, backend, labels, topk, threshold, stats, stack, gpu, recheck)
+            yield _finish(chunk, backend, labels, topk, threshold, stats, stack, gpu, recheck, workers)
         stats.end()  # before the workers stop
     finally:
         # Closed here, not when garbage-collected: an exception while its workers stop (a second
@@ -135,6 +139,7 @@ def _finish(
     stack: Callable[[list[Any]], Any],
     gpu: Any = None,
     recheck: Prepare | None = None,
+    workers: int = 1,
 ) -> list[Record]:
     if gpu is not None:
         t0 = time.perf_counter()
@@ -151,7 +156,7 @@ def _finish(
         drafted = [d.drafted for d in classified]
         stats.drafted += sum(drafted)
         if recheck is not None and any(drafted):
-            probs, indices = _recheck(classified, drafted, probs, indices, backend, recheck, stats)
+            probs, indices = _recheck(classified, drafted, probs, indices, backend, recheck, stats, workers)
         probs, indices = probs[:, :topk], indices[:, :topk]
     probs, indices = probs.tolist(), indices.tolist()  # Python numbers once per batch, not per value
     records: list[Record] = []
@@ -177,18 +182,21 @@ def _recheck(
     backend: Backend,
     exact: Prepare,
     stats: Stats,
+    workers: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The batch's results with its drafted near-ties decoded and classified again exactly."""
+    """The batch's results with its drafted near-ties decoded (on `workers` threads) and classified
+    again exactly. Their batch is a one-off: it takes no CUDA graph slot (cuda_graphs.py)."""
     from shufflenet_cli import near_ties
 
     probs, indices = np.array(probs), np.array(indices)  # writable copies, on the host
     rows = near_ties.close_calls(probs, drafted)
     if rows:
         t0 = time.perf_counter()
-        stats.rechecked += near_ties.redo_exactly(
-            rows, [d.input.path for d in classified], exact, backend.topk, probs, indices
-        )
-        stats.decode_s += time.perf_counter() - t0  # mostly the exact decode; also the second forward
+        paths = [d.input.path for d in classified]
+        once = functools.partial(backend.topk, one_off=True)
+        redone = near_ties.redo_exactly(rows, paths, exact, once, probs, indices, max(workers, 1))
+        stats.rechecked = (stats.rechecked or 0) + redone
+        stats.recheck_s += time.perf_counter() - t0
     return probs, indices
 
 

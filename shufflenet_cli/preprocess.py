@@ -23,8 +23,8 @@ from shufflenet_cli.images import decode_rgb
 #   checked  (the default) JPEG DCT scaling while the shorter side stays >= 4x the resize size; the
 #            images whose top two classes then come out close are decoded again exactly (near_ties.py)
 #   fast     (--fast-decode) DCT scaling down to >= 2x the resize size, never checked
-# A JPEG whose shorter side is under twice the draft size (fast 512 px, checked 2,048 px: all of
-# ImageNet's) is decoded exactly in every mode.
+# A JPEG whose shorter side is under twice the draft size (fast 1,024 px, checked 2,048 px: all of
+# ImageNet's) is decoded exactly in every mode. The CLI's default is checked; Preprocess's is exact.
 DECODE_MODES = ("exact", "checked", "fast")
 DRAFT_FACTOR = {"exact": None, "checked": 4, "fast": 2}
 
@@ -45,11 +45,11 @@ class Preprocess:
     crop: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    decode: str = "checked"
+    decode: str = "exact"
     thumbnail_size: int | None = None  # for --report: a JPEG thumbnail this many pixels on its longer side
 
     @classmethod
-    def from_weights(cls, weights: Any, decode: str = "checked", thumbnail_size: int | None = None) -> Preprocess:
+    def from_weights(cls, weights: Any, decode: str = "exact", thumbnail_size: int | None = None) -> Preprocess:
         t = weights.transforms()
         return cls(
             resize=int(t.resize_size[0]),
@@ -61,7 +61,7 @@ class Preprocess:
         )
 
     @classmethod
-    def from_spec(cls, spec: Any, decode: str = "checked", thumbnail_size: int | None = None) -> Preprocess:
+    def from_spec(cls, spec: Any, decode: str = "exact", thumbnail_size: int | None = None) -> Preprocess:
         """From the ModelSpec's constants (equal to `weights.transforms()`'s, tests prove it): no torch."""
         return cls(
             resize=spec.resize,

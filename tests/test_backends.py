@@ -266,6 +266,25 @@ def test_cuda_graph_replay_is_bit_for_bit_the_eager_step(prep, batch, precision,
     assert "CUDA graphs" in graphed.describe() and "CUDA graphs" not in eager.describe()
 
 
+@cuda
+def test_one_off_batches_run_eagerly_and_take_no_graph_slot(prep, batch):
+    """near_ties.py's second-pass batches (one_off) come in odd sizes: counted, they would fill the
+    MAX_SHAPES graph slots that the run's own batch sizes need."""
+    import copy
+
+    from shufflenet_cli.backends import TorchBackend
+
+    graphed = TorchBackend(copy.deepcopy(spread_model()), torch.device("cuda"), prep.mean, prep.std)
+    eager = TorchBackend(copy.deepcopy(spread_model()), torch.device("cuda"), prep.mean, prep.std, cuda_graphs=False)
+    for b in [batch[:2], batch[:2], batch[:3], batch[:3], batch, batch]:
+        got, want = graphed.topk(b, 5, one_off=True), eager.topk(b, 5)
+        np.testing.assert_array_equal(got[1], want[1])
+    assert not graphed._graphs.captured and not graphed._graphs.seen and graphed._graphs.replayed == 0
+    for b in [batch, batch, batch]:
+        graphed.topk(b, 5)
+    assert len(graphed._graphs.captured) == 1 and graphed._graphs.replayed == 2
+
+
 @pytest.mark.parametrize(
     ("device", "precision", "layout"),
     [("cpu", "fp32", "channels_last"), ("cuda", "fp32", "contiguous"), ("cuda", "fp16", "channels_last")],

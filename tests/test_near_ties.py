@@ -12,6 +12,7 @@ from conftest import DOG
 from PIL import Image
 
 from shufflenet_cli import near_ties
+from shufflenet_cli.images import ImageError
 from shufflenet_cli.preprocess import Crop, Preprocess
 
 
@@ -87,6 +88,16 @@ def test_default_decodes_a_close_call_again_and_keeps_a_clear_one(cli, tmp_path,
     assert unchecked.json()[0]["predictions"] != exact.json()[0]["predictions"]  # the drafted decode's
 
 
+def test_a_draft_that_libjpeg_cannot_scale_counts_as_exact(tmp_path):
+    from shufflenet_cli.images import decode_rgb
+
+    path = big_jpeg(tmp_path / "odd.jpg", size=(3001, 2048))  # Pillow's draft settles on scale 1 here
+    img, drafted = decode_rgb(str(path), 1024)
+    assert img.size == (3001, 2048) and not drafted
+    img, drafted = decode_rgb(str(big_jpeg(tmp_path / "even.jpg", size=(4096, 2048))), 1024)
+    assert img.size == (2048, 1024) and drafted
+
+
 def test_exact_and_fast_decode_together_are_a_usage_error(cli, tmp_path, random_weights):
     r = cli("predict", big_jpeg(tmp_path / "big.jpg"), "--weights", random_weights, "--exact-decode", "--fast-decode")
     assert r.exit_code == 2
@@ -126,3 +137,66 @@ def test_real_weights_keep_a_confident_top1_on_a_large_photo(cli, tmp_path, real
     a, b = checked.json()[0]["predictions"], exact.json()[0]["predictions"]
     assert a[0]["label"] == b[0]["label"] == "Samoyed"
     assert a != b and a[0]["probability"] == pytest.approx(b[0]["probability"], abs=0.02)
+
+
+class MarkingBackend:
+    """Answers each image with its crop's first pixel as the class (a near-tie with class + 1), so a
+    result shows which decode it came from; remembers each call's batch and one_off."""
+
+    name, precision = "marking", "fp32"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[int], bool]] = []
+
+    def topk(self, batch: np.ndarray, k: int, one_off: bool = False):
+        firsts = batch[:, 0, 0, 0].astype(np.int64)
+        self.calls.append((firsts.tolist(), one_off))
+        n = len(batch)
+        probs = np.tile(np.linspace(0.3, 0.29, k, dtype=np.float32), (n, 1))
+        return probs, firsts[:, None] + np.arange(k)[None, :]
+
+    def describe(self) -> str:
+        return self.name
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_pipeline_redoes_each_drafted_near_tie_in_place_among_failed_inputs(workers):
+    from shufflenet_cli import pipeline
+    from shufflenet_cli.inputs import Input
+
+    # first pixel 10 + i when drafted, 100 + i exactly; "bad" inputs fail; "small" ones are exact at once
+    names = ["big0", "bad1", "big2", "small3", "bad4", "big5", "small6"]
+
+    def prepare(path: str, exact: bool = False) -> Crop:
+        i = names.index(path)
+        if path.startswith("bad"):
+            raise ImageError("broken")
+        drafted = path.startswith("big") and not exact
+        return Crop(np.full((2, 2, 3), (10 if drafted else 100) + i, np.uint8), 0.0, 0.0, drafted=drafted)
+
+    backend = MarkingBackend()
+    stats = pipeline.Stats()
+    batches = list(
+        pipeline.run(
+            [Input(n) for n in names],
+            prepare,
+            backend,
+            [str(i) for i in range(1000)],
+            batch_size=7,
+            workers=workers,
+            topk=1,
+            stats=stats,
+            recheck=lambda path: prepare(path, exact=True),
+        )
+    )
+    records = [r for batch in batches for r in batch]
+    assert [r.path for r in records] == names
+    by_name = {r.path: r for r in records}
+    for n in names:
+        i = names.index(n)
+        if n.startswith("bad"):
+            assert by_name[n].error == "broken" and not by_name[n].predictions
+        else:  # each its own exact decode's class (100 + i), the drafted ones after their second decode
+            assert [p.index for p in by_name[n].predictions] == [100 + i], n
+    assert backend.calls == [([10, 12, 103, 15, 106], False), ([100, 102, 105], True)]
+    assert (stats.drafted, stats.rechecked, stats.classified, stats.failed) == (3, 3, 5, 2)
