@@ -6,12 +6,16 @@
 
 For every JPEG it classifies several decodes of the same file with torch fp32 and compares each with
 the exact one:
-  exact        full-size decode (the CLI's default)
+  exact        full-size decode (--exact-decode; what the others are compared with)
+  draft >=4x   DCT scaling while the shorter side stays >= 4x the resize size (the default's draft; --factors 4)
   draft >=2x   DCT scaling while the shorter side stays >= 2x the resize size (--fast-decode)
   draft >=1x   DCT scaling down to just above the resize size (faster, the variant the issue rejected)
   (--factors sets the list, e.g. 4,2,1 adds draft >=4x)
 and prints top-1 agreement, top-5 overlap and decode time per image, over all images and over the
-"confident" ones (exact top-1 probability >= 0.5), where a flip is not a coin toss between near-ties.
+"confident" ones (exact top-1 probability >= 0.5), where a flip is not a coin toss between near-ties;
+then, for the default's check (near_ties.py: decode again exactly where the drafted image's top two
+logits lie within a margin), the logit gaps of each draft's flips and, per --margins value, how many
+images would be decoded again and how many flips would be left.
 With --upscale PX (default 4000), each picture is first resized so its longer side is PX and saved as
 a JPEG (quality 92) in a temporary folder, as the issue's measurement did with real photos. Images
 whose shorter side is under twice the resize size are never drafted, so without upscaling most
@@ -82,12 +86,18 @@ def main() -> None:
     ap.add_argument("--limit", type=int, help="at most this many images")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--factors", default="2,1", help="draft factors to compare with the exact decode (default 2,1)")
+    ap.add_argument(
+        "--margins",
+        default="0.1,0.2,0.3",
+        help="logit gaps to try as the default's check (near_ties.py): per draft, how many images each would "
+        "decode again and how many flips it would leave (default 0.1,0.2,0.3)",
+    )
     args = ap.parse_args()
 
     import numpy as np
 
     from shufflenet_cli.backends import TorchBackend
-    from shufflenet_cli.images import load_rgb
+    from shufflenet_cli.images import decode_rgb
     from shufflenet_cli.preprocess import Preprocess
 
     paths = find_jpegs(args.folders, args.limit)
@@ -109,9 +119,9 @@ def main() -> None:
         for p in paths:
             for name, draft_min in variants.items():
                 t0 = time.perf_counter()
-                img = load_rgb(str(p), draft_min)
+                img, drafted = decode_rgb(str(p), draft_min)
                 seconds[name].append(time.perf_counter() - t0)
-                crops[name].append(prep.crop_array(img))
+                crops[name].append(prep.crop_array(img, approximate=drafted))  # as the CLI crops it
         top5: dict[str, np.ndarray] = {}
         probs: dict[str, np.ndarray] = {}
         for name, arrays in crops.items():
@@ -146,6 +156,17 @@ def main() -> None:
         if disagree:
             more = " ..." if len(disagree) > 12 else ""
             print(f"{name} disagrees on (exact top-1 probability): {', '.join(disagree[:12])}{more}")
+    print("the default's check (near_ties.py): decode again where the drafted top two logits lie within a margin")
+    for name in list(variants)[1:]:
+        gap = np.log(np.maximum(probs[name][:, 0], 1e-30)) - np.log(np.maximum(probs[name][:, 1], 1e-30))
+        flips = top5[name][:, 0] != ref[:, 0]
+        print(f"{name}: logit gaps of its flips: {', '.join(f'{g:.3f}' for g in sorted(gap[flips])) or 'none'}")
+        for margin in (float(m) for m in args.margins.split(",")):
+            again = gap < margin
+            print(
+                f"  margin {margin}: decoded again {int(again.sum())} of {n} ({100 * again.mean():.1f}%), "
+                f"flips left {int((flips & ~again).sum())}"
+            )
 
 
 if __name__ == "__main__":

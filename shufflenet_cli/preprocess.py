@@ -87,27 +87,37 @@ class Preprocess:
         # checked: a pipe's bytes cannot be read again for the exact decode, so they get it at once
         img, drafted = decode_rgb(path, self.draft_min, draft_pipes=self.decode != "checked")
         t1 = time.perf_counter()
-        array = self.crop_array(img)
+        array = self.crop_array(img, approximate=drafted)
         thumb = make_thumbnail(img, self.thumbnail_size) if self.thumbnail_size else None
         return Crop(array, t1 - t0, time.perf_counter() - t1, thumb, drafted=drafted)
 
-    def crop_array(self, img: Any) -> np.ndarray:
+    def crop_array(self, img: Any, approximate: bool = False) -> np.ndarray:
         """torchvision's F.resize(img, [resize], BILINEAR) then F.center_crop(img, [crop]) on a PIL
-        image, in Pillow alone: the same sizes, the same rounding, the same Pillow calls."""
+        image, in Pillow alone: the same sizes, the same rounding, the same Pillow calls.
+
+        approximate (a drafted image, not the reference's pixels anyway): resize only the crop's own
+        region (Pillow's `box`), the same filter at positions that differ in float rounding, so some
+        pixels come out 1 apart; about half the resize's work (13.6 -> 7 ms from a 2000 x 1500 draft).
+        """
         from PIL import Image
 
         w, h = img.size
         short, long = (w, h) if w <= h else (h, w)
         new_short, new_long = self.resize, int(self.resize * long / short)
         new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+        top = int(round((new_h - self.crop) / 2.0))
+        left = int(round((new_w - self.crop) / 2.0))
+        fits = self.crop <= new_w and self.crop <= new_h
+        if approximate and fits and (new_w, new_h) != (w, h):
+            sx, sy = w / new_w, h / new_h
+            box = (left * sx, top * sy, (left + self.crop) * sx, (top + self.crop) * sy)
+            return np.asarray(img.resize((self.crop, self.crop), Image.BILINEAR, box=box), dtype=np.uint8)
         if (new_w, new_h) != (w, h):
             img = img.resize((new_w, new_h), Image.BILINEAR)
-        if self.crop > new_w or self.crop > new_h:  # torchvision pads first; never with resize >= crop
+        if not fits:  # torchvision pads first; never with resize >= crop
             import torchvision.transforms.functional as F
 
             return np.asarray(F.center_crop(img, [self.crop]), dtype=np.uint8)
-        top = int(round((new_h - self.crop) / 2.0))
-        left = int(round((new_w - self.crop) / 2.0))
         img = img.crop((left, top, left + self.crop, top + self.crop))
         return np.asarray(img, dtype=np.uint8)
 

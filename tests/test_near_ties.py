@@ -98,6 +98,17 @@ def test_a_draft_that_libjpeg_cannot_scale_counts_as_exact(tmp_path):
     assert img.size == (2048, 1024) and drafted
 
 
+@pytest.mark.parametrize("size", [(2000, 1500), (1500, 2000), (1366, 1024), (300, 256)])
+def test_a_drafted_image_is_cropped_from_its_own_region_within_one_step_of_the_full_resize(prep, size):
+    rng = np.random.default_rng(sum(size))
+    img = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    exact, approximate = prep.crop_array(img), prep.crop_array(img, approximate=True)
+    assert approximate.shape == exact.shape == (prep.crop, prep.crop, 3)
+    assert np.abs(approximate.astype(np.int16) - exact).max() <= 1
+    if size == (300, 256):  # no resize at all: nothing to approximate
+        np.testing.assert_array_equal(approximate, exact)
+
+
 def test_exact_and_fast_decode_together_are_a_usage_error(cli, tmp_path, random_weights):
     r = cli("predict", big_jpeg(tmp_path / "big.jpg"), "--weights", random_weights, "--exact-decode", "--fast-decode")
     assert r.exit_code == 2
