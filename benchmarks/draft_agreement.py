@@ -1,4 +1,4 @@
-"""Top-1 agreement of JPEG draft (DCT-scaled) decoding with the exact decode, on a folder of JPEGs.
+"""Top-1 agreement of JPEG draft (DCT-scaled) decoding with the exact decode, on folders of photos.
 
     python benchmarks/draft_agreement.py FOLDER [FOLDER ...]               # upscaled to 4000 px first
     python benchmarks/draft_agreement.py FOLDER --upscale 0                # the files as they are
@@ -36,13 +36,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cpu import REAL_X0_5  # noqa: E402
 
 JPEG = {".jpg", ".jpeg", ".jpe", ".jfif"}
+UPSCALED = JPEG | {".png", ".webp"}  # re-encoded as JPEGs by --upscale
 
 
-def find_jpegs(folders: list[str], limit: int | None) -> list[Path]:
+def find_jpegs(folders: list[str], limit: int | None, suffixes: set[str] = JPEG) -> list[Path]:
     paths: list[Path] = []
     for f in folders:
         p = Path(f)
-        paths += [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.suffix.lower() in JPEG)
+        paths += [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.suffix.lower() in suffixes)
     return paths[:limit] if limit else paths
 
 
@@ -100,7 +101,7 @@ def main() -> None:
     from shufflenet_cli.images import decode_rgb
     from shufflenet_cli.preprocess import Preprocess
 
-    paths = find_jpegs(args.folders, args.limit)
+    paths = find_jpegs(args.folders, args.limit, UPSCALED if args.upscale else JPEG)
     if not paths:
         sys.exit("error: no JPEG files found")
     spec, model, cpu = load_model(args.model, args.weights)
