@@ -13,13 +13,14 @@ move further under DCT scaling, and `--exact-decode` is there for results that m
 
 from __future__ import annotations
 
-import functools
+from concurrent.futures import Future
 from typing import Any, Callable
 
 import numpy as np
 
-# log(p1 / p2), the top two logits' difference. On 319 real photos (4000 px, x0_5): the 6 swaps of
-# the drafted decode had margins up to 0.076; at 0.2, 9 % of the images are decoded twice.
+# log(p1 / p2), the top two logits' difference. On 319 real photos (4000 px, x0_5) the 6 flips of the
+# drafted decode had gaps up to 0.075, on 253 held-out ones up to 0.170; at 0.2, 11-15 % of those
+# images are decoded twice (docs/benchmarks.md).
 LOGIT_MARGIN = 0.2
 
 
@@ -34,41 +35,46 @@ def close_calls(probs: np.ndarray, drafted: list[bool], margin: float | None = N
     return [row for row, (was, g) in enumerate(zip(drafted, gap.tolist(), strict=True)) if was and g < margin]
 
 
-def redo_exactly(
+class Rechecks:
+    """The second, exact decodes of near-ties, on `threads` threads of their own, while the run goes on
+    (pipeline.py holds a batch's records back until its near-ties are done). Pillow lets go of the GIL
+    while it decodes and resizes. Done one after another in the main loop, they made the default slower
+    than --exact-decode on 16 cores (a reviewer's H200 run: 57 vs 206 images/s with 12 % near-ties)."""
+
+    def __init__(self, exact: Callable[[str], Any], threads: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.exact = exact
+        self.pool = ThreadPoolExecutor(max(threads, 1), thread_name_prefix="recheck")
+
+    def submit(self, paths: list[str]) -> list[Future[np.ndarray | None]]:
+        return [self.pool.submit(exact_array, self.exact, path) for path in paths]
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def exact_array(exact: Callable[[str], Any], path: str) -> np.ndarray | None:
+    """`exact(path).array`; None where the file cannot be decoded again (replaced or removed since):
+    it keeps its drafted result, for it was classified, and the check is about near-ties, not files."""
+    try:
+        return exact(path).array
+    except Exception:  # noqa: BLE001 - any failure: the drafted result stands
+        return None
+
+
+def apply(
     rows: list[int],
-    paths: list[str],
-    exact: Callable[[str], Any],
+    arrays: list[np.ndarray | None],
     topk: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
     probs: np.ndarray,
     indices: np.ndarray,
-    threads: int = 1,
 ) -> int:
-    """Classify `paths[row]` again from `exact(path).array` for each row, in one batch, writing the
-    results into `probs` and `indices` in place; the number of rows redone.
-
-    The exact decodes run on up to `threads` threads (Pillow lets go of the GIL while it decodes and
-    resizes): on many cores, one after another in the calling thread they made the default slower
-    than --exact-decode. A file that cannot be decoded again (replaced or removed since) keeps its
-    drafted result: it was classified, and the check is about near-ties, not about the file.
-    """
-    wanted = [paths[row] for row in rows]
-    if threads > 1 and len(wanted) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(min(threads, len(wanted)), thread_name_prefix="recheck") as pool:
-            arrays = list(pool.map(functools.partial(_array_or_none, exact), wanted))
-    else:
-        arrays = [_array_or_none(exact, path) for path in wanted]
+    """Classify the rows again from their exact arrays, in one batch, writing the results into `probs`
+    and `indices` in place (a row whose array is None keeps its result); the number of rows redone."""
     redone = [row for row, a in zip(rows, arrays, strict=True) if a is not None]
     if redone:
         p, i = topk(np.stack([a for a in arrays if a is not None]), probs.shape[1])
         probs[redone] = p
         indices[redone] = i
     return len(redone)
-
-
-def _array_or_none(exact: Callable[[str], Any], path: str) -> np.ndarray | None:
-    try:
-        return exact(path).array
-    except Exception:  # noqa: BLE001 - any failure: the drafted result stands
-        return None

@@ -5,13 +5,17 @@ so memory does not grow with the number of files. Each input gets exactly one re
 position: a file that fails is an error record, never skipped. When stdin stalls (inputs.STALL), the
 inputs decoded so far are finished as a short batch at once, as the last batch of a run is.
 With `recheck` (the default decode), a JPEG decoded at a reduced DCT scale whose top two classes come
-out close is decoded exactly and classified again before its batch's records leave (near_ties.py).
+out close is decoded again exactly on threads of its own and classified again before its batch's
+records leave (near_ties.py); meanwhile up to MAX_HELD later batches are classified, their records
+held back behind it.
 """
 
 from __future__ import annotations
 
 import functools
 import time
+from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
@@ -92,12 +96,24 @@ def run(
     recheck: the exact decode that drafted near-ties are redone with (near_ties.py); None: no check.
     """
     stats = stats if stats is not None else Stats()
+    rechecks = None
     if recheck is not None:
-        stats.rechecked = 0
+        from shufflenet_cli.near_ties import Rechecks
+
+        stats.rechecked, rechecks = 0, Rechecks(recheck, workers)
     window = max(batch_size * 2, workers * 4)
     chunk: list[Decoded] = []
+    held: deque[_Batch] = deque()  # classified, in order; the oldest may wait for its near-ties
     stack = gpu.stack if gpu is not None else Stacker()
     decoded_in_order = decode_in_order(inputs, prep, workers, window, processes)
+
+    def classify(chunk: list[Decoded]) -> None:
+        held.append(_classify(chunk, backend, labels, topk, threshold, stats, stack, gpu, rechecks))
+
+    def ready(everything: bool) -> Iterator[list[Record]]:
+        while held and (everything or held[0].ready() or len(held) > MAX_HELD):
+            yield _finish(held.popleft(), backend, labels, topk, threshold, stats)
+
     try:
         while True:
             t0 = time.perf_counter()
@@ -111,25 +127,51 @@ def run(
                 return
             if stalled:
                 if chunk:
-                    yield _finish(chunk, backend, labels, topk, threshold, stats, stack, gpu, recheck, workers)
+                    classify(chunk)
                     chunk = []
+                yield from ready(everything=True)
                 continue
             chunk.append(decoded)
             stats.decode_s += decoded.decode_s
             stats.preprocess_s += decoded.preprocess_s
             if len(chunk) >= batch_size:
-                yield _finish(chunk, backend, labels, topk, threshold, stats, stack, gpu, recheck, workers)
+                classify(chunk)
                 chunk = []
-        if chunk and not should_stop():
-            yield _finish(chunk, backend, labels, topk, threshold, stats, stack, gpu, recheck, workers)
+                yield from ready(everything=False)
+        if not should_stop():
+            if chunk:
+                classify(chunk)
+            yield from ready(everything=True)
         stats.end()  # before the workers stop
     finally:
         # Closed here, not when garbage-collected: an exception while its workers stop (a second
         # Ctrl-C) then reaches the caller instead of printing "Exception ignored" and a traceback.
         decoded_in_order.close()
+        if rechecks is not None:
+            rechecks.close()
 
 
-def _finish(
+# Batches whose records may wait for their near-ties' second decodes while later ones are classified;
+# one more and the main loop waits for the oldest.
+MAX_HELD = 2
+
+
+@dataclass
+class _Batch:
+    """A classified chunk: its records, or (while near-ties are decoded again) what makes them."""
+
+    chunk: list[Decoded]
+    records: list[Record] | None = None
+    probs: np.ndarray | None = None  # own copies, top max(topk, 2)
+    indices: np.ndarray | None = None
+    rows: list[int] = field(default_factory=list)  # rows of probs decoded again, in `arrays`
+    arrays: list[Future[np.ndarray | None]] = field(default_factory=list)
+
+    def ready(self) -> bool:
+        return all(f.done() for f in self.arrays)
+
+
+def _classify(
     chunk: list[Decoded],
     backend: Backend,
     labels: list[str],
@@ -138,9 +180,9 @@ def _finish(
     stats: Stats,
     stack: Callable[[list[Any]], Any],
     gpu: Any = None,
-    recheck: Prepare | None = None,
-    workers: int = 1,
-) -> list[Record]:
+    rechecks: Any = None,
+) -> _Batch:
+    """The chunk through the model; its drafted near-ties handed to `rechecks` (near_ties.Rechecks)."""
     if gpu is not None:
         t0 = time.perf_counter()
         gpu.decode_chunk(chunk)
@@ -149,16 +191,46 @@ def _finish(
     probs = indices = np.empty((0, 0))
     if classified:
         t0 = time.perf_counter()
-        k = max(topk, 2) if recheck is not None else topk  # the check compares the top two
+        k = max(topk, 2) if rechecks is not None else topk  # the check compares the top two
         probs, indices = backend.topk(stack([d.array for d in classified]), k)
         stats.inference_s += time.perf_counter() - t0
         stats.batches += 1
+        if stats.batches == 1:  # the first forward pass (not a chunk of failed inputs only)
+            stats.first_batch = (stats.elapsed, stats.done + len(chunk))
         drafted = [d.drafted for d in classified]
         stats.drafted += sum(drafted)
-        if recheck is not None and any(drafted):
-            probs, indices = _recheck(classified, drafted, probs, indices, backend, recheck, stats, workers)
-        probs, indices = probs[:, :topk], indices[:, :topk]
-    probs, indices = probs.tolist(), indices.tolist()  # Python numbers once per batch, not per value
+        if rechecks is not None and any(drafted):
+            from shufflenet_cli.near_ties import close_calls
+
+            rows = close_calls(np.asarray(probs), drafted)
+            if rows:  # copies: a backend may hand back buffers that its next batch reuses
+                arrays = rechecks.submit([classified[r].input.path for r in rows])
+                return _Batch(chunk, None, np.array(probs), np.array(indices), rows, arrays)
+    return _Batch(chunk, _records(chunk, probs, indices, labels, topk, threshold, stats))
+
+
+def _finish(
+    batch: _Batch, backend: Backend, labels: list[str], topk: int, threshold: float, stats: Stats
+) -> list[Record]:
+    """The batch's records, its near-ties (if any) classified again from their exact decodes, as a
+    one-off batch that takes no CUDA graph slot (cuda_graphs.py)."""
+    if batch.records is not None:
+        return batch.records
+    from shufflenet_cli.near_ties import apply
+
+    assert batch.probs is not None and batch.indices is not None
+    t0 = time.perf_counter()
+    arrays = [f.result() for f in batch.arrays]
+    once = functools.partial(backend.topk, one_off=True)
+    stats.rechecked = (stats.rechecked or 0) + apply(batch.rows, arrays, once, batch.probs, batch.indices)
+    stats.recheck_s += time.perf_counter() - t0
+    return _records(batch.chunk, batch.probs, batch.indices, labels, topk, threshold, stats)
+
+
+def _records(
+    chunk: list[Decoded], probs: Any, indices: Any, labels: list[str], topk: int, threshold: float, stats: Stats
+) -> list[Record]:
+    probs, indices = probs[:, :topk].tolist(), indices[:, :topk].tolist()  # Python numbers, once per batch
     records: list[Record] = []
     row = 0
     for d in chunk:
@@ -169,35 +241,7 @@ def _finish(
             records.append(make_record(d.input.path, probs[row], indices[row], labels, threshold, d.thumbnail))
             row += 1
             stats.classified += 1
-    if classified and stats.batches == 1:  # the first forward pass (not a chunk of failed inputs only)
-        stats.first_batch = (stats.elapsed, stats.done)
     return records
-
-
-def _recheck(
-    classified: list[Decoded],
-    drafted: list[bool],
-    probs: Any,
-    indices: Any,
-    backend: Backend,
-    exact: Prepare,
-    stats: Stats,
-    workers: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The batch's results with its drafted near-ties decoded (on `workers` threads) and classified
-    again exactly. Their batch is a one-off: it takes no CUDA graph slot (cuda_graphs.py)."""
-    from shufflenet_cli import near_ties
-
-    probs, indices = np.array(probs), np.array(indices)  # writable copies, on the host
-    rows = near_ties.close_calls(probs, drafted)
-    if rows:
-        t0 = time.perf_counter()
-        paths = [d.input.path for d in classified]
-        once = functools.partial(backend.topk, one_off=True)
-        redone = near_ties.redo_exactly(rows, paths, exact, once, probs, indices, max(workers, 1))
-        stats.rechecked = (stats.rechecked or 0) + redone
-        stats.recheck_s += time.perf_counter() - t0
-    return probs, indices
 
 
 class Stacker:

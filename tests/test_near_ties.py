@@ -37,7 +37,7 @@ def test_the_margin_is_read_when_called(monkeypatch):
     assert near_ties.close_calls(probs, drafted) == []
 
 
-def test_redo_exactly_classifies_the_rows_again_in_one_batch_and_keeps_a_file_it_cannot_read_again():
+def test_rechecks_decode_again_and_apply_classifies_the_rows_in_one_batch_keeping_an_unreadable_file():
     paths = ["a.jpg", "b.jpg", "gone.jpg", "d.jpg"]
     probs = probs_of((0.5, 0.45), (0.9, 0.05), (0.5, 0.49), (0.4, 0.39))
     indices = np.array([[1, 2], [3, 4], [5, 6], [7, 8]])
@@ -55,13 +55,20 @@ def test_redo_exactly_classifies_the_rows_again_in_one_batch_and_keeps_a_file_it
         n = len(batch)
         return np.tile([[0.7, 0.2]], (n, 1)), np.tile([[9, 10]], (n, 1)) + np.arange(n)[:, None]
 
-    assert near_ties.redo_exactly([0, 2, 3], paths, exact, topk, probs, indices) == 2
-    assert decoded == ["a.jpg", "gone.jpg", "d.jpg"]
+    rechecks = near_ties.Rechecks(exact, threads=2)
+    try:
+        futures = rechecks.submit([paths[r] for r in (0, 2, 3)])
+        arrays = [f.result(timeout=10) for f in futures]
+    finally:
+        rechecks.close()
+    assert sorted(decoded) == ["a.jpg", "d.jpg", "gone.jpg"]
+    assert arrays[1] is None  # the vanished file
+    assert near_ties.apply([0, 2, 3], arrays, topk, probs, indices) == 2
     assert batches == [([ord("a"), ord("d")], 2)]  # one batch, the top two asked for
     assert indices.tolist() == [[9, 10], [3, 4], [5, 6], [10, 11]]
     np.testing.assert_allclose(probs[[0, 3]], [[0.7, 0.2], [0.7, 0.2]], rtol=1e-6)
     np.testing.assert_array_equal(probs[[1, 2]], before[0][[1, 2]])  # untouched, the vanished file too
-    assert near_ties.redo_exactly([], paths, exact, topk, probs, indices) == 0
+    assert near_ties.apply([], [], topk, probs, indices) == 0
 
 
 def big_jpeg(path: Path, size=(2600, 2100)) -> Path:
@@ -120,10 +127,17 @@ def test_a_named_pipe_is_drafted_only_where_it_need_not_be_read_again(tmp_path, 
     data = big_jpeg(tmp_path / "big.jpg").read_bytes()
     fifo = tmp_path / "pipe.jpg"
     os.mkfifo(fifo)
+    # Opened for writing before the reader comes (O_RDWR does not wait for one): the reader finds a
+    # writer whenever the thread gets to run, and reads to the end when the thread closes it.
+    fd = os.open(fifo, os.O_RDWR)
 
     def write() -> None:
-        with open(fifo, "wb") as f:
-            f.write(data)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
 
     writer = threading.Thread(target=write)
     writer.start()
@@ -170,8 +184,8 @@ class MarkingBackend:
         return self.name
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_pipeline_redoes_each_drafted_near_tie_in_place_among_failed_inputs(workers):
+@pytest.mark.parametrize(("workers", "batch_size"), [(0, 7), (2, 7), (2, 2), (1, 1)])
+def test_pipeline_redoes_each_drafted_near_tie_in_place_among_failed_inputs(workers, batch_size):
     from shufflenet_cli import pipeline
     from shufflenet_cli.inputs import Input
 
@@ -193,7 +207,7 @@ def test_pipeline_redoes_each_drafted_near_tie_in_place_among_failed_inputs(work
             prepare,
             backend,
             [str(i) for i in range(1000)],
-            batch_size=7,
+            batch_size=batch_size,
             workers=workers,
             topk=1,
             stats=stats,
@@ -209,5 +223,44 @@ def test_pipeline_redoes_each_drafted_near_tie_in_place_among_failed_inputs(work
             assert by_name[n].error == "broken" and not by_name[n].predictions
         else:  # each its own exact decode's class (100 + i), the drafted ones after their second decode
             assert [p.index for p in by_name[n].predictions] == [100 + i], n
-    assert backend.calls == [([10, 12, 103, 15, 106], False), ([100, 102, 105], True)]
+    if batch_size == 7:
+        assert backend.calls == [([10, 12, 103, 15, 106], False), ([100, 102, 105], True)]
+    assert sorted(first for firsts, once in backend.calls if once for first in firsts) == [100, 102, 105]
     assert (stats.drafted, stats.rechecked, stats.classified, stats.failed) == (3, 3, 5, 2)
+
+
+def test_later_batches_are_classified_while_a_near_tie_is_decoded_again():
+    import time
+
+    from shufflenet_cli import pipeline
+    from shufflenet_cli.inputs import Input
+
+    names = ["big0", "small1", "small2", "small3"]
+
+    def prepare(path: str, exact: bool = False) -> Crop:
+        if exact:
+            time.sleep(0.5)  # a slow second decode
+        drafted = path.startswith("big") and not exact
+        first = (10 if drafted else 100) + names.index(path)
+        return Crop(np.full((2, 2, 3), first, np.uint8), 0.0, 0.0, drafted=drafted)
+
+    backend = MarkingBackend()
+    records = [
+        r
+        for batch in pipeline.run(
+            [Input(n) for n in names],
+            prepare,
+            backend,
+            [str(i) for i in range(1000)],
+            batch_size=1,
+            workers=1,
+            topk=1,
+            recheck=lambda path: prepare(path, exact=True),
+        )
+        for r in batch
+    ]
+    assert [r.path for r in records] == names
+    assert [r.predictions[0].index for r in records] == [100, 101, 102, 103]
+    # big0's records wait behind its second decode while the next MAX_HELD batches are classified
+    assert pipeline.MAX_HELD == 2
+    assert backend.calls[:4] == [([10], False), ([101], False), ([102], False), ([100], True)]
