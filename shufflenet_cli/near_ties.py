@@ -13,6 +13,7 @@ move further under DCT scaling, and `--exact-decode` is there for results that m
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import Future
 from typing import Any, Callable
 
@@ -44,11 +45,16 @@ class Rechecks:
     def __init__(self, exact: Callable[[str], Any], threads: int) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        self.exact = exact
+        self.exact = exact  # one thread at least: with --workers 0 too, the main loop goes on meanwhile
         self.pool = ThreadPoolExecutor(max(threads, 1), thread_name_prefix="recheck")
 
-    def submit(self, paths: list[str]) -> list[Future[np.ndarray | None]]:
-        return [self.pool.submit(exact_array, self.exact, path) for path in paths]
+    def submit(self, paths: list[str]) -> list[Future[tuple[np.ndarray | None, float]]]:
+        """Each path's exact array (exact_array) and the seconds its decode took, to come."""
+        return [self.pool.submit(self._timed, path) for path in paths]
+
+    def _timed(self, path: str) -> tuple[np.ndarray | None, float]:
+        t0 = time.perf_counter()
+        return exact_array(self.exact, path), time.perf_counter() - t0
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

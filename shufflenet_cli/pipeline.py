@@ -41,7 +41,7 @@ class Stats:
     wait_s: float = 0.0  # the main loop waiting for the next decoded input: the workers are behind
     drafted: int = 0  # JPEGs decoded at a reduced DCT scale
     rechecked: int | None = None  # of those, near-ties decoded and classified again exactly; None: no check
-    recheck_s: float = 0.0  # that second decode and forward pass, in the main process
+    recheck_s: float = 0.0  # those second decodes (on their own threads) and forward passes
     started: float = field(default_factory=time.perf_counter)
     first_batch: tuple[float, int] | None = None  # (seconds since start, inputs done) when it finished
     ended: float | None = None  # set by end(): the rates leave out closing the output afterwards
@@ -115,38 +115,40 @@ def run(
             yield _finish(held.popleft(), backend, labels, topk, threshold, stats)
 
     try:
-        while True:
-            t0 = time.perf_counter()
-            decoded = next(decoded_in_order, None)
-            stalled = decoded is not None and decoded.input is STALL
-            if not stalled:  # a stall is a wait for inputs, not for the workers
-                stats.wait_s += time.perf_counter() - t0
-            if decoded is None:
-                break
-            if should_stop():
-                return
-            if stalled:
-                if chunk:
+        try:
+            while True:
+                t0 = time.perf_counter()
+                decoded = next(decoded_in_order, None)
+                stalled = decoded is not None and decoded.input is STALL
+                if not stalled:  # a stall is a wait for inputs, not for the workers
+                    stats.wait_s += time.perf_counter() - t0
+                if decoded is None:
+                    break
+                if should_stop():  # the classified batches go out whole; the chunk being filled does not
+                    yield from ready(everything=True)
+                    return
+                if stalled:
+                    if chunk:
+                        classify(chunk)
+                        chunk = []
+                    yield from ready(everything=True)
+                    continue
+                chunk.append(decoded)
+                stats.decode_s += decoded.decode_s
+                stats.preprocess_s += decoded.preprocess_s
+                if len(chunk) >= batch_size:
                     classify(chunk)
                     chunk = []
-                yield from ready(everything=True)
-                continue
-            chunk.append(decoded)
-            stats.decode_s += decoded.decode_s
-            stats.preprocess_s += decoded.preprocess_s
-            if len(chunk) >= batch_size:
-                classify(chunk)
-                chunk = []
-                yield from ready(everything=False)
-        if not should_stop():
-            if chunk:
+                yield from ready(everything=False)  # at every input: records leave once their near-ties are done
+            if chunk and not should_stop():
                 classify(chunk)
             yield from ready(everything=True)
-        stats.end()  # before the workers stop
+            stats.end()  # before the workers stop
+        finally:
+            # Closed here, not when garbage-collected: an exception while its workers stop (a second
+            # Ctrl-C) then reaches the caller instead of printing "Exception ignored" and a traceback.
+            decoded_in_order.close()
     finally:
-        # Closed here, not when garbage-collected: an exception while its workers stop (a second
-        # Ctrl-C) then reaches the caller instead of printing "Exception ignored" and a traceback.
-        decoded_in_order.close()
         if rechecks is not None:
             rechecks.close()
 
@@ -158,17 +160,17 @@ MAX_HELD = 2
 
 @dataclass
 class _Batch:
-    """A classified chunk: its records, or (while near-ties are decoded again) what makes them."""
+    """A classified chunk, its records not yet made: they may wait for its near-ties' second decodes."""
 
     chunk: list[Decoded]
-    records: list[Record] | None = None
-    probs: np.ndarray | None = None  # own copies, top max(topk, 2)
-    indices: np.ndarray | None = None
-    rows: list[int] = field(default_factory=list)  # rows of probs decoded again, in `arrays`
-    arrays: list[Future[np.ndarray | None]] = field(default_factory=list)
+    probs: np.ndarray  # own copies (a backend may reuse its buffers), top max(topk, 2) where checked
+    indices: np.ndarray
+    forward: bool  # the chunk went through the model (not failed inputs only)
+    rows: list[int] = field(default_factory=list)  # rows of probs decoded again, in `pending`
+    pending: list[Future[tuple[np.ndarray | None, float]]] = field(default_factory=list)
 
     def ready(self) -> bool:
-        return all(f.done() for f in self.arrays)
+        return all(f.done() for f in self.pending)
 
 
 def _classify(
@@ -188,43 +190,42 @@ def _classify(
         gpu.decode_chunk(chunk)
         stats.decode_s += time.perf_counter() - t0
     classified = [d for d in chunk if d.array is not None]
-    probs = indices = np.empty((0, 0))
-    if classified:
-        t0 = time.perf_counter()
-        k = max(topk, 2) if rechecks is not None else topk  # the check compares the top two
-        probs, indices = backend.topk(stack([d.array for d in classified]), k)
-        stats.inference_s += time.perf_counter() - t0
-        stats.batches += 1
-        if stats.batches == 1:  # the first forward pass (not a chunk of failed inputs only)
-            stats.first_batch = (stats.elapsed, stats.done + len(chunk))
-        drafted = [d.drafted for d in classified]
-        stats.drafted += sum(drafted)
-        if rechecks is not None and any(drafted):
-            from shufflenet_cli.near_ties import close_calls
+    if not classified:
+        return _Batch(chunk, np.empty((0, 0)), np.empty((0, 0), np.int64), forward=False)
+    t0 = time.perf_counter()
+    k = max(topk, 2) if rechecks is not None else topk  # the check compares the top two
+    probs, indices = backend.topk(stack([d.array for d in classified]), k)
+    stats.inference_s += time.perf_counter() - t0
+    stats.batches += 1
+    batch = _Batch(chunk, np.array(probs), np.array(indices), forward=True)
+    drafted = [d.drafted for d in classified]
+    stats.drafted += sum(drafted)
+    if rechecks is not None and any(drafted):
+        from shufflenet_cli.near_ties import close_calls
 
-            rows = close_calls(np.asarray(probs), drafted)
-            if rows:  # copies: a backend may hand back buffers that its next batch reuses
-                arrays = rechecks.submit([classified[r].input.path for r in rows])
-                return _Batch(chunk, None, np.array(probs), np.array(indices), rows, arrays)
-    return _Batch(chunk, _records(chunk, probs, indices, labels, topk, threshold, stats))
+        batch.rows = close_calls(batch.probs, drafted)
+        batch.pending = rechecks.submit([classified[r].input.path for r in batch.rows])
+    return batch
 
 
 def _finish(
     batch: _Batch, backend: Backend, labels: list[str], topk: int, threshold: float, stats: Stats
 ) -> list[Record]:
     """The batch's records, its near-ties (if any) classified again from their exact decodes, as a
-    one-off batch that takes no CUDA graph slot (cuda_graphs.py)."""
-    if batch.records is not None:
-        return batch.records
-    from shufflenet_cli.near_ties import apply
+    one-off batch that takes no CUDA graph slot (cuda_graphs.py). Counted in `stats` here, as they leave."""
+    if batch.rows:
+        from shufflenet_cli.near_ties import apply
 
-    assert batch.probs is not None and batch.indices is not None
-    t0 = time.perf_counter()
-    arrays = [f.result() for f in batch.arrays]
-    once = functools.partial(backend.topk, one_off=True)
-    stats.rechecked = (stats.rechecked or 0) + apply(batch.rows, arrays, once, batch.probs, batch.indices)
-    stats.recheck_s += time.perf_counter() - t0
-    return _records(batch.chunk, batch.probs, batch.indices, labels, topk, threshold, stats)
+        done = [f.result() for f in batch.pending]
+        t0 = time.perf_counter()
+        once = functools.partial(backend.topk, one_off=True)
+        redone = apply(batch.rows, [array for array, _ in done], once, batch.probs, batch.indices)
+        stats.rechecked = (stats.rechecked or 0) + redone
+        stats.recheck_s += time.perf_counter() - t0 + sum(seconds for _, seconds in done)
+    records = _records(batch.chunk, batch.probs, batch.indices, labels, topk, threshold, stats)
+    if batch.forward and stats.first_batch is None:  # the first forward pass's records are out
+        stats.first_batch = (stats.elapsed, stats.done)
+    return records
 
 
 def _records(

@@ -51,7 +51,7 @@ def _draft_line(s: Any) -> list[str]:
         each = 1000.0 * s.recheck_s / s.rechecked if s.rechecked else 0.0
         line += (
             f", {s.rechecked} of them decoded again at full size and classified again (near-ties; "
-            f"{each:.1f} ms each, in the main process)"
+            f"{each:.1f} ms each: the decode, on threads of its own, and the second forward pass)"
         )
     return [line]
 

@@ -58,7 +58,7 @@ def test_rechecks_decode_again_and_apply_classifies_the_rows_in_one_batch_keepin
     rechecks = near_ties.Rechecks(exact, threads=2)
     try:
         futures = rechecks.submit([paths[r] for r in (0, 2, 3)])
-        arrays = [f.result(timeout=10) for f in futures]
+        arrays = [f.result(timeout=10)[0] for f in futures]
     finally:
         rechecks.close()
     assert sorted(decoded) == ["a.jpg", "d.jpg", "gone.jpg"]
@@ -139,7 +139,7 @@ def test_a_named_pipe_is_drafted_only_where_it_need_not_be_read_again(tmp_path, 
         finally:
             os.close(fd)
 
-    writer = threading.Thread(target=write)
+    writer = threading.Thread(target=write, daemon=True)  # never keeps pytest from exiting
     writer.start()
     try:
         crop = Preprocess(prep.resize, prep.crop, prep.mean, prep.std, decode=mode)(str(fifo))
@@ -229,38 +229,67 @@ def test_pipeline_redoes_each_drafted_near_tie_in_place_among_failed_inputs(work
     assert (stats.drafted, stats.rechecked, stats.classified, stats.failed) == (3, 3, 5, 2)
 
 
-def test_later_batches_are_classified_while_a_near_tie_is_decoded_again():
-    import time
-
-    from shufflenet_cli import pipeline
-    from shufflenet_cli.inputs import Input
-
-    names = ["big0", "small1", "small2", "small3"]
-
+def _names_prepare(names: list[str], slow_exact=None):
     def prepare(path: str, exact: bool = False) -> Crop:
-        if exact:
-            time.sleep(0.5)  # a slow second decode
+        if exact and slow_exact is not None:
+            slow_exact()
         drafted = path.startswith("big") and not exact
         first = (10 if drafted else 100) + names.index(path)
         return Crop(np.full((2, 2, 3), first, np.uint8), 0.0, 0.0, drafted=drafted)
 
-    backend = MarkingBackend()
-    records = [
-        r
-        for batch in pipeline.run(
-            [Input(n) for n in names],
-            prepare,
-            backend,
-            [str(i) for i in range(1000)],
-            batch_size=1,
-            workers=1,
-            topk=1,
-            recheck=lambda path: prepare(path, exact=True),
-        )
-        for r in batch
-    ]
+    return prepare
+
+
+def _run(names, prepare, backend, **kwargs):
+    from shufflenet_cli import pipeline
+    from shufflenet_cli.inputs import Input
+
+    return pipeline.run(
+        [Input(n) for n in names],
+        prepare,
+        backend,
+        [str(i) for i in range(1000)],
+        batch_size=1,
+        workers=1,
+        topk=1,
+        recheck=lambda path: prepare(path, exact=True),
+        **kwargs,
+    )
+
+
+def test_later_batches_are_classified_while_a_near_tie_is_decoded_again():
+    from shufflenet_cli import pipeline
+
+    names = ["big0", "small1", "small2", "small3"]
+    later_classified = threading.Event()
+
+    class Backend(MarkingBackend):
+        def topk(self, batch, k, one_off=False):
+            if batch[0, 0, 0, 0] == 102:
+                later_classified.set()
+            return super().topk(batch, k, one_off)
+
+    waited = []
+    prepare = _names_prepare(names, lambda: waited.append(later_classified.wait(timeout=10)))
+    backend = Backend()
+    records = [r for batch in _run(names, prepare, backend) for r in batch]
+    assert waited == [True]  # big0's second decode ended only after small2 had been classified
     assert [r.path for r in records] == names
     assert [r.predictions[0].index for r in records] == [100, 101, 102, 103]
-    # big0's records wait behind its second decode while the next MAX_HELD batches are classified
-    assert pipeline.MAX_HELD == 2
-    assert backend.calls[:4] == [([10], False), ([101], False), ([102], False), ([100], True)]
+    assert pipeline.MAX_HELD == 2  # big0, small1, small2 classified; small3 waits for big0's records
+    assert backend.calls == [([10], False), ([101], False), ([102], False), ([100], True), ([103], False)]
+
+
+def test_a_stop_still_sends_every_classified_batch_whole_and_counts_only_what_was_sent():
+    from shufflenet_cli import pipeline
+
+    names = ["big0", "small1", "small2", "small3", "small4"]
+    backend = MarkingBackend()
+    stats = pipeline.Stats()
+    stop = lambda: sum(not once for _, once in backend.calls) >= 2  # noqa: E731 - after two batches
+    batches = list(_run(names, _names_prepare(names), backend, stats=stats, should_stop=stop))
+    records = [r for batch in batches for r in batch]
+    assert [r.path for r in records] == names[:2]  # big0 (held for its second decode) and small1
+    assert [r.predictions[0].index for r in records] == [100, 101]
+    assert (stats.classified, stats.failed, stats.rechecked) == (2, 0, 1)
+    assert stats.first_batch is not None and stats.first_batch[1] == 1
