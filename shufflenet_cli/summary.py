@@ -48,11 +48,11 @@ def _draft_line(s: Any) -> list[str]:
         return []
     line = f"  JPEG DCT scaling: {s.drafted} image(s) decoded at a reduced scale"
     if s.rechecked is not None:  # the default's check (near_ties.py); --fast-decode has none
-        each = 1000.0 * s.recheck_s / s.rechecked if s.rechecked else 0.0
-        line += (
-            f", {s.rechecked} of them decoded again at full size and classified again (near-ties; "
-            f"{each:.1f} ms each: the decode, on threads of its own, and the second forward pass)"
-        )
+        line += f", {s.rechecked} of them decoded again at full size and classified again (near-ties"
+        if s.rechecked:
+            each = 1000.0 * s.recheck_s / s.rechecked
+            line += f"; {each:.1f} ms each: the decode, on threads of its own, and the second forward pass"
+        line += ")"
     return [line]
 
 
