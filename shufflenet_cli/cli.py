@@ -208,7 +208,7 @@ def predict(
             help="Decode every image at full size: the weights' own preprocessing, byte for byte. By default a "
             "JPEG with a shorter side of 2,048 px or more is decoded at a reduced DCT scale (about 2x faster on "
             "12-megapixel photos), and decoded again at full size when its top two classes come out close, so "
-            "that its top-1 class is the full decode's (319 of 319 real photos; probabilities may differ in the "
+            "that its top-1 class is the full decode's (572 of 572 real photos; probabilities may differ in the "
             "second or third decimal).",
         ),
     ] = False,
