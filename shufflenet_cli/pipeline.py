@@ -108,7 +108,7 @@ def run(
     decoded_in_order = decode_in_order(inputs, prep, workers, window, processes)
 
     def classify(chunk: list[Decoded]) -> None:
-        held.append(_classify(chunk, backend, labels, topk, threshold, stats, stack, gpu, rechecks))
+        held.append(_classify(chunk, backend, topk, stats, stack, gpu, rechecks))
 
     def ready(everything: bool) -> Iterator[list[Record]]:
         while held and (everything or held[0].ready() or len(held) > MAX_HELD):
@@ -176,9 +176,7 @@ class _Batch:
 def _classify(
     chunk: list[Decoded],
     backend: Backend,
-    labels: list[str],
     topk: int,
-    threshold: float,
     stats: Stats,
     stack: Callable[[list[Any]], Any],
     gpu: Any = None,
