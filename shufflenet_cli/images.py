@@ -25,6 +25,7 @@ _TRANSPOSE = {  # EXIF orientation -> the transpose that makes the stored pixels
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+_DCT_FORMATS = ("JPEG", "MPO")  # MPO: a phone's JPEG with more pictures (a gain map) after the first
 _MAX_REPAIR_BYTES = 256 * 2**20  # the second try without metadata reads at most this much of a file
 
 
@@ -58,9 +59,9 @@ def load_rgb(path: str, draft_min: int | None = None) -> Image.Image:
 def decode_rgb(path: str, draft_min: int | None = None, draft_pipes: bool = True) -> tuple[Image.Image, bool]:
     """(the upright RGB picture of `path`'s first frame, whether it was decoded at a reduced DCT scale).
 
-    draft_min: for JPEGs, let libjpeg decode at a reduced DCT scale as long as the shorter side
-    stays at or above this many pixels (None decodes at full size). draft_pipes=False decodes a
-    named pipe's bytes at full size: they cannot be read a second time for an exact decode.
+    draft_min: for JPEGs (and an MPO's first picture), let libjpeg decode at a reduced DCT scale as
+    long as the shorter side stays at or above this many pixels (None decodes at full size).
+    draft_pipes=False decodes a named pipe's bytes at full size: they cannot be read again exactly.
 
     When Pillow trips over a PNG's or JPEG's optional metadata (a bad checksum on a text chunk, a
     short APP segment), the file is tried once more with that metadata dropped: broken metadata
@@ -136,7 +137,7 @@ def _open(source: str | bytes) -> IO[bytes]:
 
 def _decode(source: str | bytes, draft_min: int | None) -> tuple[Image.Image, bool]:
     with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:  # Pillow closes a path
-        drafted = bool(draft_min) and im.format == "JPEG" and _draft(im, draft_min)
+        drafted = bool(draft_min) and im.format in _DCT_FORMATS and _draft(im, draft_min)
         im.load()
         orientation = orientation_of(im)
         rgb = to_rgb(im, full_scale=_full_scale(im))

@@ -72,13 +72,21 @@ def test_rechecks_decode_again_and_apply_classifies_the_rows_in_one_batch_keepin
 
 
 def big_jpeg(path: Path, size=(2600, 2100)) -> Path:
-    """Large enough for the default's DCT scaling (shorter side >= 2,048 px), smooth like a photo."""
-    Image.radial_gradient("L").resize(size).convert("RGB").save(path, quality=90)
+    """Large enough for the default's DCT scaling (shorter side >= 2,048 px), smooth like a photo.
+    A .mpo path gets a phone-style MPO: the JPEG and a second, small picture after it."""
+    img = Image.radial_gradient("L").resize(size).convert("RGB")
+    if path.suffix == ".mpo":
+        img.save(path, save_all=True, append_images=[img.resize((64, 48))], quality=90)
+        with Image.open(path) as im:
+            assert im.format == "MPO" and im.n_frames == 2
+    else:
+        img.save(path, quality=90)
     return path
 
 
-def test_default_decodes_a_close_call_again_and_keeps_a_clear_one(cli, tmp_path, random_weights, monkeypatch):
-    path = big_jpeg(tmp_path / "big.jpg")
+@pytest.mark.parametrize("name", ["big.jpg", "phone.mpo"])
+def test_default_decodes_a_close_call_again_and_keeps_a_clear_one(cli, tmp_path, random_weights, monkeypatch, name):
+    path = big_jpeg(tmp_path / name)
     base = ("predict", path, "-m", "x0_5", "--weights", random_weights, "--backend", "torch", "-f", "json", "-k", "3")
     exact = cli(*base, "--exact-decode", "--timings")
     assert exact.exit_code == 0, exact.stderr
