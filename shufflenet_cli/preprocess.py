@@ -77,9 +77,10 @@ class Preprocess:
         factor = DRAFT_FACTOR[self.decode]
         return factor * self.resize if factor else None
 
-    def exact(self) -> Preprocess:
-        """The same transform with the exact decode and no thumbnail: what a near-tie is redone with."""
-        return dataclasses.replace(self, decode="exact", thumbnail_size=None)
+    def exact(self, thumbnail: bool = False) -> Preprocess:
+        """The same transform with the exact decode: without the thumbnail, what a near-tie is redone
+        with (its first decode made one); with it, what --gpu-decode leaves to Pillow."""
+        return dataclasses.replace(self, decode="exact", thumbnail_size=self.thumbnail_size if thumbnail else None)
 
     def __call__(self, path: str) -> Crop:
         """Decode, resize and crop one file (in a worker thread); raises ImageError."""

@@ -7,7 +7,6 @@ and report, the batch loop, and the exit code.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import signal
 import sys
@@ -228,7 +227,7 @@ def _decoders(opts: PredictOptions, prep, backend):  # type: ignore[no-untyped-d
     from shufflenet_cli.gpu_decode import JpegBatchDecoder, JpegReader
 
     if prep.decode == "checked":  # the JPEGs that nvJPEG leaves to Pillow: exact, as nvJPEG's are
-        prep = dataclasses.replace(prep, decode="exact")
+        prep = prep.exact(thumbnail=True)
     return JpegReader(prep), JpegBatchDecoder(prep, backend.device), None
 
 

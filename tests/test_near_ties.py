@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import types
 from pathlib import Path
 
 import numpy as np
@@ -301,3 +302,20 @@ def test_a_stop_still_sends_every_classified_batch_whole_and_counts_only_what_wa
     assert [r.predictions[0].index for r in records] == [100, 101]
     assert (stats.classified, stats.failed, stats.rechecked) == (2, 0, 1)
     assert stats.first_batch is not None and stats.first_batch[1] == 1
+
+
+@pytest.mark.parametrize("gpu_decode", [False, True])
+def test_the_exact_decode_of_checked_mode_keeps_the_thumbnail_only_where_it_is_the_first_decode(prep, gpu_decode):
+    from shufflenet_cli.runner import PredictOptions, _decoders
+
+    checked = Preprocess(prep.resize, prep.crop, prep.mean, prep.std, decode="checked", thumbnail_size=96)
+    per_file, batch_half, recheck = _decoders(
+        PredictOptions([], gpu_decode=gpu_decode), checked, types.SimpleNamespace(device="cuda")
+    )
+    if gpu_decode:  # the files nvJPEG leaves to Pillow are decoded once, exactly, and need the report's thumbnail
+        assert recheck is None
+        assert per_file.prep == batch_half.prep == checked.exact(thumbnail=True)
+        assert (per_file.prep.decode, per_file.prep.thumbnail_size) == ("exact", 96)
+    else:  # a near-tie's second decode: its first made the thumbnail
+        assert per_file is checked
+        assert (recheck.decode, recheck.thumbnail_size) == ("exact", None)
