@@ -11,6 +11,8 @@ the exact one:
   draft >=2x   DCT scaling while the shorter side stays >= 2x the resize size (--fast-decode)
   draft >=1x   DCT scaling down to just above the resize size (faster, the variant the issue rejected)
   (--factors sets the list, e.g. 4,2,1 adds draft >=4x)
+  +gap G       with --reducing-gaps G,...: the first factor's draft, resized with Pillow's reducing_gap G
+               (a box-filter reduction first: cheaper, further from the exact resize)
 and prints top-1 agreement, top-5 overlap and decode time per image, over all images and over the
 "confident" ones (exact top-1 probability >= 0.5), where a flip is not a coin toss between near-ties;
 then, for the default's check (near_ties.py: decode again exactly where the drafted image's top two
@@ -88,6 +90,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--factors", default="2,1", help="draft factors to compare with the exact decode (default 2,1)")
     ap.add_argument(
+        "--reducing-gaps",
+        default="",
+        help="also the first factor's draft resized with these Pillow reducing_gap values, e.g. 3,2,1.5",
+    )
+    ap.add_argument(
         "--margins",
         default="0.1,0.2,0.3",
         help="logit gaps to try as the default's check (near_ties.py): per draft, how many images each would "
@@ -107,9 +114,12 @@ def main() -> None:
     spec, model, cpu = load_model(args.model, args.weights)
     prep = Preprocess.from_weights(spec.weights(), decode="exact")
     backend = TorchBackend(model, cpu, prep.mean, prep.std)
-    variants: dict[str, int | None] = {"exact": None}
-    for f in args.factors.split(","):
-        variants[f"draft >={f}x"] = int(f) * prep.resize
+    variants: dict[str, tuple[int | None, float | None]] = {"exact": (None, None)}  # name: (draft_min, gap)
+    factors = args.factors.split(",")
+    for f in factors:
+        variants[f"draft >={f}x"] = (int(f) * prep.resize, None)
+    for g in filter(None, args.reducing_gaps.split(",")):
+        variants[f"{factors[0]}x +gap {g}"] = (int(factors[0]) * prep.resize, float(g))
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.upscale:
@@ -118,11 +128,11 @@ def main() -> None:
         crops: dict[str, list[np.ndarray]] = {name: [] for name in variants}
         seconds: dict[str, list[float]] = {name: [] for name in variants}
         for p in paths:
-            for name, draft_min in variants.items():
+            for name, (draft_min, gap) in variants.items():
                 t0 = time.perf_counter()
                 img, drafted = decode_rgb(str(p), draft_min)
                 seconds[name].append(time.perf_counter() - t0)
-                crops[name].append(prep.crop_array(img, approximate=drafted))  # as the CLI crops it
+                crops[name].append(prep.crop_array(img, approximate=drafted, reducing_gap=gap))  # as the CLI crops it
         top5: dict[str, np.ndarray] = {}
         probs: dict[str, np.ndarray] = {}
         for name, arrays in crops.items():

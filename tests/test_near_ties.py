@@ -121,8 +121,13 @@ def test_a_drafted_image_is_cropped_from_its_own_region_within_one_step_of_the_f
     exact, approximate = prep.crop_array(img), prep.crop_array(img, approximate=True)
     assert approximate.shape == exact.shape == (prep.crop, prep.crop, 3)
     assert np.abs(approximate.astype(np.int16) - exact).max() <= 1
+    gapped = prep.crop_array(img, approximate=True, reducing_gap=1.5)  # draft_agreement.py's variant
+    assert gapped.shape == exact.shape
     if size == (300, 256):  # no resize at all: nothing to approximate
         np.testing.assert_array_equal(approximate, exact)
+        np.testing.assert_array_equal(gapped, exact)
+    elif min(size) >= 3 * 1.5 * prep.resize / 2:  # a reduction by 2 or more happens first: other pixels
+        assert np.abs(gapped.astype(np.int16) - exact).max() > 1
 
 
 def test_exact_and_fast_decode_together_are_a_usage_error(cli, tmp_path, random_weights):
