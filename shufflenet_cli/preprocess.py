@@ -99,8 +99,8 @@ class Preprocess:
         approximate (a drafted image, not the reference's pixels anyway): resize only the crop's own
         region (Pillow's `box`), the same filter at positions that differ in float rounding, so some
         pixels come out 1 apart; about half the resize's work (13.6 -> 7 ms from a 2000 x 1500 draft).
-        reducing_gap: Pillow's, for the approximate resize (benchmarks/draft_agreement.py tries it; the
-        CLI does not use it: it saves 2.5 ms a 12-MP image but flips more near-ties).
+        reducing_gap: Pillow's, for the approximate resize; only benchmarks/draft_agreement.py sets it
+        (the CLI does not: measured on real photos it flips more images, docs/benchmarks.md).
         """
         from PIL import Image
 
