@@ -67,8 +67,9 @@ class JpegReader:
 
 
 def read_jpeg(path: str) -> EncodedJpeg | None:
-    """The file's bytes where it is a JPEG that nvJPEG decodes; None for anything else (and for any
-    file Pillow cannot even open: the Pillow path then says why, as for every other input)."""
+    """The file's bytes where it is a JPEG that nvJPEG decodes (of an MPO, its first picture's); None
+    for anything else (and for any file Pillow cannot even open: the Pillow path then says why, as for
+    every other input)."""
     import io
 
     from PIL import Image
@@ -83,14 +84,25 @@ def read_jpeg(path: str) -> EncodedJpeg | None:
             if head != JPEG_MAGIC:
                 return None
             data = head + f.read()
+        with Image.open(io.BytesIO(data)) as im:  # the header only: format, mode, EXIF
+            if im.format not in ("JPEG", "MPO") or im.mode not in NVJPEG_MODES:
+                return None
+            if im.format == "MPO":
+                data = _first_picture(im, data)
+            orientation = orientation_of(im)
         if not data.rstrip(b"\x00").endswith(JPEG_END):  # cut short (or data after the end): nvJPEG
             return None  # would fill in what is missing; Pillow says what is wrong or decodes it
-        with Image.open(io.BytesIO(data)) as im:  # the header only: format, mode, EXIF
-            if im.format != "JPEG" or im.mode not in NVJPEG_MODES:
-                return None
-            return EncodedJpeg(data, orientation_of(im))
+        return EncodedJpeg(data, orientation)
     except Exception:  # noqa: BLE001 - unreadable here: the Pillow path turns it into a clear error record
         return None
+
+
+def _first_picture(im: Any, data: bytes) -> bytes:
+    """An MPO's first picture (the photo; a phone's gain map or a second view follows it): a whole
+    JPEG of the size its MP index gives. An index that does not fit leaves an empty result, and the
+    file to Pillow."""
+    size = int(im.mpinfo[0xB002][0]["Size"])
+    return data[:size] if 0 < size <= len(data) else b""
 
 
 # EXIF orientation -> the same transpose as Pillow's (images._TRANSPOSE), on a C,H,W tensor

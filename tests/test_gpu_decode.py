@@ -14,6 +14,8 @@ Tolerances (stated once, used below):
 
 from __future__ import annotations
 
+import io
+
 import imagegen as gen
 import numpy as np
 import pytest
@@ -91,6 +93,41 @@ def test_a_jpeg_without_its_end_marker_is_left_to_pillow(tmp_path):
     assert read_jpeg(str(padded)) is not None
     cut = gen.truncated(tmp_path / "cut.jpg", whole, 0.9)
     assert read_jpeg(str(cut)) is None
+
+
+def phone_mpo(tmp_path) -> tuple:
+    """A phone-style MPO (a photo, then a small second picture such as a gain map) and its photo alone."""
+    photo = smooth_jpeg(tmp_path / "photo.jpg")
+    path = tmp_path / "phone.mpo"
+    with Image.open(photo) as im:
+        im.save(path, save_all=True, append_images=[im.resize((64, 48))], quality=90)
+    with Image.open(path) as im:
+        assert im.format == "MPO" and im.n_frames == 2
+    return path, photo
+
+
+def test_an_mpo_sends_its_first_picture_to_the_batch_decoder(tmp_path, prep):
+    path, _ = phone_mpo(tmp_path)
+    data = path.read_bytes()
+    jpeg = read_jpeg(str(path))
+    assert jpeg is not None, "the photo of an MPO is a whole JPEG: nvJPEG takes it"
+    assert data.startswith(jpeg.data) and len(jpeg.data) < len(data) and jpeg.data.endswith(b"\xff\xd9")
+    with Image.open(io.BytesIO(jpeg.data)) as first, Image.open(path) as whole:  # the same picture, not the second
+        np.testing.assert_array_equal(np.asarray(first.convert("RGB")), np.asarray(whole.convert("RGB")))
+    got, want = _gpu_path_crop(prep, path), _pillow_crop(prep, path)
+    assert np.abs(got.astype(int) - want.astype(int)).mean() < PIXEL_MEAN_DIFF
+
+
+def test_an_mpo_cut_short_goes_to_the_batch_decoder_only_while_its_photo_is_whole(tmp_path):
+    path, _ = phone_mpo(tmp_path)
+    size = len(read_jpeg(str(path)).data)
+    data = path.read_bytes()
+    in_second = tmp_path / "cut_in_second.mpo"
+    in_second.write_bytes(data[: size + (len(data) - size) // 2])
+    assert read_jpeg(str(in_second)).data == data[:size]
+    in_first = tmp_path / "cut_in_first.mpo"
+    in_first.write_bytes(data[: size // 2])
+    assert read_jpeg(str(in_first)) is None  # Pillow says what is wrong with it
 
 
 # ------------------------------------------------------------------------------ orientation, transform
