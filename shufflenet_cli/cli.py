@@ -181,7 +181,11 @@ def predict(
         ),
     ] = None,
     resume: Annotated[
-        bool, typer.Option(help="With --output FILE (jsonl or csv): skip inputs already in FILE.")
+        bool,
+        typer.Option(
+            help="With --output FILE (jsonl or csv): skip inputs already in FILE. Their error records are "
+            "not tried again, and still make the exit code 1."
+        ),
     ] = False,
     recursive: Annotated[bool, typer.Option(help="Search directories recursively.")] = True,
     hidden: Annotated[bool, typer.Option(help="Include hidden files and folders (names starting with '.').")] = False,

@@ -111,14 +111,21 @@ class Outcome:
     backend: str = ""
     tuning: Tuning | None = None
     interrupted: bool = False
+    earlier_failed: int = 0  # --resume: skipped inputs whose record in --output is an error
 
 
-def skip_done(inputs: Iterable[Input], done: Counter[str]) -> Iterator[Input]:
-    """--resume: drop as many occurrences of each path as already have a record."""
-    left = Counter(done)
+def skip_done(
+    inputs: Iterable[Input], done: Counter[str], failed: Counter[str] | None = None, tally: Counter[str] | None = None
+) -> Iterator[Input]:
+    """--resume: drop as many occurrences of each path as already have a record. `tally["failed"]`
+    counts the dropped ones whose record is an error (of a path's records, the errors first)."""
+    left, left_failed = Counter(done), Counter(failed or {})
     for item in inputs:
         if left[item.path] > 0:
             left[item.path] -= 1
+            if left_failed[item.path] > 0 and tally is not None:
+                left_failed[item.path] -= 1
+                tally["failed"] += 1
             continue
         yield item
 
@@ -168,17 +175,21 @@ def predict(
     )
     inputs: Iterator[Input] = iter_inputs(opts.paths, walk, stdin=stdin, null=opts.null)
     done: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
+    earlier: Counter[str] = Counter()  # earlier["failed"]: skipped inputs whose record in --output is an error
     if opts.resume and opts.output is not None:
-        done = completed_paths(opts.output, opts.fmt)
+        done, failed = completed_paths(opts.output, opts.fmt)
     if done:
         if not opts.quiet:
-            err.print(f"resuming: {sum(done.values())} record(s) already in {opts.output}", highlight=False)
-        inputs = skip_done(inputs, done)
+            errors = f" ({n} of them errors, not tried again)" if (n := sum(failed.values())) else ""
+            err.print(f"resuming: {sum(done.values())} record(s) already in {opts.output}{errors}", highlight=False)
+        inputs = skip_done(inputs, done, failed, earlier)
         first = next(inputs, None)
         if first is None:
             if not opts.quiet:
                 err.print(f"nothing left to do: every input is already in {opts.output}", highlight=False)
-            return Outcome(EXIT_OK, Stats())
+            code = EXIT_SOME_FAILED if earlier["failed"] else EXIT_OK
+            return Outcome(code, Stats(), earlier_failed=earlier["failed"])
         inputs = itertools.chain([first], inputs)
     else:
         _, inputs = first_found(inputs)
@@ -208,9 +219,9 @@ def predict(
     if interrupted:
         code = EXIT_INTERRUPTED
     else:
-        code = EXIT_SOME_FAILED if stats.failed else EXIT_OK
+        code = EXIT_SOME_FAILED if stats.failed or earlier["failed"] else EXIT_OK
     described = backend.describe() + ("; JPEG decode: nvJPEG on the GPU" if gpu is not None else "")
-    outcome = Outcome(code, stats, described, tuning, interrupted)
+    outcome = Outcome(code, stats, described, tuning, interrupted, earlier["failed"])
     if report is not None:
         from shufflenet_cli.summary import summary_line
 

@@ -20,7 +20,7 @@ import tempfile
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterator, NamedTuple
 
 from rich.console import Console
 
@@ -266,15 +266,23 @@ def drop_partial_last_line(path: Path) -> None:
 def truncate_to_complete(path: Path, fmt: str) -> None:
     """Cut what a killed run may have left unfinished, exactly what `completed_paths` leaves out."""
     if fmt == "csv":
-        _, keep = _scan_csv(path)
+        _, _, keep = _scan_csv(path)
         with open(path, "rb+") as f:
             f.truncate(keep)
     else:
         drop_partial_last_line(path)
 
 
-def completed_paths(path: Path, fmt: str) -> Counter[str]:
-    """How many complete records each path has in a jsonl or csv results file (for --resume).
+class Completed(NamedTuple):
+    """The complete records of a results file, per path: all of them, and the error records among them."""
+
+    records: Counter[str]
+    failed: Counter[str]
+
+
+def completed_paths(path: Path, fmt: str) -> Completed:
+    """How many complete records each path has in a jsonl or csv results file, and how many of them
+    are error records (for --resume).
 
     A count, not a set: a file named twice in the inputs has two records, and only as many
     occurrences as are done get skipped.
@@ -286,34 +294,41 @@ def completed_paths(path: Path, fmt: str) -> Counter[str]:
     if fmt not in RESUMABLE:
         raise UsageError("--resume needs --output FILE with --format jsonl or csv")
     if not path.exists():
-        return Counter()
+        return Completed(Counter(), Counter())
     try:
         if fmt == "csv":
-            return _scan_csv(path)[0]
-        return _scan_jsonl(path)
+            return Completed(*_scan_csv(path)[:2])
+        return Completed(*_scan_jsonl(path))
     except OSError as exc:
         raise OutputError(f"cannot read --output {path} to resume: {exc.strerror or exc}") from exc
 
 
-def _scan_jsonl(path: Path) -> Counter[str]:
+def _scan_jsonl(path: Path) -> tuple[Counter[str], Counter[str]]:
     done: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
     with open(path, "rb") as f:
         for line in f:
             if not line.endswith(b"\n"):
                 break  # half a line: drop_partial_last_line cuts it
             try:
-                done[json.loads(line.decode("utf-8", "surrogateescape"))["path"]] += 1
+                record = json.loads(line.decode("utf-8", "surrogateescape"))
+                done[record["path"]] += 1
             except (ValueError, KeyError, TypeError):
                 continue
-    return done
+            if "error" in record:
+                failed[record["path"]] += 1
+    return done, failed
 
 
-def _scan_csv(path: Path) -> tuple[Counter[str], int]:
-    """Paths of all records but the last, and the byte offset where the last record begins.
+def _scan_csv(path: Path) -> tuple[Counter[str], Counter[str], int]:
+    """Paths of all records but the last, those of them that are errors, and the byte offset where the
+    last record begins.
 
     A record is a run of rows with one path that starts at rank 1 (or is a single error/empty row).
     """
     done: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
+    last_failed = False
     pos = 0  # bytes handed to the csv reader so far
 
     def lines(f: IO[bytes]) -> Iterator[str]:
@@ -342,8 +357,11 @@ def _scan_csv(path: Path) -> tuple[Counter[str], int]:
                 if row[0] != last_path or (len(row) > 1 and row[1] in ("", "1")):
                     if last_path is not None:
                         done[last_path] += 1
+                        if last_failed:
+                            failed[last_path] += 1
                     last_path, last_start = row[0], keep
+                    last_failed = len(row) >= len(CSV_HEADER) and row[-1] != ""  # the error column
                 keep = pos
         except csv.Error:
             pass  # a quoted field cut mid-write
-    return done, last_start if last_path is not None else keep
+    return done, failed, last_start if last_path is not None else keep

@@ -11,7 +11,10 @@ def summary_line(outcome: Any) -> str:
     s = outcome.stats
     elapsed = max(s.elapsed, 1e-9)
     head = "interrupted: " if outcome.interrupted else ""
-    return f"{head}{s.classified} classified, {s.failed} failed in {elapsed:.2f} s ({s.done / elapsed:.1f} images/s)"
+    line = f"{head}{s.classified} classified, {s.failed} failed in {elapsed:.2f} s ({s.done / elapsed:.1f} images/s)"
+    if outcome.earlier_failed:
+        line += f"; {outcome.earlier_failed} skipped input(s) failed in an earlier run (--resume)"
+    return line
 
 
 def timings_lines(outcome: Any) -> list[str]:

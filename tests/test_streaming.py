@@ -206,7 +206,7 @@ def test_resume_jsonl_cut_just_before_the_newline(run, tmp_path):  # noqa: F811
     out = tmp_path / "out.jsonl"
     assert run(d, "-o", out).exit_code == 0
     out.write_bytes(out.read_bytes()[:-1])
-    assert completed_paths(out, "jsonl") == Counter(paths[:2])
+    assert completed_paths(out, "jsonl").records == Counter(paths[:2])
     assert run(d, "--resume", "-o", out).exit_code == 0
     assert [json.loads(line)["path"] for line in out.read_text().splitlines()] == paths
 
@@ -246,6 +246,30 @@ def test_resume_with_everything_done_is_a_quiet_success(run, tmp_path):  # noqa:
     assert out.read_bytes() == before
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_resume_keeps_earlier_errors_and_their_exit_code(run, cli, random_weights, tmp_path, fmt):  # noqa: F811
+    """An input whose record in FILE is an error is not tried again, but the run still says some
+    inputs failed (exit 1): a script that checks the code after --resume is not told all is well."""
+    d, paths = folder_of(tmp_path, 2)
+    out = tmp_path / f"out.{fmt}"
+    missing = str(tmp_path / "missing.jpg")
+    args = [paths[0], missing, paths[1]]  # the error is not the last record (csv always redoes the last)
+    assert run(*args, "-o", out, fmt=fmt).exit_code == 1
+    assert completed_paths(out, fmt).failed == Counter([missing])
+    before = out.read_bytes()
+    r = run(*args, "--resume", "-o", out, fmt=fmt)
+    assert r.exit_code == 1, r.stderr
+    if fmt == "jsonl":  # csv classifies its last record again and appends it
+        assert out.read_bytes() == before
+    out.write_bytes(before)
+    assert run(paths[0], paths[1], "--resume", "-o", out, fmt=fmt).exit_code == 0  # the failed file not asked for
+    out.write_bytes(before)
+    r = cli("predict", *args, "-m", "x0_5", "--weights", random_weights, "-f", fmt, "--resume", "-o", out)
+    assert r.exit_code == 1
+    assert "1 of them errors, not tried again" in r.stderr
+    assert "1 skipped input(s) failed in an earlier run (--resume)" in r.stderr
+
+
 def test_resume_counts_a_file_named_twice(run, tmp_path):  # noqa: F811
     """One occurrence done before the kill: the second is still classified."""
     d, paths = folder_of(tmp_path, 2)
@@ -262,7 +286,7 @@ def test_resume_csv_keeps_a_file_named_twice_in_a_row_as_two_records(run, tmp_pa
     out = tmp_path / "out.csv"
     args = [paths[0], paths[0], paths[1]]
     assert run(*args, "-o", out, fmt="csv").exit_code == 0
-    assert completed_paths(out, "csv") == Counter([paths[0], paths[0]])  # the last record is always redone
+    assert completed_paths(out, "csv").records == Counter([paths[0], paths[0]])  # the last record is always redone
 
 
 def test_resume_with_only_failures_left_writes_their_records(run, tmp_path):  # noqa: F811
