@@ -79,6 +79,8 @@ def main() -> None:
     from shufflenet_cli.models import resolve_model
 
     spec = resolve_model(args.model)
+    if args.weights is not None and not args.weights.is_file():
+        sys.exit(f"error: no weights file {args.weights}")
     weights = args.weights or (REAL_X0_5 if spec.key == "x0_5" else None)
     if weights is None or not weights.is_file():
         sys.exit("error: pass --weights FILE (real weights are only in ../shared, for x0_5)")

@@ -22,7 +22,7 @@ from rich.console import Console
 from shufflenet_cli.engine import Tuning, ready
 from shufflenet_cli.engine import default_tuning as default_tuning  # re-exported: benchmarks/bench_cpu.py
 from shufflenet_cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, UsageError
-from shufflenet_cli.inputs import Input, WalkOptions, image_extensions, iter_inputs, parse_extensions
+from shufflenet_cli.inputs import STALL, Input, WalkOptions, image_extensions, iter_inputs, parse_extensions
 from shufflenet_cli.models import ModelSpec, resolve_model
 from shufflenet_cli.pipeline import Stats
 
@@ -121,7 +121,7 @@ def skip_done(
     counts the dropped ones whose record is an error (of a path's records, the errors first)."""
     left, left_failed = Counter(done), Counter(failed or {})
     for item in inputs:
-        if left[item.path] > 0:
+        if item is not STALL and left[item.path] > 0:  # STALL: stdin is quiet (its path "" is no file's)
             left[item.path] -= 1
             if left_failed[item.path] > 0 and tally is not None:
                 left_failed[item.path] -= 1
@@ -181,7 +181,7 @@ def predict(
         done, failed = completed_paths(opts.output, opts.fmt)
     if done:
         if not opts.quiet:
-            errors = f" ({n} of them errors, not tried again)" if (n := sum(failed.values())) else ""
+            errors = f" ({n} of them errors; --resume does not try those again)" if (n := sum(failed.values())) else ""
             err.print(f"resuming: {sum(done.values())} record(s) already in {opts.output}{errors}", highlight=False)
         inputs = skip_done(inputs, done, failed, earlier)
         first = next(inputs, None)

@@ -266,8 +266,20 @@ def test_resume_keeps_earlier_errors_and_their_exit_code(run, cli, random_weight
     out.write_bytes(before)
     r = cli("predict", *args, "-m", "x0_5", "--weights", random_weights, "-f", fmt, "--resume", "-o", out)
     assert r.exit_code == 1
-    assert "1 of them errors, not tried again" in r.stderr
+    assert "1 of them errors; --resume does not try those again" in r.stderr
     assert "1 skipped input(s) failed in an earlier run (--resume)" in r.stderr
+
+
+def test_resume_passes_a_stdin_pause_on_even_where_an_error_record_has_an_empty_path():
+    from shufflenet_cli.inputs import STALL, Input
+    from shufflenet_cli.runner import skip_done
+
+    tally: Counter[str] = Counter()
+    done, failed = Counter({"": 1, "a.jpg": 1}), Counter({"": 1})  # `predict ""` leaves an error record for ""
+    inputs = [Input("a.jpg"), STALL, Input("b.jpg"), STALL]
+    assert list(skip_done(inputs, done, failed, tally)) == [STALL, Input("b.jpg"), STALL]
+    assert tally["failed"] == 0
+    assert list(skip_done([Input("")], done, failed, tally)) == [] and tally["failed"] == 1  # the path "" itself
 
 
 def test_resume_counts_a_file_named_twice(run, tmp_path):  # noqa: F811
