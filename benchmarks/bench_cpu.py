@@ -518,7 +518,7 @@ def main_bench(args: argparse.Namespace) -> dict:
     large_dir = _exact_folder(large[0].parent, large, workdir / large_set) if large else None
     weights, weights_note = make_weights(workdir, args.model)
     large_model = args.large_model or ("x0_5" if REAL_X0_5.is_file() else args.model)
-    large_weights, large_weights_note = make_weights(workdir, large_model)
+    large_weights, large_weights_note = make_weights(workdir, large_model) if large else (None, "")
     batch, workers, threads, backend = defaults()
     cores = os.cpu_count() or 1
     info = machine()
@@ -647,21 +647,17 @@ def main_bench(args: argparse.Namespace) -> dict:
         pl = runs["predict_large"]
         res["predict_large"] = {k: med([x[k] for x in pl]) for k in ("wall_s", "wall_rate", "run_rate", "startup_s")}
         res["seed_large_all"] = [round(x["rate"], 1) for x in runs["seed_large"]]
-        res["predict_large_all"] = [round(x["run_rate"], 1) for x in pl]
-        res["ratio_large_all"] = [
-            round(b["run_rate"] / a["rate"], 2) for a, b in zip(runs["seed_large"], pl, strict=True)
-        ]
-        res["ratio_large"] = med(res["ratio_large_all"])
         t = parse_timings(pl[-1]["timings"])
         res["large_drafted"], res["large_rechecked"] = t["drafted"], t["rechecked"]
-        for key in ("exact", "fast"):
-            runs_k = runs[f"predict_large_{key}"]
-            res[f"predict_large_{key}_all"] = [round(x["run_rate"], 1) for x in runs_k]
-            res[f"predict_large_{key}"] = med([x["run_rate"] for x in runs_k])
-            res[f"ratio_large_{key}_all"] = [
+        for key in ("", "_exact", "_fast"):  # the defaults, --exact-decode, --fast-decode
+            runs_k = runs[f"predict_large{key}"]
+            res[f"predict_large{key}_all"] = [round(x["run_rate"], 1) for x in runs_k]
+            if key:  # the defaults' predict_large is the dict above
+                res[f"predict_large{key}"] = med([x["run_rate"] for x in runs_k])
+            res[f"ratio_large{key}_all"] = [
                 round(b["run_rate"] / a["rate"], 2) for a, b in zip(runs["seed_large"], runs_k, strict=True)
             ]
-            res[f"ratio_large_{key}"] = med(res[f"ratio_large_{key}_all"])
+            res[f"ratio_large{key}"] = med(res[f"ratio_large{key}_all"])
     res["timings_example"] = p[-1]["timings"]
     return res
 

@@ -104,6 +104,7 @@ def main() -> None:
 
     import numpy as np
 
+    from shufflenet_cli import near_ties
     from shufflenet_cli.backends import TorchBackend
     from shufflenet_cli.images import decode_rgb
     from shufflenet_cli.preprocess import Preprocess
@@ -180,7 +181,7 @@ def main() -> None:
             print(f"{name} disagrees on (exact top-1 probability): {', '.join(disagree[:12])}{more}")
     print("the default's check (near_ties.py): decode again where the drafted top two logits lie within a margin")
     for name in list(variants)[1:]:
-        gap = np.log(np.maximum(probs[name][:, 0], 1e-30)) - np.log(np.maximum(probs[name][:, 1], 1e-30))
+        gap = near_ties.logit_gaps(probs[name])
         flips = top5[name][:, 0] != ref[:, 0]
         print(f"{name}: logit gaps of its flips: {', '.join(f'{g:.3f}' for g in sorted(gap[flips])) or 'none'}")
         for margin in (float(m) for m in args.margins.split(",")):

@@ -308,7 +308,7 @@ def predict(
 
 
 def _decode_mode(exact: bool, fast: bool) -> str:
-    """preprocess.DECODE_MODES: the default checks its DCT-scaled JPEGs (near_ties.py)."""
+    """A mode of preprocess.DRAFT_FACTOR: the default checks its DCT-scaled JPEGs (near_ties.py)."""
     if exact and fast:
         raise typer.BadParameter("give --exact-decode or --fast-decode, not both", param_hint="--fast-decode")
     return "exact" if exact else "fast" if fast else "checked"

@@ -74,7 +74,7 @@ def read_jpeg(path: str) -> EncodedJpeg | None:
 
     from PIL import Image
 
-    from shufflenet_cli.images import orientation_of
+    from shufflenet_cli.images import JPEG_FORMATS, orientation_of
 
     if not os.path.isfile(path):  # a named pipe, a device: the Pillow path reads it without blocking
         return None
@@ -85,7 +85,7 @@ def read_jpeg(path: str) -> EncodedJpeg | None:
                 return None
             data = head + f.read()
         with Image.open(io.BytesIO(data)) as im:  # the header only: format, mode, EXIF
-            if im.format not in ("JPEG", "MPO") or im.mode not in NVJPEG_MODES:
+            if im.format not in JPEG_FORMATS or im.mode not in NVJPEG_MODES:
                 return None
             if im.format == "MPO":
                 data = _first_picture(im, data)

@@ -25,7 +25,7 @@ _TRANSPOSE = {  # EXIF orientation -> the transpose that makes the stored pixels
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-_DCT_FORMATS = ("JPEG", "MPO")  # MPO: a phone's JPEG with more pictures (a gain map) after the first
+JPEG_FORMATS = ("JPEG", "MPO")  # what libjpeg decodes; MPO: a phone's JPEG with more pictures (a gain map) after it
 _MAX_REPAIR_BYTES = 256 * 2**20  # the second try without metadata reads at most this much of a file
 
 
@@ -137,7 +137,7 @@ def _open(source: str | bytes) -> IO[bytes]:
 
 def _decode(source: str | bytes, draft_min: int | None) -> tuple[Image.Image, bool]:
     with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:  # Pillow closes a path
-        drafted = bool(draft_min) and im.format in _DCT_FORMATS and _draft(im, draft_min)
+        drafted = bool(draft_min) and im.format in JPEG_FORMATS and _draft(im, draft_min)
         im.load()
         orientation = orientation_of(im)
         rgb = to_rgb(im, full_scale=_full_scale(im))

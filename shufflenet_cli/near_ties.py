@@ -19,6 +19,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from shufflenet_cli.decoding import decode_one
+from shufflenet_cli.inputs import Input
+
 # log(p1 / p2), the top two logits' difference. On 319 real photos (4000 px, x0_5) the 6 flips of the
 # drafted decode had gaps up to 0.075, on 253 held-out ones up to 0.170; at 0.2, 11-15 % of those
 # images are decoded twice (docs/benchmarks.md).
@@ -31,9 +34,14 @@ def close_calls(probs: np.ndarray, drafted: list[bool], margin: float | None = N
     margin = LOGIT_MARGIN if margin is None else margin
     if probs.shape[1] < 2:
         return []  # a model with one class has no near-ties
+    gaps = logit_gaps(probs).tolist()
+    return [row for row, (was, g) in enumerate(zip(drafted, gaps, strict=True)) if was and g < margin]
+
+
+def logit_gaps(probs: np.ndarray) -> np.ndarray:
+    """log(p1 / p2) per row of top-k probabilities (best first, k >= 2): the top two logits' difference."""
     tiny = np.finfo(np.float32).tiny
-    gap = np.log(np.maximum(probs[:, 0], tiny)) - np.log(np.maximum(probs[:, 1], tiny))
-    return [row for row, (was, g) in enumerate(zip(drafted, gap.tolist(), strict=True)) if was and g < margin]
+    return np.log(np.maximum(probs[:, 0], tiny)) - np.log(np.maximum(probs[:, 1], tiny))
 
 
 class Rechecks:
@@ -49,24 +57,17 @@ class Rechecks:
         self.pool = ThreadPoolExecutor(max(threads, 1), thread_name_prefix="recheck")
 
     def submit(self, paths: list[str]) -> list[Future[tuple[np.ndarray | None, float]]]:
-        """Each path's exact array (exact_array) and the seconds its decode took, to come."""
+        """Each path's exact array and the seconds its decode took, to come. The array is None where
+        the file cannot be decoded again (replaced or removed since): it keeps its drafted result, for
+        it was classified, and the check is about near-ties, not files."""
         return [self.pool.submit(self._timed, path) for path in paths]
 
     def _timed(self, path: str) -> tuple[np.ndarray | None, float]:
         t0 = time.perf_counter()
-        return exact_array(self.exact, path), time.perf_counter() - t0
+        return decode_one(self.exact, Input(path)).array, time.perf_counter() - t0
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-def exact_array(exact: Callable[[str], Any], path: str) -> np.ndarray | None:
-    """`exact(path).array`; None where the file cannot be decoded again (replaced or removed since):
-    it keeps its drafted result, for it was classified, and the check is about near-ties, not files."""
-    try:
-        return exact(path).array
-    except Exception:  # noqa: BLE001 - any failure: the drafted result stands
-        return None
 
 
 def apply(
@@ -78,9 +79,8 @@ def apply(
 ) -> int:
     """Classify the rows again from their exact arrays, in one batch, writing the results into `probs`
     and `indices` in place (a row whose array is None keeps its result); the number of rows redone."""
-    redone = [row for row, a in zip(rows, arrays, strict=True) if a is not None]
-    if redone:
-        p, i = topk(np.stack([a for a in arrays if a is not None]), probs.shape[1])
-        probs[redone] = p
-        indices[redone] = i
-    return len(redone)
+    kept = [(row, a) for row, a in zip(rows, arrays, strict=True) if a is not None]
+    if kept:
+        redone = [row for row, _ in kept]
+        probs[redone], indices[redone] = topk(np.stack([a for _, a in kept]), probs.shape[1])
+    return len(kept)

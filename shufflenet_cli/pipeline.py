@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from shufflenet_cli import near_ties
 from shufflenet_cli.backends import Backend
 from shufflenet_cli.decoding import Decoded, Prepare, decode_in_order
 from shufflenet_cli.inputs import STALL, Input
@@ -98,9 +99,7 @@ def run(
     stats = stats if stats is not None else Stats()
     rechecks = None
     if recheck is not None:
-        from shufflenet_cli.near_ties import Rechecks
-
-        stats.rechecked, rechecks = 0, Rechecks(recheck, workers)
+        stats.rechecked, rechecks = 0, near_ties.Rechecks(recheck, workers)
     window = max(batch_size * 2, workers * 4)
     chunk: list[Decoded] = []
     held: deque[_Batch] = deque()  # classified, in order; the oldest may wait for its near-ties
@@ -165,12 +164,16 @@ class _Batch:
     chunk: list[Decoded]
     probs: np.ndarray  # own copies (a backend may reuse its buffers), top max(topk, 2) where checked
     indices: np.ndarray
-    forward: bool  # the chunk went through the model (not failed inputs only)
     rows: list[int] = field(default_factory=list)  # rows of probs decoded again, in `pending`
     pending: list[Future[tuple[np.ndarray | None, float]]] = field(default_factory=list)
 
     def ready(self) -> bool:
         return all(f.done() for f in self.pending)
+
+    @property
+    def forward(self) -> bool:
+        """The chunk went through the model (not failed inputs only)."""
+        return len(self.probs) > 0
 
 
 def _classify(
@@ -189,19 +192,17 @@ def _classify(
         stats.decode_s += time.perf_counter() - t0
     classified = [d for d in chunk if d.array is not None]
     if not classified:
-        return _Batch(chunk, np.empty((0, 0)), np.empty((0, 0), np.int64), forward=False)
+        return _Batch(chunk, np.empty((0, 0)), np.empty((0, 0), np.int64))
     t0 = time.perf_counter()
     k = max(topk, 2) if rechecks is not None else topk  # the check compares the top two
     probs, indices = backend.topk(stack([d.array for d in classified]), k)
     stats.inference_s += time.perf_counter() - t0
     stats.batches += 1
-    batch = _Batch(chunk, np.array(probs), np.array(indices), forward=True)
+    batch = _Batch(chunk, np.array(probs), np.array(indices))
     drafted = [d.drafted for d in classified]
     stats.drafted += sum(drafted)
     if rechecks is not None and any(drafted):
-        from shufflenet_cli.near_ties import close_calls
-
-        batch.rows = close_calls(batch.probs, drafted)
+        batch.rows = near_ties.close_calls(batch.probs, drafted)
         batch.pending = rechecks.submit([classified[r].input.path for r in batch.rows])
     return batch
 
@@ -212,12 +213,10 @@ def _finish(
     """The batch's records, its near-ties (if any) classified again from their exact decodes, as a
     one-off batch that takes no CUDA graph slot (cuda_graphs.py). Counted in `stats` here, as they leave."""
     if batch.rows:
-        from shufflenet_cli.near_ties import apply
-
         done = [f.result() for f in batch.pending]
         t0 = time.perf_counter()
         once = functools.partial(backend.topk, one_off=True)
-        redone = apply(batch.rows, [array for array, _ in done], once, batch.probs, batch.indices)
+        redone = near_ties.apply(batch.rows, [array for array, _ in done], once, batch.probs, batch.indices)
         stats.rechecked = (stats.rechecked or 0) + redone
         stats.recheck_s += time.perf_counter() - t0 + sum(seconds for _, seconds in done)
     records = _records(batch.chunk, batch.probs, batch.indices, labels, topk, threshold, stats)

@@ -25,8 +25,7 @@ from shufflenet_cli.images import decode_rgb
 #   fast     (--fast-decode) DCT scaling down to >= 2x the resize size, never checked
 # A JPEG whose shorter side is under twice the draft size (fast 1,024 px, checked 2,048 px: all of
 # ImageNet's) is decoded exactly in every mode. The CLI's default is checked; Preprocess's is exact.
-DECODE_MODES = ("exact", "checked", "fast")
-DRAFT_FACTOR = {"exact": None, "checked": 4, "fast": 2}
+DRAFT_FACTOR = {"exact": None, "checked": 4, "fast": 2}  # the modes, and how far each drafts
 
 
 @dataclass(frozen=True)

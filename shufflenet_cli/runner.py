@@ -49,7 +49,7 @@ class PredictOptions:
     precision: str = "fp32"
     backend: str = "auto"
     report: Path | None = None
-    decode: str = "checked"  # preprocess.DECODE_MODES: exact (--exact-decode), checked, fast (--fast-decode)
+    decode: str = "checked"  # preprocess.DRAFT_FACTOR: exact (--exact-decode), checked, fast (--fast-decode)
     gpu_decode: bool = False
     decode_in: str = "auto"  # auto (processes on CUDA, threads on CPU), threads, processes
     cuda_graphs: bool = True  # CUDA: replay repeated batch shapes from captured graphs (cuda_graphs.py)
@@ -188,8 +188,7 @@ def predict(
         if first is None:
             if not opts.quiet:
                 err.print(f"nothing left to do: every input is already in {opts.output}", highlight=False)
-            code = EXIT_SOME_FAILED if earlier["failed"] else EXIT_OK
-            return Outcome(code, Stats(), earlier_failed=earlier["failed"])
+            return Outcome(_exit_code(0, earlier["failed"]), Stats(), earlier_failed=earlier["failed"])
         inputs = itertools.chain([first], inputs)
     else:
         _, inputs = first_found(inputs)
@@ -216,10 +215,7 @@ def predict(
         err.print(
             f"interrupted: {opts.output} left as it was; the records done so far are in {partial}", highlight=False
         )
-    if interrupted:
-        code = EXIT_INTERRUPTED
-    else:
-        code = EXIT_SOME_FAILED if stats.failed or earlier["failed"] else EXIT_OK
+    code = EXIT_INTERRUPTED if interrupted else _exit_code(stats.failed, earlier["failed"])
     described = backend.describe() + ("; JPEG decode: nvJPEG on the GPU" if gpu is not None else "")
     outcome = Outcome(code, stats, described, tuning, interrupted, earlier["failed"])
     if report is not None:
@@ -227,6 +223,11 @@ def predict(
 
         report.close(summary_line(outcome))
     return outcome
+
+
+def _exit_code(failed: int, earlier_failed: int) -> int:
+    """1 where an input failed, in this run or (--resume) in the one that wrote its record; else 0."""
+    return EXIT_SOME_FAILED if failed or earlier_failed else EXIT_OK
 
 
 def _decoders(opts: PredictOptions, prep, backend):  # type: ignore[no-untyped-def]
