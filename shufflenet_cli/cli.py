@@ -222,7 +222,7 @@ def predict(
             "--fast-decode",
             help="Decode JPEGs with a shorter side of 1,024 px or more at a reduced DCT scale (never below twice "
             "the resize size), and never again at full size: faster still, but top-1 differs from the full "
-            "decode on about 4% of real photos (near-ties).",
+            "decode on 4-6% of real photos (near-ties).",
         ),
     ] = False,
     gpu_decode: Annotated[
