@@ -176,6 +176,28 @@ def test_slices_run_at_once_give_the_one_slice_results(prep, batch, backend):
     np.testing.assert_allclose(p1, p3, rtol=0, atol=1e-6)
 
 
+def test_onnxruntime_runs_a_cpu_slice_in_small_runs_with_each_image_in_its_place(prep, batch):
+    from shufflenet_cli.onnx_backend import CPU_RUN_IMAGES
+
+    model = spread_model()
+    backend = onnx(model, prep)
+    ten = np.concatenate([batch, batch[:2]])  # 10 images: the last run is a short one
+    sizes, run = [], backend._session.run
+
+    def spy(outputs, feeds):
+        sizes.append(len(next(iter(feeds.values()))))
+        return run(outputs, feeds)
+
+    backend._session.run = spy
+    logits = backend.logits(ten)
+    assert sizes == [min(CPU_RUN_IMAGES, len(ten) - i) for i in range(0, len(ten), CPU_RUN_IMAGES)]
+    assert len(sizes) > 1
+    # every row is its own image's: the torch fp32 logits of the same ten, in the same order
+    expected = torch_logits(model, prep, ten)
+    np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    assert backend.logits(ten[:0]).shape == (0, 1000)
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_torch_autocast_on_cpu_keeps_top1(prep, batch, precision):
     import copy
