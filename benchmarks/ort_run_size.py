@@ -102,11 +102,13 @@ def main() -> None:
             rates[s].append(5 * len(batch) / (time.perf_counter() - t0))
     head = "images per run | steady images/s (median; per round) | first batch: wall ms, CPU ms, faults"
     print(f"{head} | memory added MiB")
+    child = [sys.executable, __file__, "--model", args.model, "--weights", str(weights)]
     for s in sizes:
-        cmd = [sys.executable, __file__, "--model", args.model, "--weights", str(weights)]
         out = subprocess.run(
-            [*cmd, "--images", json.dumps(images), "--child-first", str(s)], capture_output=True, text=True, check=True
+            [*child, "--images", json.dumps(images), "--child-first", str(s)], capture_output=True, text=True
         )
+        if out.returncode != 0:
+            sys.exit(f"the first-batch child for {s} images per run failed:\n{out.stderr[-3000:]}")
         first = json.loads(out.stdout.strip().splitlines()[-1])
         per_round = ", ".join(f"{r:.0f}" for r in rates[s])
         print(

@@ -40,10 +40,10 @@ OPSET = 17
 FORMAT = 1  # bump when the export arguments change: old cache files are then ignored
 INPUT, OUTPUT = "input", "logits"
 SIDECAR_FORMAT = 1
-# CPU: a slice is run this many images at a time. Small runs keep the activations in the cores'
-# caches: on 2 cores (2 MiB L2 each), forward-only x1_0 ran at 393 images/s in runs of 4 against 350
-# in runs of 16 (x0_5 1,094 vs 994), the first batch of a process faulted in a third of the memory
-# (10,645 vs 30,087 pages) and the peak RSS fell from 270 to 147 MiB (docs/benchmarks.md).
+# CPU: a slice is run this many images at a time. On 2 cores (1 MiB L2 each, 32 MiB L3 shared with
+# the decode threads) runs of 4 against one run of 16: forward-only x1_0 386 vs 361 images/s, the
+# first batch 11,405 vs 30,302 page faults, 47 vs 183 MiB kept by onnxruntime; end to end faster in
+# every round of an interleaved A/B (docs/benchmarks.md, "onnxruntime: runs of 4 images").
 CPU_RUN_IMAGES = 4
 
 
@@ -273,10 +273,10 @@ def max_logit_difference(model: Any, session: Any, x: Any) -> tuple[float, float
 class OnnxBackend:
     """`topk(batch_uint8_nhwc, k)` through an ONNX Runtime session of the exported model.
 
-    On CPU, `threads` is the number of single-threaded runs made at once, each on a slice of the
-    batch: for a network of many small layers that is at least as fast as splitting every layer
-    across threads (x1_0, 2 cores: 360-400 vs 340-355 images/s measured), and a slice delayed by a
-    decode thread costs one join per batch instead of one stall per layer.
+    On CPU, `threads` is the number of single-threaded slices of the batch run at once, each in runs
+    of `CPU_RUN_IMAGES`: for a network of many small layers that is at least as fast as splitting
+    every layer across threads (x1_0, 2 cores: 360-400 vs 340-355 images/s measured), and a slice
+    delayed by a decode thread costs one join per batch instead of one stall per layer.
     """
 
     name = "onnxruntime"
@@ -423,9 +423,10 @@ class OnnxBackend:
             return topk_to_numpy(torch.from_numpy(logits), k)
 
     def describe(self) -> str:
+        runs = f", {CPU_RUN_IMAGES} images per run" if self.device.type == "cpu" else ""
         if self.streams > 1 or self.threads == 1:
-            return f"onnxruntime {self.device} {self.precision} ({self.streams} x 1-thread runs per batch)"
-        return f"onnxruntime {self.device} {self.precision} ({self.threads} threads per layer)"
+            return f"onnxruntime {self.device} {self.precision} ({self.streams} x 1-thread slices per batch{runs})"
+        return f"onnxruntime {self.device} {self.precision} ({self.threads} threads per layer{runs})"
 
 
 def topk_numpy(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -181,12 +181,14 @@ def test_onnxruntime_runs_a_cpu_slice_in_small_runs_with_each_image_in_its_place
 
     model = spread_model()
     backend = onnx(model, prep)
-    ten = np.concatenate([batch, batch[:2]])  # 10 images: the last run is a short one
+    ten = np.concatenate([batch, batch[:2, ::-1]])  # 10 distinct images (two mirrored): the last run is short
     sizes, run = [], backend._session.run
 
-    def spy(outputs, feeds):
-        sizes.append(len(next(iter(feeds.values()))))
-        return run(outputs, feeds)
+    def spy(outputs, feeds, *args, **kwargs):
+        (x,) = feeds.values()
+        assert x.dtype == np.float32 and x.flags.c_contiguous
+        sizes.append(len(x))
+        return run(outputs, feeds, *args, **kwargs)
 
     backend._session.run = spy
     logits = backend.logits(ten)
