@@ -396,11 +396,9 @@ class OnnxBackend:
         `CPU_RUN_IMAGES` images at a time; releases the GIL."""
         from shufflenet_cli.backends import normalize_numpy
 
-        step = CPU_RUN_IMAGES if self.device.type == "cpu" else len(batch)
-        parts = [
-            self._session.run([OUTPUT], {INPUT: normalize_numpy(batch[i : i + step], self._mean_np, self._std_np)})[0]
-            for i in range(0, max(1, len(batch)), max(1, step))  # an empty batch: one empty run
-        ]
+        step = CPU_RUN_IMAGES if self.device.type == "cpu" else max(1, len(batch))
+        runs = [batch[i : i + step] for i in range(0, max(1, len(batch)), step)]  # an empty batch: one empty run
+        parts = [self._session.run([OUTPUT], {INPUT: normalize_numpy(r, self._mean_np, self._std_np)})[0] for r in runs]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def topk(self, batch: np.ndarray, k: int, one_off: bool = False) -> tuple[np.ndarray, np.ndarray]:

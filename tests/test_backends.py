@@ -181,7 +181,7 @@ def test_onnxruntime_runs_a_cpu_slice_in_small_runs_with_each_image_in_its_place
 
     model = spread_model()
     backend = onnx(model, prep)
-    ten = np.concatenate([batch, batch[:2, ::-1]])  # 10 distinct images (two mirrored): the last run is short
+    ten = np.concatenate([batch, batch[:2, ::-1]])  # 10 distinct images (two flipped): the last run is short
     sizes, run = [], backend._session.run
 
     def spy(outputs, feeds, *args, **kwargs):
