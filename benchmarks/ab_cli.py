@@ -7,15 +7,19 @@ input to last record), the medians and how many rounds each side won.
 
     python benchmarks/ab_cli.py 6261240                     # ImageNet-size (x1_0) and 12-MP (x0_5) sets, 6 rounds
     python benchmarks/ab_cli.py HEAD~1 --sets small --rounds 10
-    python benchmarks/ab_cli.py main --extra=--exact-decode # the same flags for both sides
+    python benchmarks/ab_cli.py main --extra=--exact-decode # the same flags for both sides (note the =)
 
 Both sides use this tree's benchmark images, weights and ONNX cache (`.bench/`, made by bench_cpu.py's
-code where missing); each side runs once untimed first (its own ONNX export, if its cache key differs).
+code where missing); each side runs once untimed first (its own ONNX export, if its cache key differs),
+and the side that goes first alternates from round to round. A run that does not report a rate over
+every input stops the comparison.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import shlex
 import statistics
 import subprocess
@@ -26,38 +30,53 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cpu import REAL_X0_5, ROOT, _env, _exact_folder, make_images, make_weights, parse_timings  # noqa: E402
 
+SETS = ("small", "12mp")
 
-def sets(workdir: Path, names: list[str]) -> dict[str, tuple[Path, str, Path]]:
-    """name -> (folder, model, weights), the bench_cpu sets."""
+
+def sets(workdir: Path, names: list[str]) -> dict[str, tuple[Path, str, Path, int]]:
+    """name -> (folder, model, weights, images), the bench_cpu sets."""
     out = {}
     if "small" in names:
         small = make_images(workdir / "imagenet-size", 200, large=False, seed=1)
-        out["small"] = (
-            _exact_folder(small[0].parent, small, workdir / "set-small"),
-            "x1_0",
-            make_weights(workdir, "x1_0")[0],
-        )
+        folder = _exact_folder(small[0].parent, small, workdir / "set-small")
+        out["small"] = (folder, "x1_0", make_weights(workdir, "x1_0")[0], len(small))
     if "12mp" in names:
         large = make_images(workdir / "12mp", 32, large=True, seed=2)
         model = "x0_5" if REAL_X0_5.is_file() else "x1_0"
-        out["12mp"] = (
-            _exact_folder(large[0].parent, large, workdir / "set-large"),
-            model,
-            make_weights(workdir, model)[0],
-        )
+        folder = _exact_folder(large[0].parent, large, workdir / "set-large")
+        out["12mp"] = (folder, model, make_weights(workdir, model)[0], len(large))
     return out
 
 
-def run_rate(tree: Path, workdir: Path, folder: Path, model: str, weights: Path, extra: list[str]) -> float:
+def _env_for(tree: Path, workdir: Path) -> dict:
+    return {**_env(workdir), "PYTHONPATH": str(tree)}
+
+
+def check_imports(tree: Path, workdir: Path) -> None:
+    """The package a run of `tree` imports must be that tree's (not the installed one's)."""
+    probe = [sys.executable, "-c", "import shufflenet_cli; print(shufflenet_cli.__file__)"]
+    got = subprocess.run(probe, cwd=workdir, env=_env_for(tree, workdir), capture_output=True, text=True)
+    where = Path(got.stdout.strip() or "?").resolve()
+    if got.returncode != 0 or tree.resolve() not in where.parents:
+        raise SystemExit(f"with PYTHONPATH={tree}, shufflenet_cli came from {where}, not from that tree:\n{got.stderr}")
+
+
+def run_rate(tree: Path, workdir: Path, folder: Path, model: str, weights: Path, n: int, extra: list[str]) -> float:
     """One CLI run of `tree`'s code (PYTHONPATH; the working directory holds no package) -> its run rate."""
-    env = {**_env(workdir), "PYTHONPATH": str(tree)}
     cmd = [sys.executable, "-m", "shufflenet_cli", "predict", str(folder), "-m", model, "--weights", str(weights)]
     proc = subprocess.run(
-        [*cmd, "-f", "jsonl", "-q", "--timings", *extra], cwd=workdir, env=env, capture_output=True, text=True
+        [*cmd, "-f", "jsonl", "-q", "--timings", *extra],
+        cwd=workdir,
+        env=_env_for(tree, workdir),
+        capture_output=True,
+        text=True,
     )
-    if proc.returncode not in (0, 1):  # 1: some inputs failed, which both sides then report alike
+    timings = parse_timings(proc.stderr)
+    done = re.search(r"over (\d+) inputs", " ".join(proc.stderr.split()))
+    # exit 1 is also what a crash gives: only a run that printed its rate over every input counts
+    if proc.returncode not in (0, 1) or not math.isfinite(timings["run_rate"]) or not done or int(done[1]) != n:
         raise SystemExit(f"{' '.join(cmd)} (PYTHONPATH={tree}) exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-    return parse_timings(proc.stderr)["run_rate"]
+    return timings["run_rate"]
 
 
 def main() -> None:
@@ -65,30 +84,37 @@ def main() -> None:
     ap.add_argument("base", help="the earlier revision (anything `git worktree add` takes)")
     ap.add_argument("--sets", default="small,12mp", help="small (200 ImageNet-size JPEGs), 12mp (32 12-MP JPEGs)")
     ap.add_argument("--rounds", type=int, default=6)
-    ap.add_argument("--extra", default="", help="more predict options for both sides, one shell-quoted string")
+    ap.add_argument("--extra", default="", help='more predict options for both sides: --extra="--threads 1"')
     ap.add_argument("--workdir", default=str(ROOT / ".bench"))
     args = ap.parse_args()
+    names = [s.strip() for s in args.sets.split(",") if s.strip()]
+    if args.rounds < 1 or not names or not set(names) <= set(SETS):
+        ap.error(f"--rounds must be 1 or more and --sets a list of {', '.join(SETS)}")
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    chosen = sets(workdir, [s.strip() for s in args.sets.split(",") if s.strip()])
+    chosen = sets(workdir, names)
     extra = shlex.split(args.extra)
+    rates: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="ab-base-") as tmp:
         base = Path(tmp) / "tree"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(base), args.base], check=True)
+        sides = {f"base {args.base}": base, "this tree": ROOT}
         try:
-            sides = {f"base {args.base}": base, "this tree": ROOT}
-            rates: dict[tuple[str, str], list[float]] = {}
-            for folder, model, weights in chosen.values():
+            for tree in sides.values():
+                check_imports(tree, workdir)
+            for folder, model, weights, n in chosen.values():
                 for tree in sides.values():  # untimed: exports, caches, page cache
-                    run_rate(tree, workdir, folder, model, weights, extra)
+                    run_rate(tree, workdir, folder, model, weights, n, extra)
             for r in range(args.rounds):
-                for name, (folder, model, weights) in chosen.items():
-                    for side, tree in sides.items():
-                        rate = run_rate(tree, workdir, folder, model, weights, extra)
+                for name, (folder, model, weights, n) in chosen.items():
+                    order = list(sides.items())[:: -1 if r % 2 else 1]  # who goes first alternates
+                    for side, tree in order:
+                        rate = run_rate(tree, workdir, folder, model, weights, n, extra)
                         rates.setdefault((name, side), []).append(rate)
                         print(f"round {r + 1}: {name:5} {side:20} {rate:8.1f} images/s", file=sys.stderr, flush=True)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=False)
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], check=False)
     print(f"run rates, images/s, {args.rounds} interleaved rounds; predict options: -f jsonl -q --timings {args.extra}")
     base_side, new_side = sides
     for name in chosen:

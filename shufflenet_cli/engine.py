@@ -40,8 +40,10 @@ def default_tuning(device_type: str, opts: PredictOptions) -> Tuning:
     decode threads and the inference threads share the cores a batch at a time, never spinning or
     waiting on each other inside a layer; decode workers stop when the read-ahead window is full.
     On 2 cores, x1_0: 2 inference threads (as slices) beat 1, 214 vs 163 images/s; batch 32 (16 per
-    slice) tied 16 and beat 64; 1 to 3 workers tie on ImageNet-size JPEGs, and 12-megapixel ones
-    need every core to decode (their decode costs 5x the forward pass).
+    slice): with onnxruntime's runs of 4 images, 32, 64 and 128 tie (233-244 images/s) and 16 is
+    slower (212), so 32, whose first records come soonest of those; 1 to 3 workers tie on
+    ImageNet-size JPEGs, and 12-megapixel ones need every core to decode (their decode costs 5x the
+    forward pass).
     CUDA (one H200, 16 cores, x1_0, 4,000 ImageNet-size JPEGs): batch 128; 16 decode workers as
     processes, 758-906 images/s against 736 for 16 threads (529 in an earlier run); with threads,
     8 workers beat 16 and 24 (616, 529, 512); batch 64, 128 and 256 tied (608, 529, 607). One torch

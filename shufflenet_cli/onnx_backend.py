@@ -274,9 +274,9 @@ class OnnxBackend:
     """`topk(batch_uint8_nhwc, k)` through an ONNX Runtime session of the exported model.
 
     On CPU, `threads` is the number of single-threaded slices of the batch run at once, each in runs
-    of `CPU_RUN_IMAGES`: for a network of many small layers that is at least as fast as splitting
-    every layer across threads (x1_0, 2 cores: 360-400 vs 340-355 images/s measured), and a slice
-    delayed by a decode thread costs one join per batch instead of one stall per layer.
+    of `CPU_RUN_IMAGES`: for a network of many small layers that is faster than splitting every
+    layer across threads (x1_0, 2 cores, forward only: 342-391 vs 256-287 images/s at batch 16-128),
+    and a slice delayed by a decode thread costs one join per batch instead of one stall per layer.
     """
 
     name = "onnxruntime"
