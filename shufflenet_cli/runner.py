@@ -163,7 +163,7 @@ def predict(
     stderr: Console | None = None,
 ) -> Outcome:
     from shufflenet_cli.preprocess import Preprocess
-    from shufflenet_cli.sinks import Sink, completed_paths
+    from shufflenet_cli.sinks import Completed, Sink, completed_paths
 
     err = stderr or Console(stderr=True)
     spec = resolve_model(opts.model)
@@ -174,11 +174,11 @@ def predict(
         extensions=parse_extensions(opts.ext) if opts.ext else image_extensions(),  # once, for both walks
     )
     inputs: Iterator[Input] = iter_inputs(opts.paths, walk, stdin=stdin, null=opts.null)
-    done: Counter[str] = Counter()
-    failed: Counter[str] = Counter()
+    completed = Completed(Counter(), Counter())
     earlier: Counter[str] = Counter()  # earlier["failed"]: skipped inputs whose record in --output is an error
     if opts.resume and opts.output is not None:
-        done, failed = completed_paths(opts.output, opts.fmt)
+        completed = completed_paths(opts.output, opts.fmt)
+    done, failed = completed.records, completed.failed
     if done:
         if not opts.quiet:
             errors = f" ({n} of them errors; --resume does not try those again)" if (n := sum(failed.values())) else ""
@@ -196,7 +196,7 @@ def predict(
     thumbs = REPORT_THUMBNAIL if opts.report else None
     prep = Preprocess.from_spec(spec, decode=opts.decode, thumbnail_size=thumbs)
     # Outputs are opened first (an unwritable path fails at once), removed again if anything fails.
-    sink = Sink(opts.fmt, opts.output, opts.resume, stdout=stdout)
+    sink = Sink(opts.fmt, opts.output, opts.resume, stdout=stdout, cut_at=completed.cut_at)
     report = _open_report(opts, spec, sink)
     try:
         backend, labels, tuning = ready(spec, opts, prep)

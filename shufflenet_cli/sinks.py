@@ -36,7 +36,16 @@ RESUMABLE = ("jsonl", "csv")
 
 
 class Sink:
-    def __init__(self, fmt: str, output: Path | None = None, resume: bool = False, stdout: IO[bytes] | None = None):
+    def __init__(
+        self,
+        fmt: str,
+        output: Path | None = None,
+        resume: bool = False,
+        stdout: IO[bytes] | None = None,
+        cut_at: int | None = None,
+    ):
+        """cut_at (--resume): where the complete records of `output` end, as `completed_paths` found
+        them; None looks again."""
         if resume and (output is None or fmt not in RESUMABLE):
             raise UsageError("--resume needs --output FILE with --format jsonl or csv")
         self.fmt = fmt
@@ -51,7 +60,7 @@ class Sink:
         if output is None:
             binary, self._close_stream = _stdout(stdout)
         else:
-            binary, new_file = self._open_file(output, fmt, resume)
+            binary, new_file = self._open_file(output, fmt, resume, cut_at)
             self._close_stream = True
         self._stream = io.TextIOWrapper(
             binary, encoding="utf-8", errors=_ERRORS[fmt], newline="" if fmt == "csv" else "\n", write_through=True
@@ -61,14 +70,14 @@ class Sink:
         # Written with the first batch (or at close): nothing reaches stdout if the model fails to load.
         self._header = self._renderer.header() if self._renderer is not None else ""
 
-    def _open_file(self, output: Path, fmt: str, resume: bool) -> tuple[IO[bytes], bool]:
+    def _open_file(self, output: Path, fmt: str, resume: bool, cut_at: int | None) -> tuple[IO[bytes], bool]:
         try:
             if output.is_dir():
                 raise IsADirectoryError(21, "Is a directory")
             if fmt in RESUMABLE:
                 existed = output.exists()
                 if resume and existed:
-                    truncate_to_complete(output, fmt)
+                    truncate_to_complete(output, fmt, cut_at)
                     return open(output, "ab"), output.stat().st_size == 0
                 # Opened now, so an unwritable path fails before any work; an earlier file is only
                 # emptied at the first write, so a run that fails before it (bad weights) leaves it be.
@@ -263,10 +272,11 @@ def drop_partial_last_line(path: Path) -> None:
         f.truncate(0)
 
 
-def truncate_to_complete(path: Path, fmt: str) -> None:
-    """Cut what a killed run may have left unfinished, exactly what `completed_paths` leaves out."""
+def truncate_to_complete(path: Path, fmt: str, cut_at: int | None = None) -> None:
+    """Cut what a killed run may have left unfinished, exactly what `completed_paths` leaves out (csv:
+    at `cut_at` where it found the end already; the file is not read through twice)."""
     if fmt == "csv":
-        _, _, keep = _scan_csv(path)
+        keep = cut_at if cut_at is not None else _scan_csv(path)[2]
         with open(path, "rb+") as f:
             f.truncate(keep)
     else:
@@ -274,10 +284,12 @@ def truncate_to_complete(path: Path, fmt: str) -> None:
 
 
 class Completed(NamedTuple):
-    """The complete records of a results file, per path: all of them, and the error records among them."""
+    """The complete records of a results file, per path: all of them, and the error records among them;
+    csv: the byte offset where they end (a killed run's unfinished last record is cut there)."""
 
     records: Counter[str]
     failed: Counter[str]
+    cut_at: int | None = None
 
 
 def completed_paths(path: Path, fmt: str) -> Completed:
@@ -297,7 +309,7 @@ def completed_paths(path: Path, fmt: str) -> Completed:
         return Completed(Counter(), Counter())
     try:
         if fmt == "csv":
-            return Completed(*_scan_csv(path)[:2])
+            return Completed(*_scan_csv(path))
         return Completed(*_scan_jsonl(path))
     except OSError as exc:
         raise OutputError(f"cannot read --output {path} to resume: {exc.strerror or exc}") from exc
