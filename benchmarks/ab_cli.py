@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import shlex
 import statistics
 import subprocess
@@ -28,22 +27,20 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_cpu import REAL_X0_5, ROOT, _env, _exact_folder, make_images, make_weights, parse_timings  # noqa: E402
+from bench_cpu import ROOT, _env, default_large_model, large_set, make_weights, parse_timings, small_set  # noqa: E402
 
 SETS = ("small", "12mp")
 
 
 def sets(workdir: Path, names: list[str]) -> dict[str, tuple[Path, str, Path, int]]:
-    """name -> (folder, model, weights, images), the bench_cpu sets."""
+    """name -> (folder, model, weights, images): bench_cpu's sets at its default sizes, and models."""
     out = {}
     if "small" in names:
-        small = make_images(workdir / "imagenet-size", 200, large=False, seed=1)
-        folder = _exact_folder(small[0].parent, small, workdir / "set-small")
+        small, folder = small_set(workdir, 200)
         out["small"] = (folder, "x1_0", make_weights(workdir, "x1_0")[0], len(small))
     if "12mp" in names:
-        large = make_images(workdir / "12mp", 32, large=True, seed=2)
-        model = "x0_5" if REAL_X0_5.is_file() else "x1_0"
-        folder = _exact_folder(large[0].parent, large, workdir / "set-large")
+        large, folder = large_set(workdir, 32)
+        model = default_large_model("x1_0")
         out["12mp"] = (folder, model, make_weights(workdir, model)[0], len(large))
     return out
 
@@ -72,9 +69,8 @@ def run_rate(tree: Path, workdir: Path, folder: Path, model: str, weights: Path,
         text=True,
     )
     timings = parse_timings(proc.stderr)
-    done = re.search(r"over (\d+) inputs", " ".join(proc.stderr.split()))
     # exit 1 is also what a crash gives: only a run that printed its rate over every input counts
-    if proc.returncode not in (0, 1) or not math.isfinite(timings["run_rate"]) or not done or int(done[1]) != n:
+    if proc.returncode not in (0, 1) or not math.isfinite(timings["run_rate"]) or timings["inputs"] != n:
         raise SystemExit(f"{' '.join(cmd)} (PYTHONPATH={tree}) exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     return timings["run_rate"]
 

@@ -346,6 +346,7 @@ def parse_timings(stderr: str) -> dict:
     ms = lambda name: _number(name + r" ([0-9.]+) ms/image", text)  # noqa: E731
     return {
         "run_rate": _number(r"timings: ([0-9.]+) images/s", text),
+        "inputs": _number(r"end-to-end over (\d+) inputs", text),
         "decode_ms": ms(r"read\+decode"),
         "preprocess_ms": ms("preprocess"),
         "inference_ms": ms("inference"),
@@ -502,22 +503,39 @@ def defaults() -> tuple[int, int, int, str]:
     return t.batch_size, t.workers, t.threads, backend
 
 
+def small_set(workdir: Path, count: int) -> tuple[list[Path], Path]:
+    """The ImageNet-size JPEGs and a folder holding exactly them (the CLI's input)."""
+    small = make_images(workdir / "imagenet-size", count, large=False, seed=1)
+    return small, _exact_folder(workdir / "imagenet-size", small, workdir / "set-small")
+
+
+def large_set(workdir: Path, count: int, source: str | None = None) -> tuple[list[Path], Path | None]:
+    """The 12-MP JPEGs (generated, or the first `count` of `source` by name) and a folder holding
+    exactly them; ([], None) for count 0."""
+    if not count:
+        return [], None
+    if source:
+        src = Path(source).resolve()
+        large = sorted(p for p in src.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))[:count]
+        name = f"set-large-{hashlib.sha256(str(src).encode()).hexdigest()[:8]}"  # not the generated set's
+    else:
+        large, name = make_images(workdir / "12mp", count, large=True, seed=2), "set-large"
+    return large, _exact_folder(large[0].parent, large, workdir / name)
+
+
+def default_large_model(model: str) -> str:
+    """The 12-MP set's model: x0_5 with its real weights where ../shared has them (the default decode's
+    speed depends on how sure the model is: near-ties are decoded twice), else `model`."""
+    return "x0_5" if REAL_X0_5.is_file() else model
+
+
 def main_bench(args: argparse.Namespace) -> dict:
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    small = make_images(workdir / "imagenet-size", args.images, large=False, seed=1)
-    large, large_set = [], "set-large"
-    if args.large and args.large_dir:  # the first --large JPEGs of that folder, by name
-        src = Path(args.large_dir).resolve()
-        large = sorted(p for p in src.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))[: args.large]
-        large_set = f"set-large-{hashlib.sha256(str(src).encode()).hexdigest()[:8]}"  # not the generated set's
-    elif args.large:
-        large = make_images(workdir / "12mp", args.large, large=True, seed=2)
-    # only the first N files of a folder that holds more
-    small_dir = _exact_folder(workdir / "imagenet-size", small, workdir / "set-small")
-    large_dir = _exact_folder(large[0].parent, large, workdir / large_set) if large else None
+    small, small_dir = small_set(workdir, args.images)
+    large, large_dir = large_set(workdir, args.large, args.large_dir)
     weights, weights_note = make_weights(workdir, args.model)
-    large_model = args.large_model or ("x0_5" if REAL_X0_5.is_file() else args.model)
+    large_model = args.large_model or default_large_model(args.model)
     large_weights, large_weights_note = make_weights(workdir, large_model) if large else (None, "")
     batch, workers, threads, backend = defaults()
     cores = os.cpu_count() or 1
