@@ -112,20 +112,24 @@ class Outcome:
     tuning: Tuning | None = None
     interrupted: bool = False
     earlier_failed: int = 0  # --resume: skipped inputs whose record in --output is an error
+    skipped: int = 0  # --resume: inputs skipped because --output already has their record
 
 
 def skip_done(
     inputs: Iterable[Input], done: Counter[str], failed: Counter[str] | None = None, tally: Counter[str] | None = None
 ) -> Iterator[Input]:
-    """--resume: drop as many occurrences of each path as already have a record. `tally["failed"]`
-    counts the dropped ones whose record is an error (of a path's records, the errors first)."""
+    """--resume: drop as many occurrences of each path as already have a record. `tally["skipped"]`
+    counts the dropped ones, `tally["failed"]` those whose record is an error (of a path's records,
+    the errors first)."""
     left, left_failed = Counter(done), Counter(failed or {})
     for item in inputs:
         if item is not STALL and left[item.path] > 0:  # STALL: stdin is quiet (its path "" is no file's)
             left[item.path] -= 1
-            if left_failed[item.path] > 0 and tally is not None:
-                left_failed[item.path] -= 1
-                tally["failed"] += 1
+            if tally is not None:
+                tally["skipped"] += 1
+                if left_failed[item.path] > 0:
+                    left_failed[item.path] -= 1
+                    tally["failed"] += 1
             continue
         yield item
 
@@ -175,7 +179,7 @@ def predict(
     )
     inputs: Iterator[Input] = iter_inputs(opts.paths, walk, stdin=stdin, null=opts.null)
     completed = Completed(Counter(), Counter())
-    earlier: Counter[str] = Counter()  # earlier["failed"]: skipped inputs whose record in --output is an error
+    earlier: Counter[str] = Counter()  # --resume's skipped inputs ("skipped"), those with an error record ("failed")
     if opts.resume and opts.output is not None:
         completed = completed_paths(opts.output, opts.fmt)
     done, failed = completed.records, completed.failed
@@ -188,7 +192,12 @@ def predict(
         if first is None:
             if not opts.quiet:
                 err.print(f"nothing left to do: every input is already in {opts.output}", highlight=False)
-            return Outcome(_exit_code(0, earlier["failed"]), Stats(), earlier_failed=earlier["failed"])
+            outcome = Outcome(
+                _exit_code(0, earlier["failed"]), Stats(), earlier_failed=earlier["failed"], skipped=earlier["skipped"]
+            )
+            # the report of this run still appears (empty but for its summary), not an older one left in place
+            _close_report(_open_report(opts, spec), outcome)
+            return outcome
         inputs = itertools.chain([first], inputs)
     else:
         _, inputs = first_found(inputs)
@@ -217,11 +226,8 @@ def predict(
         )
     code = EXIT_INTERRUPTED if interrupted else _exit_code(stats.failed, earlier["failed"])
     described = backend.describe() + ("; JPEG decode: nvJPEG on the GPU" if gpu is not None else "")
-    outcome = Outcome(code, stats, described, tuning, interrupted, earlier["failed"])
-    if report is not None:
-        from shufflenet_cli.summary import summary_line
-
-        report.close(summary_line(outcome))
+    outcome = Outcome(code, stats, described, tuning, interrupted, earlier["failed"], earlier["skipped"])
+    _close_report(report, outcome)
     return outcome
 
 
@@ -314,7 +320,7 @@ def _abort(sink, report) -> None:  # type: ignore[no-untyped-def]
         report.abort()
 
 
-def _open_report(opts: PredictOptions, spec: ModelSpec, sink):  # type: ignore[no-untyped-def]
+def _open_report(opts: PredictOptions, spec: ModelSpec, sink=None):  # type: ignore[no-untyped-def]
     if opts.report is None:
         return None
     from shufflenet_cli.report import HtmlReport
@@ -322,5 +328,14 @@ def _open_report(opts: PredictOptions, spec: ModelSpec, sink):  # type: ignore[n
     try:
         return HtmlReport(opts.report, title=f"shufflenet predict: {spec.arch}")
     except BaseException:
-        sink.abort()
+        if sink is not None:
+            sink.abort()
         raise
+
+
+def _close_report(report, outcome: Outcome) -> None:  # type: ignore[no-untyped-def]
+    """Write the report's page, with the run's summary at its top."""
+    if report is not None:
+        from shufflenet_cli.summary import summary_line
+
+        report.close(summary_line(outcome))

@@ -12,8 +12,10 @@ def summary_line(outcome: Any) -> str:
     elapsed = max(s.elapsed, 1e-9)
     head = "interrupted: " if outcome.interrupted else ""
     line = f"{head}{s.classified} classified, {s.failed} failed in {elapsed:.2f} s ({s.done / elapsed:.1f} images/s)"
-    if outcome.earlier_failed:
-        line += f"; {outcome.earlier_failed} skipped input(s) failed in an earlier run (--resume)"
+    if outcome.skipped or outcome.earlier_failed:
+        line += f"; {outcome.skipped} input(s) skipped, already in the output (--resume)"
+        if outcome.earlier_failed:
+            line += f": {outcome.earlier_failed} of them failed in an earlier run"
     return line
 
 

@@ -241,6 +241,39 @@ def test_cli_report_unwritable_is_one_error_line(cli, images, random_weights, tm
     assert "Traceback" not in r.stderr
 
 
+def test_cli_report_with_resume_counts_the_skipped_and_is_written_when_nothing_is_left(cli, random_weights, tmp_path):
+    """--resume: the page shows this run's images and says how many inputs the output already had;
+    with none left, the page still appears (replacing an earlier run's), empty but for that summary."""
+    folder = tmp_path / "in"
+    for i in range(3):
+        make_image(folder / f"{i}.jpg", size=(80, 60), seed=i)
+    out, target = tmp_path / "out.jsonl", tmp_path / "report.html"
+    base = ("predict", folder, "-m", "x0_5", "--weights", random_weights, "-o", out)
+    assert cli(*base).exit_code == 0
+    out.write_bytes(b"".join(out.read_bytes().splitlines(keepends=True)[:2]))  # the last record lost
+
+    r = cli(*base, "--resume", "--report", target)
+    assert r.exit_code == 0, r.stderr
+    page = Page(target.read_text(encoding="utf-8"))
+    assert [os.path.basename(p) for p in page.by_class["path"]] == ["2.jpg"]
+    summary = page.by_class["summary"][0]
+    assert re.fullmatch(
+        r"1 classified, 0 failed in .*; 2 input\(s\) skipped, already in the output \(--resume\)",
+        summary,
+    )
+    assert summary in r.stderr
+
+    target.write_text("an earlier run's page")
+    r = cli(*base, "--resume", "--report", target)
+    assert r.exit_code == 0, r.stderr
+    assert "nothing left to do" in r.stderr
+    page = Page(target.read_text(encoding="utf-8"))
+    assert page.imgs == [] and "path" not in page.by_class
+    assert page.by_class["summary"][0].startswith("0 classified, 0 failed")
+    assert "3 input(s) skipped, already in the output (--resume)" in page.by_class["summary"][0]
+    assert leftovers(tmp_path) == []
+
+
 # --- in a real browser -------------------------------------------------------------------------------
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
