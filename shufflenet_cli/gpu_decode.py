@@ -58,11 +58,11 @@ class JpegReader:
         if jpeg is None:
             return self.prep(path)
         thumb = None
-        if self.prep.thumbnail_size:  # for --report: Pillow decodes a small DCT-scaled copy
-            from shufflenet_cli.images import load_rgb
+        if size := self.prep.thumbnail_size:  # for --report: Pillow decodes a small DCT-scaled copy of the bytes read
+            from shufflenet_cli.images import decode_rgb
             from shufflenet_cli.preprocess import make_thumbnail
 
-            thumb = make_thumbnail(load_rgb(path, self.prep.thumbnail_size), self.prep.thumbnail_size)
+            thumb = make_thumbnail(decode_rgb(path, size, data=jpeg.data)[0], size)
         return Crop(None, time.perf_counter() - t0, 0.0, thumb, jpeg=jpeg)
 
 

@@ -56,21 +56,25 @@ def load_rgb(path: str, draft_min: int | None = None) -> Image.Image:
     return decode_rgb(path, draft_min)[0]
 
 
-def decode_rgb(path: str, draft_min: int | None = None, draft_pipes: bool = True) -> tuple[Image.Image, bool]:
+def decode_rgb(
+    path: str, draft_min: int | None = None, draft_pipes: bool = True, data: bytes | None = None
+) -> tuple[Image.Image, bool]:
     """(the upright RGB picture of `path`'s first frame, whether it was decoded at a reduced DCT scale).
 
     draft_min: for JPEGs (and an MPO's first picture), let libjpeg decode at a reduced DCT scale as
     long as the shorter side stays at or above this many pixels (None decodes at full size).
     draft_pipes=False decodes a named pipe's bytes at full size: they cannot be read again exactly.
+    data: the file's bytes, where the caller has read them already (errors still name `path`).
 
     When Pillow trips over a PNG's or JPEG's optional metadata (a bad checksum on a text chunk, a
     short APP segment), the file is tried once more with that metadata dropped: broken metadata
     never costs the pixels.
     """
     register_plugins()
-    source: str | bytes = path
+    source: str | bytes = path if data is None else data
     try:
-        source = _read_pipe(path) or path
+        if data is None:
+            source = _read_pipe(path) or path
         if isinstance(source, bytes) and not draft_pipes:
             draft_min = None
         return _decode(source, draft_min)

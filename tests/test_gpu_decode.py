@@ -57,6 +57,30 @@ def test_plain_jpegs_wait_for_the_batch_decoder(tmp_path, prep):
         assert crop.jpeg.data == path.read_bytes()
 
 
+def test_the_report_thumbnail_comes_from_the_bytes_read_once(tmp_path, prep, monkeypatch):
+    """--report under --gpu-decode: the thumbnail is Pillow's small upright copy, made from the bytes
+    the reader already holds (of an MPO, its photo's), not from the file read a second time."""
+    import builtins
+
+    from shufflenet_cli.images import load_rgb
+    from shufflenet_cli.preprocess import make_thumbnail
+
+    rotated = gen.rotated(tmp_path / "r.jpg", gen.blocks((300, 400)), 6)  # stored 400 x 300
+    mpo, _ = phone_mpo(tmp_path)
+    reader = JpegReader(Preprocess(prep.resize, prep.crop, prep.mean, prep.std, thumbnail_size=160))
+    real_open, opened = builtins.open, []
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: opened.append(str(f)) or real_open(f, *a, **k))
+    crops = {path: reader(str(path)) for path in (rotated, mpo)}
+    monkeypatch.setattr(builtins, "open", real_open)
+    assert sorted(opened) == sorted([str(rotated), str(mpo)])  # each file opened once
+    for path, crop in crops.items():
+        assert crop.jpeg is not None and crop.thumbnail is not None
+        assert crop.thumbnail == make_thumbnail(load_rgb(str(path), 160), 160)  # what the Pillow path makes
+    with Image.open(io.BytesIO(crops[rotated].thumbnail)) as thumb:
+        w, h = thumb.size
+        assert h == 160 and w < h  # upright (300 x 400), then shrunk
+
+
 @pytest.mark.parametrize("kind", ["png", "cmyk", "not_an_image", "jpeg_suffix_png_inside"])
 def test_other_files_take_the_pillow_path_at_once(tmp_path, prep, kind):
     if kind == "png":
