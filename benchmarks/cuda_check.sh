@@ -7,19 +7,21 @@
 #   5. benchmarks/forward_cuda.py: the inference step alone, variant by variant (about 1.5 minutes)
 #   6. benchmarks/profile_cuda.py: the feed's ceiling, CLI variants with the rate after the first
 #      batch, and py-spy samples of the main thread where py-spy is installed (about 3 minutes)
+#   7. benchmarks/exact_resize.py --device cuda: Pillow's exact resize redone on the GPU, checked byte
+#      for byte and timed on a batch (a lead for the default's decode bound; about 15 s)
 # Logs and JSON go to $OUT (default .cuda-out/). Run from the repository root:
-#   bash benchmarks/cuda_check.sh            # steps 1-4, about 5 minutes on one H100/H200 with 16 cores
+#   bash benchmarks/cuda_check.sh            # steps 1-4 and 7, about 5 minutes on one H100/H200 with 16 cores
 #   STEPS=tests,profile PROFILE_ARGS="--images 20000 --runs defaults,gpu-decode" bash benchmarks/cuda_check.sh
-# Knobs: STEPS (default tests,startup,bench,suite; add forward and profile), BENCH_ARGS (extra
+# Knobs: STEPS (default tests,startup,bench,suite,resize; add forward and profile), BENCH_ARGS (extra
 # bench_cuda.py arguments), BENCH_TIMEOUT, SUITE_TIMEOUT, FORWARD_ARGS, FORWARD_TIMEOUT, PROFILE_ARGS,
-# PROFILE_TIMEOUT.
+# PROFILE_TIMEOUT, RESIZE_TIMEOUT.
 set -u
-steps=",${STEPS:-tests,startup,bench,suite},"
+steps=",${STEPS:-tests,startup,bench,suite,resize},"
 steps=${steps// /}
 for step in ${steps//,/ }; do
   case $step in
-    tests | startup | bench | suite | forward | profile) ;;
-    *) echo "cuda_check.sh: unknown step '$step' in STEPS (tests, startup, bench, suite, forward, profile)" >&2; exit 2 ;;
+    tests | startup | bench | suite | forward | profile | resize) ;;
+    *) echo "cuda_check.sh: unknown step '$step' in STEPS (tests, startup, bench, suite, forward, profile, resize)" >&2; exit 2 ;;
   esac
 done
 want() { [[ $steps == *",$1,"* ]]; }
@@ -91,4 +93,9 @@ if want profile; then
   # shellcheck disable=SC2086
   timeout ${PROFILE_TIMEOUT:-240} $py benchmarks/profile_cuda.py --json "$out/profile.json" --raw-dir "$out" \
     ${PROFILE_ARGS:-} 2>&1 | tee "$out/profile.log" | grep -v "^run \|^feed \|^py-spy "
+fi
+
+if want resize; then
+  echo "== the exact resize on the GPU"
+  timeout ${RESIZE_TIMEOUT:-90} $py benchmarks/exact_resize.py --device cuda 2>&1 | tee "$out/exact_resize.log"
 fi
