@@ -27,6 +27,14 @@ def pixels(img: Image.Image) -> np.ndarray:
     return np.asarray(img, dtype=np.int16)
 
 
+def opened(path, load: bool = False) -> Image.Image:
+    """The picture at `path` with its file closed again: its header (mode, size, info), or with load its pixels too."""
+    with Image.open(path) as im:
+        if load:
+            im.load()
+        return im
+
+
 def max_diff(a: Image.Image, b: Image.Image) -> int:
     assert a.size == b.size
     return int(np.abs(pixels(a.convert("RGB")) - pixels(b.convert("RGB"))).max())
@@ -45,10 +53,10 @@ def predict_json(cli, random_weights, *paths) -> tuple[int, list[dict], str]:
 def test_exif_orientation_is_applied(tmp_path, suffix, orientation):
     upright = gen.blocks((64, 48))
     path = gen.rotated(tmp_path / f"o{orientation}{suffix}", upright, orientation)
-    stored = Image.open(path)
-    assert stored.getexif()[0x0112] == orientation
-    if orientation >= 5:
-        assert stored.size == (48, 64)  # stored sideways
+    with Image.open(path) as stored:
+        assert stored.getexif()[0x0112] == orientation
+        if orientation >= 5:
+            assert stored.size == (48, 64)  # stored sideways
 
     img = load_rgb(str(path))
 
@@ -64,7 +72,7 @@ def test_rotated_copies_predict_like_the_upright_image(tmp_path, cli, random_wei
         [gen.rotated(tmp_path / f"t{o}.webp", upright, o) for o in (1, 2, 5, 7)],
     ]
     # the sideways copies are stored 48x64, so an unrotated decode would not even give the same crop
-    assert Image.open(groups[0][2]).size == (48, 64)
+    assert opened(groups[0][2]).size == (48, 64)
 
     code, records, stderr = predict_json(cli, random_weights, *groups[0], *groups[1])
 
@@ -199,7 +207,7 @@ def test_grey_bilevel_and_palette_images(tmp_path, mode):
 def test_cmyk_jpeg_matches_pillows_conversion(tmp_path):
     cmyk = gen.cmyk_source()
     path = gen.save(cmyk, tmp_path / "cmyk.jpg")
-    assert Image.open(path).mode == "CMYK"
+    assert opened(path).mode == "CMYK"
     # tolerance: 2 levels for quality-100 JPEG rounding
     assert max_diff(load_rgb(str(path)), cmyk.convert("RGB")) <= 2
 
@@ -207,7 +215,7 @@ def test_cmyk_jpeg_matches_pillows_conversion(tmp_path):
 def test_ycck_jpeg_matches_pillows_conversion(tmp_path):
     cmyk = gen.cmyk_source()
     path = gen.ycck_jpeg(tmp_path / "ycck.jpg", cmyk)
-    assert Image.open(path).info["adobe_transform"] == 2  # really YCCK
+    assert opened(path).info["adobe_transform"] == 2  # really YCCK
     # tolerance: 3 levels (JPEG rounding plus the YCC round trip)
     assert max_diff(load_rgb(str(path)), cmyk.convert("RGB")) <= 3
 
@@ -221,12 +229,12 @@ def test_cmyk_tiff_matches_pillows_conversion(tmp_path):
 def test_lab_tiff_comes_back_as_its_srgb_colours(tmp_path):
     rgb = gen.blocks((16, 16), seed=7)
     path = gen.lab_tiff(tmp_path / "lab.tif", rgb)
-    assert Image.open(path).mode == "LAB"
+    assert opened(path).mode == "LAB"
 
     out = load_rgb(str(path))
 
     to_rgb = ImageCms.buildTransform(ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB")
-    assert max_diff(out, ImageCms.applyTransform(Image.open(path), to_rgb)) == 0  # Pillow's own conversion
+    assert max_diff(out, ImageCms.applyTransform(opened(path, load=True), to_rgb)) == 0  # Pillow's own conversion
     # and the original colours, up to 8-bit LAB quantisation (worst near the gamut edge, where a dark
     # channel moves by ~13 levels per LAB step)
     diff = np.abs(pixels(out) - pixels(rgb))
@@ -248,7 +256,7 @@ def _ramp_ok(out: Image.Image) -> np.ndarray:
 @pytest.mark.parametrize("suffix", [".png", ".tif"])
 def test_16_bit_gradient_is_scaled_not_clipped(tmp_path, suffix):
     path = gen.save(Image.fromarray(gen.gradient16()), tmp_path / f"ramp16{suffix}")
-    assert Image.open(path).mode == "I;16"
+    assert opened(path).mode == "I;16"
     row = _ramp_ok(load_rgb(str(path)))
     assert len(np.unique(row)) == 256
 
@@ -273,7 +281,7 @@ def test_dark_16_bit_image_stays_dark(tmp_path):
 def test_32_bit_integer_tiff_uses_the_datas_range(tmp_path):
     ramp = gen.gradient16().astype(np.int32) * 1000 - 5_000_000
     path = gen.save(Image.fromarray(ramp), tmp_path / "int32.tif")
-    assert Image.open(path).mode == "I"
+    assert opened(path).mode == "I"
     _ramp_ok(load_rgb(str(path)))
 
 
@@ -286,7 +294,7 @@ def test_32_bit_integers_within_0_255_are_kept(tmp_path):
 def test_float_tiff_uses_the_datas_range(tmp_path):
     ramp = gen.gradient16().astype(np.float32) / 65535 * 7.5 - 2.0
     path = gen.save(Image.fromarray(ramp), tmp_path / "float.tif")
-    assert Image.open(path).mode == "F"
+    assert opened(path).mode == "F"
     _ramp_ok(load_rgb(str(path)))
 
 
@@ -308,7 +316,8 @@ def test_float_tiff_with_nan_and_infinity(tmp_path):
 @pytest.mark.parametrize("suffix, tolerance", [(".gif", 0), (".webp", 0), (".png", 0), (".tif", 0), (".mpo", 2)])
 def test_multi_frame_files_give_the_first_frame(tmp_path, suffix, tolerance):
     path = gen.animated(tmp_path / f"anim{suffix}")
-    assert getattr(Image.open(path), "n_frames", 1) == 3
+    with Image.open(path) as im:
+        assert getattr(im, "n_frames", 1) == 3
 
     out = load_rgb(str(path))
 
@@ -321,7 +330,7 @@ def test_multi_frame_files_give_the_first_frame(tmp_path, suffix, tolerance):
 def test_progressive_jpeg(tmp_path):
     img = gen.blocks((64, 48))
     path = gen.save(img, tmp_path / "progressive.jpg", progressive=True)
-    assert Image.open(path).info.get("progressive")
+    assert opened(path).info.get("progressive")
     assert max_diff(load_rgb(str(path)), img) <= 1
 
 
