@@ -69,24 +69,32 @@ def fail(err: Console, exc: ShufflenetError, verbose: bool) -> None:
 
 @contextmanager
 def handled(err: Console, verbose: bool, debug: bool) -> Iterator[None]:
-    """Expected failures become `Error:`/`Hint:` lines and their exit code; tracebacks only with --debug."""
+    """Expected failures become `Error:`/`Hint:` lines and their exit code; --debug prints the
+    traceback before them (the exit code stays the same: a script's checks do not change with it)."""
     try:
         yield
     except typer.Exit:
         raise
     except ShufflenetError as exc:
         if debug:
-            raise
-        fail(err, exc, verbose)
+            _print_traceback(err)
+        fail(err, exc, verbose or debug)
         raise typer.Exit(code=exc.exit_code) from None
     except BrokenPipeError:
         raise typer.Exit(code=0) from None
     except Exception as exc:  # noqa: BLE001
         if debug:
-            raise
+            _print_traceback(err)
         err.print(f"Error: unexpected failure: {type(exc).__name__}: {exc}", markup=False)
-        err.print("Hint: run again with --debug for the traceback, and report it", markup=False)
+        if not debug:
+            err.print("Hint: run again with --debug for the traceback, and report it", markup=False)
         raise typer.Exit(code=EXIT_INTERNAL) from None
+
+
+def _print_traceback(err: Console) -> None:
+    import traceback
+
+    err.print(traceback.format_exc(), markup=False, end="")
 
 
 def _version(value: bool) -> None:
@@ -249,7 +257,7 @@ def predict(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Add the underlying exception to error messages.")
     ] = False,
-    debug: Annotated[bool, typer.Option(help="Show full tracebacks.")] = False,
+    debug: Annotated[bool, typer.Option(help="Also print the traceback of an error (same exit code).")] = False,
 ) -> None:
     """Classify images and print the top-k ImageNet classes with probabilities.
 
@@ -357,7 +365,7 @@ class TableOrJson(str, Enum):
 
 
 _VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Add the underlying exception to error messages.")]
-_DebugOpt = Annotated[bool, typer.Option(help="Show full tracebacks.")]
+_DebugOpt = Annotated[bool, typer.Option(help="Also print the traceback of an error (same exit code).")]
 _TableOrJsonOpt = Annotated[TableOrJson, typer.Option("--format", "-f", help="table for people, json for scripts.")]
 
 
