@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from shufflenet_cli.errors import ModelLoadError
+from shufflenet_cli.errors import ModelLoadError, UsageError
 from shufflenet_cli.models import ModelSpec, spec_for_conv5
 
 OFFLINE_ENV = "SHUFFLENET_OFFLINE"
@@ -173,7 +173,8 @@ def load_model(spec: ModelSpec, weights_path: Path | None = None) -> Any:
 
 
 def resolve_device(name: str) -> Any:
-    """`auto`, `cpu`, `cuda`, `cuda:N` -> torch.device; a clear error where CUDA is missing."""
+    """`auto`, `cpu`, `cuda`, `cuda:N` -> torch.device. A name that is none of these is a usage error
+    (exit 2); CUDA asked for where it is missing is a load error (exit 3)."""
     import torch
 
     name = name.strip().lower()
@@ -182,11 +183,11 @@ def resolve_device(name: str) -> Any:
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise ModelLoadError(f"unknown device {name!r}", hint="use auto, cpu, cuda or cuda:N") from exc
+        raise UsageError(f"unknown device {name!r}", hint="use auto, cpu, cuda or cuda:N") from exc
     if device.type == "cpu":
         return device
     if device.type != "cuda":
-        raise ModelLoadError(f"unsupported device {name!r}", hint="use auto, cpu, cuda or cuda:N")
+        raise UsageError(f"unsupported device {name!r}", hint="use auto, cpu, cuda or cuda:N")
     if not torch.cuda.is_available():
         raise ModelLoadError(
             f"--device {name} was asked for, but no CUDA device is available here",

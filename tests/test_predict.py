@@ -213,6 +213,21 @@ def test_usage_errors_are_exit_2(cli, images, random_weights, args):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("device", ["tpu", "mps", "cuda:x"])
+def test_a_device_name_that_is_not_cpu_or_cuda_is_exit_2(cli, images, random_weights, device):
+    r = cli("predict", images[0], *ARGS, "--weights", random_weights, "--device", device)
+    assert r.exit_code == 2, r.stderr
+    assert r.stdout == "" and "Traceback" not in r.stderr
+    assert r.stderr.startswith("Error: ") and "use auto, cpu, cuda or cuda:N" in r.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is here")
+def test_cuda_where_there_is_none_is_exit_3(cli, images, random_weights):
+    r = cli("predict", images[0], *ARGS, "--weights", random_weights, "--device", "cuda")
+    assert r.exit_code == 3, r.stderr
+    assert "no CUDA device is available here" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_no_image_found_is_exit_2(cli, tmp_path):
     (tmp_path / "empty").mkdir()
     r = cli("predict", tmp_path / "empty", "-f", "json")
