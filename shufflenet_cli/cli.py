@@ -192,7 +192,8 @@ def predict(
         bool,
         typer.Option(
             help="With --output FILE (jsonl or csv): skip inputs already in FILE. Their error records are "
-            "not tried again, and still make the exit code 1."
+            "not tried again, and still make the exit code 1. csv: the file's last record is always done again "
+            "(a killed run may have cut it between its rows)."
         ),
     ] = False,
     recursive: Annotated[bool, typer.Option(help="Search directories recursively.")] = True,
@@ -218,7 +219,8 @@ def predict(
         typer.Option(
             "--exact-decode",
             help="Decode every image at full size: the weights' own preprocessing, byte for byte. By default a "
-            "JPEG with a shorter side of 2,048 px or more is decoded at a reduced DCT scale (about 2x faster on "
+            "JPEG with a shorter side of at least 8x the resize size (2,048 px; 1,856 for x1_5 and x2_0) is decoded "
+            "at a reduced DCT scale (about 2x faster on "
             "12-megapixel photos), and decoded again at full size when its top two classes come out close, so "
             "that its top-1 class is the full decode's (572 of 572 real photos; probabilities may differ in the "
             "second or third decimal).",
@@ -228,7 +230,8 @@ def predict(
         bool,
         typer.Option(
             "--fast-decode",
-            help="Decode JPEGs with a shorter side of 1,024 px or more at a reduced DCT scale (never below twice "
+            help="Decode JPEGs with a shorter side of at least 4x the resize size (1,024 px; 928 for x1_5 and "
+            "x2_0) at a reduced DCT scale (never below twice "
             "the resize size), and never again at full size: faster still, but top-1 differs from the full "
             "decode on 4-6% of real photos (near-ties).",
         ),
