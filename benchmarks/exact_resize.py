@@ -15,7 +15,9 @@ Pillow's BILINEAR resize (libImaging/Resample.c) in two passes, each output valu
 with the coefficients computed in double precision and rounded to 22-bit fixed point. Every partial
 sum is an integer under 2**31, so a float64 matmul gives it exactly, on any device, in any summation
 order. The rounding between the two passes makes their order matter, and Pillow picks the order by
-shape (13.0: vertical first for some tall pictures), so `pillow_order` asks Pillow once per shape.
+shape: 13.0's Resample.c runs the vertical pass first where the height shrinks by more than twice
+as many pixels as the width (`rule_order`). `pillow_order` asks the installed Pillow instead, once per
+shape, and the check says where the two disagree (an older or newer Pillow with another rule).
 
 1. The check: random pictures of many shapes, resized as `Preprocess.crop_array` does (shorter side to
    256, centre crop 224), compared byte for byte with Pillow in both pass orders; a shape that neither
@@ -114,6 +116,13 @@ def pillow_crop(arr: np.ndarray) -> np.ndarray:
     return np.asarray(img.crop((left, top, left + CROP, top + CROP)))
 
 
+def rule_order(w: int, h: int) -> str:
+    """Pillow 13.0's choice (ImagingResampleInner): vertical first where the height shrinks by more
+    than twice as many pixels as the width."""
+    new_w, new_h = resized_size(w, h)
+    return "vh" if h - new_h > 0 and h - new_h > (w - new_w) * 2 else "hv"
+
+
 @functools.cache
 def pillow_order(w: int, h: int) -> str | None:
     """ "hv" or "vh": the pass order that reproduces the installed Pillow on this shape (checked on
@@ -127,7 +136,7 @@ def pillow_order(w: int, h: int) -> str | None:
 
 
 def check(device: str) -> bool:
-    ok, orders = True, {"hv": [], "vh": []}
+    ok, orders, off_rule = True, {"hv": [], "vh": []}, []
     for w, h in SHAPES:
         order = pillow_order(w, h)
         if order is None:
@@ -135,6 +144,8 @@ def check(device: str) -> bool:
             ok = False
             continue
         orders[order].append(f"{w}x{h}")
+        if order != rule_order(w, h):
+            off_rule.append(f"{w}x{h}")
         if device != "cpu":  # the same numbers on the device, for a second random picture
             arr = np.random.default_rng(w + h).integers(0, 256, (h, w, 3), dtype=np.uint8)
             got = crop_on(torch.from_numpy(arr)[None].to(device), order)[0].cpu().numpy()
@@ -145,6 +156,8 @@ def check(device: str) -> bool:
     hv, vh = len(orders["hv"]), len(orders["vh"])
     print(f"check: {len(SHAPES)} shapes, Pillow {Image.__version__}; horizontal pass first on {hv}, ", end="")
     print(f"vertical first on {vh} ({tall}); {'all equal' if ok else 'FAILED'}")
+    rule = "followed on every shape" if not off_rule else "not followed on " + ", ".join(off_rule)
+    print(f"Pillow 13.0's order rule: {rule}")
     return ok
 
 
