@@ -6,7 +6,8 @@ no script, and a Content-Security-Policy tells the browser to fetch nothing else
 The top half of this module is pure (records in, HTML text out); `HtmlReport` does the file handling.
 Rows are streamed batch by batch into temporary files beside the target, so no image is held in memory;
 `close()` writes head (with the summary), failures and cards into a last temporary file and renames it
-over the target, so the report appears whole or not at all.
+over the target, so the report appears whole or not at all (targets.py: a symlink's file is replaced, a
+FIFO or a device is written into).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import time
 from pathlib import Path
 from typing import IO, Iterable
 
-from shufflenet_cli.errors import OutputError
+from shufflenet_cli.errors import OutputError, WriteError
 from shufflenet_cli.records import Prediction, Record
+from shufflenet_cli.targets import is_stream, new_file_mode, rename_target
 
 # Only inline styles and data: images may load; anything else (a stray URL) is refused by the browser.
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -190,7 +192,9 @@ class HtmlReport:
         self._tmp: list[str] = []
         if self.path.is_dir():
             raise OutputError(f"cannot write --report {self.path}: it is a directory", hint="give a file name")
-        self._dir = self.path.absolute().parent
+        # a FIFO or a device is written into at the end (its rows wait in the temp folder); a file is replaced
+        self._target = None if is_stream(self.path) else rename_target(self.path)
+        self._dir = Path(tempfile.gettempdir()) if self._target is None else self._target.parent
         try:
             self._cards = self._temp("cards")
             self._errors = self._temp("errors")
@@ -218,7 +222,7 @@ class HtmlReport:
                 self._errors.write("".join(errors))
                 self._errors.flush()
         except OSError as exc:
-            raise OutputError(f"cannot write --report {self.path}: {exc.strerror or exc}") from exc
+            raise WriteError(f"cannot write --report {self.path}: {exc.strerror or exc}") from exc
         self.classified += len(cards)
         self.failed += len(errors)
 
@@ -230,22 +234,29 @@ class HtmlReport:
         try:
             self._cards.close()
             self._errors.close()
+            if self._target is None:
+                with open(self.path, "w", encoding="utf-8", errors="replace", newline="\n") as out:
+                    self._write_page(out, summary, generated)
+                return
             with self._temp("html") as out:
-                out.write(head_html(self.title, summary, generated))
-                if self.failed:
-                    out.write(failures_open(self.failed))
-                    _copy(self._tmp[1], out)
-                    out.write(FAILURES_CLOSE)
-                out.write(cards_open(self.classified))
-                _copy(self._tmp[0], out)
-                out.write(CARDS_CLOSE + PAGE_TAIL)
-            os.chmod(self._tmp[2], 0o666 & ~_umask())  # mkstemp makes 0600; a report is for sharing
-            os.replace(self._tmp[2], self.path)
+                self._write_page(out, summary, generated)
+            os.chmod(self._tmp[2], new_file_mode(self._target))  # mkstemp makes 0600; a report is for sharing
+            os.replace(self._tmp[2], self._target)
             self._tmp.pop()
         except OSError as exc:
-            raise OutputError(f"cannot write --report {self.path}: {exc.strerror or exc}") from exc
+            raise WriteError(f"cannot write --report {self.path}: {exc.strerror or exc}") from exc
         finally:
             self.abort()
+
+    def _write_page(self, out: IO[str], summary: str, generated: str) -> None:
+        out.write(head_html(self.title, summary, generated))
+        if self.failed:
+            out.write(failures_open(self.failed))
+            _copy(self._tmp[1], out)
+            out.write(FAILURES_CLOSE)
+        out.write(cards_open(self.classified))
+        _copy(self._tmp[0], out)
+        out.write(CARDS_CLOSE + PAGE_TAIL)
 
     def abort(self) -> None:
         """Remove the temporary files; the target is left as it was."""
@@ -268,9 +279,3 @@ class HtmlReport:
 def _copy(name: str, out: IO[str]) -> None:
     with open(name, encoding="utf-8", newline="\n") as f:
         shutil.copyfileobj(f, out, 1 << 20)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

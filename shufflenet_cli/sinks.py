@@ -27,6 +27,7 @@ from rich.console import Console
 from shufflenet_cli.errors import OutputError, UsageError, WriteError
 from shufflenet_cli.output import CSV_HEADER, render_table, renderer_for, table_widths
 from shufflenet_cli.records import Record
+from shufflenet_cli.targets import is_stream, new_file_mode, rename_target
 
 # JSON: a lone surrogate (undecodable file-name byte) becomes the JSON escape \udcXX.
 # CSV and tables: the original bytes go out unchanged.
@@ -85,11 +86,11 @@ class Sink:
                 f = open(output, "ab")
                 self._replace, self._created = existed and stat.S_ISREG(os.fstat(f.fileno()).st_mode), not existed
                 return f, True
-            if output.exists() and not output.is_file():
+            if is_stream(output):
                 return open(output, "wb"), True  # a FIFO or a device: nothing to rename over
-            self._target = output.resolve()  # rename within one folder: never across file systems
+            self._target = rename_target(output)
             fd, self._tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=self._target.parent)
-            os.fchmod(fd, _new_file_mode(output))  # mkstemp makes 0600; the result gets what open() would give
+            os.fchmod(fd, new_file_mode(output))  # mkstemp makes 0600; the result gets what open() would give
             return os.fdopen(fd, "wb"), True
         except OSError as exc:
             raise OutputError(f"cannot write --output {output}: {exc.strerror or exc}") from exc
@@ -238,16 +239,6 @@ def _deliver(signum: int, handler: object) -> None:
         handler(signum, None)
     elif handler == signal.SIG_DFL:
         signal.raise_signal(signum)
-
-
-def _new_file_mode(output: Path) -> int:
-    """The mode of the file being replaced, or what the umask gives a new file."""
-    try:
-        return stat.S_IMODE(output.stat().st_mode)
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
 
 
 def drop_partial_last_line(path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -186,6 +187,59 @@ def test_report_abort_removes_temp_files_and_keeps_old_target(tmp_path):
     report.abort()
     assert leftovers(tmp_path) == []
     assert target.read_text() == "old"
+
+
+def test_report_into_a_fifo_is_written_into_not_replaced(tmp_path):
+    """A FIFO (or a device, or `>(cat)`) gets the page written into it; renaming a file over it would
+    leave its reader waiting and put a regular file where /dev/null was."""
+    import threading
+
+    fifo = tmp_path / "pipe.html"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)  # never blocks the suite
+    reader.start()
+    report = HtmlReport(fifo, title="t")
+    report.add([rec("one.jpg")])
+    report.close("1 classified, 0 failed")
+    reader.join(timeout=10)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode), "the FIFO was replaced by a regular file"
+    assert got and Page(got[0].decode()).by_class["summary"] == ["1 classified, 0 failed"]
+    assert leftovers(tmp_path) == []
+
+
+def test_report_through_a_symlink_replaces_the_file_it_points_to_and_keeps_its_mode(tmp_path):
+    (tmp_path / "real").mkdir()
+    real = tmp_path / "real" / "r.html"
+    real.write_text("old")
+    real.chmod(0o640)
+    link = tmp_path / "link.html"
+    link.symlink_to(real)
+    report = HtmlReport(link, title="t")
+    report.add([rec("one.jpg")])
+    report.close("1 classified, 0 failed")
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert Page(real.read_text()).by_class["summary"] == ["1 classified, 0 failed"]
+    assert stat.S_IMODE(real.stat().st_mode) == 0o640
+    assert leftovers(tmp_path) == [] and leftovers(real.parent) == []
+
+
+def test_a_full_disk_while_the_report_is_written_is_a_write_error(tmp_path, monkeypatch):
+    """Exit 74, as for results: the run got under way; only a path that cannot be created is exit 2."""
+    from shufflenet_cli.errors import EXIT_WRITE, WriteError
+
+    target = tmp_path / "r.html"
+    report = HtmlReport(target, title="t")
+
+    def full(text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report._cards, "write", full)
+    with pytest.raises(WriteError, match="No space left on device") as caught:
+        report.add([rec("one.jpg")])
+    assert caught.value.exit_code == EXIT_WRITE
+    report.abort()
+    assert leftovers(tmp_path) == [] and not target.exists()
 
 
 @pytest.mark.parametrize("where", ["missing/dir/r.html", "."])
