@@ -26,6 +26,10 @@ from shufflenet_cli.images import decode_rgb
 # A JPEG whose shorter side is under twice the draft size (fast 1,024 px, checked 2,048 px: all of
 # ImageNet's) is decoded exactly in every mode. The CLI's default is checked; Preprocess's is exact.
 DRAFT_FACTOR = {"exact": None, "checked": 4, "fast": 2}  # the modes, and how far each drafts
+# The exact path resizes the whole picture before it crops: 256 px on the shorter side. A picture far
+# longer than it is wide (10000 x 1: 2,560,000 x 256 pixels, 2.6 GB) is resized over the crop's region
+# only, as a drafted one is (pixels may come out 1 apart): memory stays bounded whatever the shape.
+MAX_RESIZED_PIXELS = 2**25  # 128 MiB at Pillow's 4 bytes a pixel; a 512:1 panorama still fits
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,8 @@ class Preprocess:
 
     def crop_array(self, img: Any, approximate: bool = False, reducing_gap: float | None = None) -> np.ndarray:
         """torchvision's F.resize(img, [resize], BILINEAR) then F.center_crop(img, [crop]) on a PIL
-        image, in Pillow alone: the same sizes, the same rounding, the same Pillow calls.
+        image, in Pillow alone: the same sizes, the same rounding, the same Pillow calls (except for a
+        picture whose resize would exceed MAX_RESIZED_PIXELS: it is made as an approximate one).
 
         approximate (a drafted image, not the reference's pixels anyway): resize only the crop's own
         region (Pillow's `box`), the same filter at positions that differ in float rounding, so some
@@ -110,6 +115,7 @@ class Preprocess:
         top = int(round((new_h - self.crop) / 2.0))
         left = int(round((new_w - self.crop) / 2.0))
         fits = self.crop <= new_w and self.crop <= new_h
+        approximate = approximate or new_w * new_h > MAX_RESIZED_PIXELS
         if approximate and fits and (new_w, new_h) != (w, h):
             sx, sy = w / new_w, h / new_h
             box = (left * sx, top * sy, (left + self.crop) * sx, (top + self.crop) * sy)

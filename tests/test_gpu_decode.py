@@ -234,6 +234,19 @@ def smooth_jpeg(path, size=(500, 375), seed=0):
     return path
 
 
+def test_a_picture_too_long_for_its_width_is_left_to_the_pillow_path(tmp_path, prep):
+    """Resized whole on the device, 40000 x 2 would be 5,120,000 x 256 float pixels: Pillow crops it
+    from its region instead (preprocess.MAX_RESIZED_PIXELS)."""
+    line = np.random.default_rng(0).integers(0, 256, (2, 40000, 3), dtype=np.uint8)
+    path = tmp_path / "line.jpg"
+    Image.fromarray(line).save(path, quality=95)
+    jpeg = read_jpeg(str(path))
+    assert jpeg is not None
+    assert JpegBatchDecoder(prep, CPU).decode([jpeg]) == [None]
+    ok = JpegBatchDecoder(prep, CPU).decode([read_jpeg(str(make_image(tmp_path / "a.jpg", size=(120, 90))))])
+    assert ok[0] is not None and tuple(ok[0].shape) == (224, 224, 3)
+
+
 def test_decoded_crop_is_close_to_the_pillow_path(tmp_path, prep):
     path = smooth_jpeg(tmp_path / "photo.jpg")
     got, want = _gpu_path_crop(prep, path), _pillow_crop(prep, path)

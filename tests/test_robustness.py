@@ -352,3 +352,26 @@ def test_many_failing_inputs_still_stream(tmp_path, workers):
     assert chunks[-1][0].ok and len(chunks[-1][0].predictions) == 3
     assert backend.batches == [1]  # only the good image reaches the model
     assert good not in listed[:listed_at_first_chunk]  # the first records came before the end of the input
+
+
+@pytest.mark.parametrize("size", [(10000, 1), (1, 10000)])
+def test_a_picture_far_longer_than_wide_is_classified_without_a_giant_resize(tmp_path, cli, weights, size, monkeypatch):
+    """10000 x 1 resized to 256 px on its shorter side would be 2,560,000 x 256 (2.6 GB): it is resized
+    over the crop's region only, and every resize stays within preprocess.MAX_RESIZED_PIXELS."""
+    path = gen.save(Image.fromarray(np.random.default_rng(0).integers(0, 256, size[::-1] + (3,), dtype=np.uint8)),
+                    tmp_path / "line.png")  # fmt: skip
+    made: list[tuple[int, int]] = []
+    resize = Image.Image.resize
+
+    def spy(self, size, *args, **kwargs):
+        made.append(tuple(size))
+        return resize(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", spy)
+    crop = Preprocess(256, 224, (0.5,) * 3, (0.5,) * 3)(str(path))
+    assert crop.array.shape == (224, 224, 3) and not crop.drafted  # not "drafted": no second, full decode
+    assert made and all(w * h <= preprocess.MAX_RESIZED_PIXELS for w, h in made)
+
+    monkeypatch.setattr(Image.Image, "resize", resize)
+    records = parse_jsonl(predict(cli, weights, str(path)).stdout)
+    assert len(records) == 1 and "error" not in records[0] and records[0]["predictions"]
