@@ -267,7 +267,8 @@ def max_logit_difference(model: Any, session: Any, x: Any) -> tuple[float, float
     largest = float(np.max(np.abs(ref)))
     if got.shape != ref.shape:
         return float("inf"), largest
-    return float(np.max(np.abs(got.astype(np.float64) - ref.astype(np.float64)))), largest
+    with np.errstate(invalid="ignore"):  # inf - inf: damaged weights, which the caller names
+        return float(np.max(np.abs(got.astype(np.float64) - ref.astype(np.float64)))), largest
 
 
 class OnnxBackend:
@@ -375,6 +376,12 @@ class OnnxBackend:
         session = self._new_session(ort, data)
         diff, largest = max_logit_difference(model, session, check_batch(crop, self._mean, self._std))
         self.parity = (diff, allowed_difference(largest))
+        if not np.isfinite(largest):
+            raise ModelLoadError(
+                "the model's own outputs are not numbers (NaN or infinity) on a test image: "
+                "the weights are probably damaged",
+                hint="check or download the weights again",
+            )
         if not diff < self.parity[1]:
             raise ModelLoadError(
                 f"the ONNX export does not match torch: max abs logit difference {diff:.3g} "
@@ -431,8 +438,9 @@ def topk_numpy(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """`topk_to_numpy` in numpy (float32 softmax, largest first; ties: lower index first). The
     probabilities may differ from torch's softmax in the last float32 bits."""
     x = logits.astype(np.float32, copy=False)
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    probs = e / e.sum(axis=1, keepdims=True, dtype=np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf logits: the record says so (pipeline.py)
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        probs = e / e.sum(axis=1, keepdims=True, dtype=np.float32)
     k = min(k, probs.shape[1])
     indices = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(probs, indices, axis=1), indices.astype(np.int64)

@@ -13,6 +13,7 @@ held back behind it.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections import deque
 from concurrent.futures import Future
@@ -26,6 +27,9 @@ from shufflenet_cli.backends import Backend
 from shufflenet_cli.decoding import Decoded, Prepare, decode_in_order
 from shufflenet_cli.inputs import STALL, Input
 from shufflenet_cli.records import Record, make_record
+
+# What a record says where the model's scores for an image are NaN or infinite (damaged weights)
+NOT_FINITE = "the model's output for this image is not a number (NaN or infinity): the weights are probably damaged"
 
 
 @dataclass
@@ -234,6 +238,10 @@ def _records(
     for d in chunk:
         if d.array is None:
             records.append(Record(path=d.input.path, error=d.error, thumbnail=d.thumbnail))
+            stats.failed += 1
+        elif not all(math.isfinite(p) for p in probs[row]):
+            records.append(Record(path=d.input.path, error=NOT_FINITE, thumbnail=d.thumbnail))
+            row += 1
             stats.failed += 1
         else:
             records.append(make_record(d.input.path, probs[row], indices[row], labels, threshold, d.thumbnail))

@@ -375,3 +375,30 @@ def test_a_picture_far_longer_than_wide_is_classified_without_a_giant_resize(tmp
     monkeypatch.setattr(Image.Image, "resize", resize)
     records = parse_jsonl(predict(cli, weights, str(path)).stdout)
     assert len(records) == 1 and "error" not in records[0] and records[0]["predictions"]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_weights_that_give_nan_or_inf_are_named_never_an_empty_success(tmp_path, cli, images, bad, backend):
+    """A damaged weights file whose scores are NaN or infinite: each image gets an error record that
+    says so (exit 1) with torch; onnxruntime's export check refuses the model (exit 3). Never an empty
+    list of predictions counted as classified, and no numpy warning on stderr."""
+    import torch
+    from conftest import random_state_dict
+
+    if backend == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    state = random_state_dict("x0_5")
+    state["fc.bias"][5] = bad
+    path = tmp_path / "damaged.pth"
+    torch.save(state, path)
+    r = cli("predict", *images[:2], "-m", "x0_5", "--weights", path, "--backend", backend, "-f", "jsonl")
+    assert "Traceback" not in r.stderr and "RuntimeWarning" not in r.stderr
+    if backend == "torch":
+        assert r.exit_code == 1, r.stderr
+        records = parse_jsonl(r.stdout)
+        assert len(records) == 2 and all("not a number (NaN or infinity)" in rec["error"] for rec in records)
+        assert "0 classified, 2 failed" in r.stderr
+    else:
+        assert r.exit_code == 3, r.stderr
+        assert "not numbers (NaN or infinity)" in r.stderr and r.stdout == ""
