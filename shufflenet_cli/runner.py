@@ -8,6 +8,7 @@ and report, the batch loop, and the exit code.
 from __future__ import annotations
 
 import itertools
+import os
 import signal
 import sys
 import time
@@ -158,6 +159,22 @@ def validate(opts: PredictOptions) -> None:
         raise UsageError(f"unknown --decode-in {opts.decode_in!r}", hint="use " + ", ".join(DECODE_IN))
     if opts.gpu_decode and opts.backend == "onnxruntime":
         raise UsageError("--gpu-decode runs with the torch backend", hint="leave out --backend onnxruntime")
+    _check_output_names(opts)
+
+
+def _check_output_names(opts: PredictOptions) -> None:
+    """Results never go over a picture (`-o *.jpg` in a shell makes the first photo FILE), nor
+    --output and --report over each other."""
+    named = [(flag, path) for flag, path in (("--output", opts.output), ("--report", opts.report)) if path]
+    for flag, path in named:
+        suffix = Path(path).suffix.lower().lstrip(".")
+        if str(path) != "-" and suffix and suffix in image_extensions():
+            raise UsageError(
+                f"{flag} {path}: its name says it is an image (.{suffix}); results are not written over pictures",
+                hint="name it .html" if flag == "--report" else "name it .jsonl, .json or .csv",
+            )
+    if len(named) == 2 and os.path.realpath(named[0][1]) == os.path.realpath(named[1][1]):
+        raise UsageError("--output and --report name the same file", hint="give each its own file")
 
 
 def predict(

@@ -139,3 +139,22 @@ def test_a_reader_that_goes_away_stops_the_run_quietly_with_0(random_weights, tm
         stderr = proc.stderr.read().decode()  # type: ignore[union-attr]
     assert code == 0, stderr
     assert stderr == ""  # no traceback, no "Exception ignored", and no summary: the run stopped early
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (("-o", "{d}/first.jpg"), "--output {d}/first.jpg: its name says it is an image (.jpg)"),
+        (("--report", "{d}/r.PNG"), "--report {d}/r.PNG: its name says it is an image (.png)"),
+        (("-o", "{d}/same.jsonl", "--report", "{d}/./same.jsonl"), "--output and --report name the same file"),
+    ],
+)
+def test_results_are_not_written_over_a_picture_or_over_each_other(cli, random_weights, tmp_path, args, said):
+    """`shufflenet predict -o *.jpg` in a shell makes the first photo FILE: refused, the photo kept."""
+    photo = make_image(tmp_path / "first.jpg", size=(80, 60))
+    before = photo.read_bytes()
+    args = [a.format(d=tmp_path) for a in args]
+    r = cli("predict", photo, "-m", "x0_5", "--weights", random_weights, "-f", "jsonl", *args)
+    assert r.exit_code == 2 and r.stdout == ""
+    assert said.format(d=tmp_path) in r.stderr and "Traceback" not in r.stderr
+    assert photo.read_bytes() == before and not (tmp_path / "same.jsonl").exists()
