@@ -170,7 +170,19 @@ def _expand(arg: str, options: WalkOptions, extensions: frozenset[str], from_lis
         if not matched:
             yield Input(arg, error="no file matches this pattern")
     else:
-        yield Input(arg, error="no such file or directory")
+        yield Input(arg, error=_missing(arg))
+
+
+def _missing(arg: str) -> str:
+    """Why a named path is not there: lexists says False for a folder on the way that cannot be entered too."""
+    try:
+        os.lstat(arg)
+    except PermissionError:
+        return "permission denied: a folder on the way to this file cannot be entered"
+    except OSError as exc:
+        if exc.strerror and not isinstance(exc, FileNotFoundError):
+            return exc.strerror.lower()
+    return "no such file or directory"
 
 
 def walk(

@@ -450,3 +450,22 @@ def test_heic_in_a_folder_is_an_error_record_naming_the_format(run, tmp_path):
     assert [Path(rec["path"]).name for rec in records] == ["a.jpg", "b.heic"]
     assert "HEIF" in records[1]["error"]
     assert r.exit_code == 1
+
+
+def test_a_file_behind_a_folder_that_cannot_be_entered_says_permission_denied(tmp_path, monkeypatch):
+    """os.path.lexists is False there too; the record must not say the file does not exist. (As root
+    no folder is closed, so the refusal is simulated where the file system would give it.)"""
+    from shufflenet_cli.inputs import iter_inputs
+
+    closed = str(tmp_path / "closed" / "x.jpg")
+    real_lstat = os.lstat
+
+    def lstat(path, *args, **kwargs):
+        if os.fspath(path) == closed:
+            raise PermissionError(13, "Permission denied", closed)
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    got, missing = list(iter_inputs([closed, str(tmp_path / "nothing.jpg")]))
+    assert got.error == "permission denied: a folder on the way to this file cannot be entered"
+    assert missing.error == "no such file or directory"
