@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -18,6 +17,7 @@ from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
+from shufflenet_cli.display import clean_text
 from shufflenet_cli.records import Record
 
 FORMATS = ("table", "json", "jsonl", "csv")
@@ -96,8 +96,8 @@ def csv_rows(record: Record) -> list[tuple[object, ...]]:
 
 
 def display_path(path: str) -> str:
-    """A path for human eyes: undecodable bytes shown as U+FFFD."""
-    return os.fsencode(path).decode("utf-8", "replace")
+    """A path for human eyes: undecodable bytes shown as U+FFFD, control characters escaped."""
+    return clean_text(path)
 
 
 _IMAGE_MIN, _LABEL_MIN = 16, 12  # the image and label columns' narrowest
@@ -148,12 +148,12 @@ def table_widths(records: Iterable[Record], width: int, floor: tuple[int, int] |
 def _table_rows(record: Record) -> Iterator[tuple[Text | str, str, Text, str]]:
     path = Text(display_path(record.path))
     if record.error is not None:
-        yield path, "", Text("error: " + record.error, style="red"), ""
+        yield path, "", Text("error: " + clean_text(record.error), style="red"), ""
         return
     if not record.predictions:
         yield path, "", Text("(nothing above the threshold)", style="dim"), ""
     for j, p in enumerate(record.predictions):
-        yield path if j == 0 else "", str(p.rank), Text(p.label), f"{p.probability:.4f}"
+        yield path if j == 0 else "", str(p.rank), Text(clean_text(p.label)), f"{p.probability:.4f}"
 
 
 def _text_width(text: Text | str) -> int:

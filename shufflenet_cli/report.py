@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import IO, Iterable
 
+from shufflenet_cli.display import clean_text
 from shufflenet_cli.errors import OutputError, WriteError
 from shufflenet_cli.records import Prediction, Record
 from shufflenet_cli.targets import is_stream, new_file_mode, rename_target
@@ -68,27 +69,7 @@ h2 { font-size: 16px; margin: 24px 0 10px; }
 .failed td:last-child { color: var(--err); }
 """
 
-_CONTROL_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
 # --- pure functions: text in, HTML out ---------------------------------------------------------------
-
-
-def clean_text(text: str) -> str:
-    """Text that is safe to encode as UTF-8 and visible on a page.
-
-    Lone surrogates (undecodable file-name bytes, via surrogateescape) become U+FFFD, as in the table view;
-    control characters (a newline in a file name) are shown as escapes such as `\\n` rather than vanishing.
-    """
-    try:
-        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    except UnicodeEncodeError:  # a surrogate that no file-name byte produced
-        text = "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
-    if any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in text):
-        text = "".join(
-            _CONTROL_ESCAPES.get(ch, f"\\x{ord(ch):02x}") if ch < " " or "\x7f" <= ch <= "\x9f" else ch for ch in text
-        )
-    return text
 
 
 def esc(text: str) -> str:

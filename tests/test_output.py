@@ -164,6 +164,16 @@ def test_table_markup_in_names_is_not_interpreted():
     assert "[bold]x[/bold].jpg" in text
 
 
+def test_table_shows_control_characters_in_names_and_labels_as_escapes():
+    """An escape sequence in a file name (or a labels file) must not recolour the terminal."""
+    record = Record("esc\x1b[31mred\n.jpg", (Prediction(1, 3, "lab\x07el", 0.5),))
+    buf = io.StringIO()
+    Console(file=buf, width=100, color_system=None).print(render_table([record, Record("a\x1b]0;t.jpg", error="e\rx")]))
+    out = buf.getvalue()
+    assert "\x1b" not in out and "\x07" not in out and "\r" not in out
+    assert "esc\\x1b[31mred\\n.jpg" in out and "lab\\x07el" in out and "e\\rx" in out
+
+
 def test_table_has_no_colour_codes_with_no_color(monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
     buf = io.StringIO()

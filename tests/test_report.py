@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import make_image
 
+from shufflenet_cli.display import clean_text
 from shufflenet_cli.errors import OutputError
 from shufflenet_cli.records import Prediction, Record
 from shufflenet_cli.report import (
@@ -20,7 +21,6 @@ from shufflenet_cli.report import (
     bar_width,
     bars_html,
     card_html,
-    clean_text,
     error_row_html,
     esc,
     head_html,
