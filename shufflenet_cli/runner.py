@@ -122,17 +122,27 @@ def skip_done(
     """--resume: drop as many occurrences of each path as already have a record. `tally["skipped"]`
     counts the dropped ones, `tally["failed"]` those whose record is an error (of a path's records,
     the errors first)."""
-    left, left_failed = Counter(done), Counter(failed or {})
+    left, left_failed = Counter(), Counter()
+    for counts, into in ((done, left), (failed or {}, left_failed)):
+        for path, n in counts.items():
+            into[_same_path(path)] += n
     for item in inputs:
-        if item is not STALL and left[item.path] > 0:  # STALL: stdin is quiet (its path "" is no file's)
-            left[item.path] -= 1
+        key = "" if item is STALL else _same_path(item.path)
+        if item is not STALL and left[key] > 0:  # STALL: stdin is quiet (its path "" is no file's)
+            left[key] -= 1
             if tally is not None:
                 tally["skipped"] += 1
-                if left_failed[item.path] > 0:
-                    left_failed[item.path] -= 1
+                if left_failed[key] > 0:
+                    left_failed[key] -= 1
                     tally["failed"] += 1
             continue
         yield item
+
+
+def _same_path(path: str) -> str:
+    """One spelling for one path (`./photos/a.jpg` and `photos/a.jpg`), so a resumed run given the
+    folder another way still finds what is done."""
+    return os.path.normpath(path) if path else path
 
 
 def validate(opts: PredictOptions) -> None:

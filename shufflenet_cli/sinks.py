@@ -310,17 +310,27 @@ def _scan_jsonl(path: Path) -> tuple[Counter[str], Counter[str]]:
     done: Counter[str] = Counter()
     failed: Counter[str] = Counter()
     with open(path, "rb") as f:
-        for line in f:
+        for number, line in enumerate(f, 1):
             if not line.endswith(b"\n"):
                 break  # half a line: drop_partial_last_line cuts it
             try:
                 record = json.loads(line.decode("utf-8", "surrogateescape"))
                 done[record["path"]] += 1
             except (ValueError, KeyError, TypeError):
-                continue
+                if not line.strip():
+                    continue
+                raise _not_results(path, f"line {number} is not a record of this tool") from None
             if "error" in record:
                 failed[record["path"]] += 1
     return done, failed
+
+
+def _not_results(path: Path, why: str) -> UsageError:
+    """--resume appends to FILE: never to a file that this tool did not write (notes, another table)."""
+    return UsageError(
+        f"--resume: {path} does not look like results of shufflenet predict ({why}); nothing was appended",
+        hint="give --output a new file, or the results file of the run to resume",
+    )
 
 
 def _scan_csv(path: Path) -> tuple[Counter[str], Counter[str], int]:
@@ -354,9 +364,12 @@ def _scan_csv(path: Path) -> tuple[Counter[str], Counter[str], int]:
                     keep = last_start = pos
                     first = False
                     continue
-                first = False
+                if first:
+                    raise _not_results(path, f"its first row is not the header {','.join(CSV_HEADER)}")
                 if not row:
                     continue
+                if len(row) != len(CSV_HEADER):
+                    raise _not_results(path, f"a row has {len(row)} columns, not {len(CSV_HEADER)}")
                 if row[0] != last_path or (len(row) > 1 and row[1] in ("", "1")):
                     if last_path is not None:
                         done[last_path] += 1

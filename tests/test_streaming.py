@@ -464,3 +464,34 @@ def test_after_an_interrupted_run_a_second_ctrl_c_is_ignored(cli, images, random
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
+
+
+@pytest.mark.parametrize(
+    "fmt, content, said",
+    [
+        ("jsonl", b"precious notes\nline2\n", "line 1 is not a record of this tool"),
+        ("csv", b"a,b\n1,2\n", "its first row is not the header path,rank,index,label,probability,error"),
+        ("csv", b"path,rank,index,label,probability,error\nx,1,2\n", "a row has 3 columns, not 6"),
+    ],
+)
+def test_resume_never_appends_to_a_file_this_tool_did_not_write(run, tmp_path, fmt, content, said):  # noqa: F811
+    d, _ = folder_of(tmp_path, 2)
+    out = tmp_path / f"notes.{fmt}"
+    out.write_bytes(content)
+    r = run(d, "--resume", "-o", out, fmt=fmt)
+    assert r.exit_code == 2 and said in r.stderr and "Traceback" not in r.stderr
+    assert out.read_bytes() == content
+
+
+def test_resume_finds_the_records_of_a_folder_given_another_way(run, tmp_path, monkeypatch):  # noqa: F811
+    """`./imgs` then `imgs/`: the same files, so nothing is classified twice."""
+    folder_of(tmp_path, 3)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out.jsonl"
+    assert run("./imgs", "-o", out).exit_code == 0
+    lines = out.read_bytes().splitlines(keepends=True)
+    out.write_bytes(b"".join(lines[:2]))
+    classified: list[str] = []
+    spy_batches(monkeypatch, lambda batch: classified.extend(rec.path for rec in batch))
+    assert run("imgs/", "--resume", "-o", out).exit_code == 0
+    assert len(classified) == 1 and len(out.read_bytes().splitlines()) == 3
