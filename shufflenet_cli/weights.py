@@ -109,14 +109,39 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         raise ModelLoadError(f"weights file not found: {path}") from exc
     except IsADirectoryError as exc:
         raise ModelLoadError(f"weights path is a directory, not a file: {path}") from exc
-    except pickle.UnpicklingError as exc:
-        raise ModelLoadError(
-            f"cannot read weights file {path}: it is not a plain PyTorch state dict "
-            "(only tensors are loaded; code inside a checkpoint is never run)"
-        ) from exc
-    except Exception as exc:  # noqa: BLE001 - any other way a file can fail to be a checkpoint
+    except Exception as exc:  # noqa: BLE001 - any way a file can fail to be a checkpoint
+        if (what := _not_a_checkpoint(path)) is not None:
+            raise ModelLoadError(f"cannot read weights file {path}: it is {what}, not a PyTorch checkpoint") from exc
+        if isinstance(exc, pickle.UnpicklingError):
+            raise ModelLoadError(
+                f"cannot read weights file {path}: it is not a plain PyTorch state dict "
+                "(only tensors are loaded; code inside a checkpoint is never run)"
+            ) from exc
         raise ModelLoadError(f"cannot read weights file {path}: not a PyTorch checkpoint ({_first_line(exc)})") from exc
     return unwrap_state_dict(obj, path)
+
+
+def _not_a_checkpoint(path: Path) -> str | None:
+    """What the file is where its first bytes say it cannot be a checkpoint (a zip archive, or a legacy
+    pickle starting with its protocol byte): "a JPEG image", "an empty file", "text"; else None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return None
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return None
+    if not head:
+        return "an empty file"
+    from shufflenet_cli.images import sniff
+
+    if (found := sniff(head)) is not None:
+        return ("an " if found[0][0] in "AEIOU" else "a ") + found[0]
+    try:
+        head.decode("utf-8")
+        return "a text file"
+    except UnicodeDecodeError:
+        return None
 
 
 def unwrap_state_dict(obj: Any, path: Path | str = "checkpoint") -> dict[str, Any]:

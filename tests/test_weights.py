@@ -76,10 +76,13 @@ class NotATensor:
 @pytest.mark.parametrize(
     "content, needle",
     [
-        (b"this is not a checkpoint", "cannot read weights file"),
+        (b"this is not a checkpoint", "it is a text file, not a PyTorch checkpoint"),
+        (b"", "it is an empty file, not a PyTorch checkpoint"),
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "it is a JPEG image, not a PyTorch checkpoint"),  # a photo
+        (bytes(range(7, 256)), "cannot read weights file"),
         (pickle.dumps({"fc.weight": NotATensor()}), "not a plain PyTorch state dict"),
     ],
-    ids=["garbage", "pickled-code"],
+    ids=["text", "empty", "jpeg", "garbage", "pickled-code"],
 )
 def test_bad_weights_file_is_exit_3(cli, images, tmp_path, content, needle):
     path = tmp_path / "bad.pth"
@@ -139,9 +142,7 @@ def test_cuda_without_a_gpu_is_exit_3(cli, images, random_weights):
     assert "Traceback" not in r.stderr
 
 
-def test_verbose_adds_the_cause_and_debug_raises(cli, images, tmp_path):
-    from shufflenet_cli.errors import ModelLoadError
-
+def test_verbose_adds_the_cause_and_debug_the_traceback(cli, images, tmp_path):
     path = tmp_path / "bad.pth"
     path.write_bytes(b"garbage")
     plain = cli("predict", images[0], "-m", "x0_5", "--weights", path)
@@ -149,5 +150,7 @@ def test_verbose_adds_the_cause_and_debug_raises(cli, images, tmp_path):
     assert plain.exit_code == verbose.exit_code == 3
     assert "Cause:" not in plain.stderr
     assert "Cause:" in verbose.stderr and "Traceback" not in verbose.stderr
-    with pytest.raises(ModelLoadError):
-        cli("predict", images[0], "-m", "x0_5", "--weights", path, "--debug")
+    debug = cli("predict", images[0], "-m", "x0_5", "--weights", path, "--debug")
+    assert debug.exit_code == 3  # the traceback, then the same error lines and exit code
+    assert "Traceback (most recent call last):" in debug.stderr and "ModelLoadError" in debug.stderr
+    assert "Error: cannot read weights file" in debug.stderr and "Cause:" in debug.stderr
