@@ -178,7 +178,7 @@ def _missing(arg: str) -> str:
     try:
         os.lstat(arg)
     except PermissionError:
-        return "permission denied: a folder on the way to this file cannot be entered"
+        return "permission denied: a folder on the way to it cannot be entered"
     except OSError as exc:
         if exc.strerror and not isinstance(exc, FileNotFoundError):
             return exc.strerror.lower()

@@ -173,10 +173,10 @@ class HtmlReport:
         self._tmp: list[str] = []
         if self.path.is_dir():
             raise OutputError(f"cannot write --report {self.path}: it is a directory", hint="give a file name")
-        # a FIFO or a device is written into at the end (its rows wait in the temp folder); a file is replaced
-        self._target = None if is_stream(self.path) else rename_target(self.path)
-        self._dir = Path(tempfile.gettempdir()) if self._target is None else self._target.parent
         try:
+            # a FIFO or a device is written into at the end (its rows wait in the temp folder); a file is replaced
+            self._target = None if is_stream(self.path) else rename_target(self.path)
+            self._dir = Path(tempfile.gettempdir()) if self._target is None else self._target.parent
             self._cards = self._temp("cards")
             self._errors = self._temp("errors")
         except OSError as exc:
@@ -216,7 +216,7 @@ class HtmlReport:
             self._cards.close()
             self._errors.close()
             if self._target is None:
-                with open(self.path, "w", encoding="utf-8", errors="replace", newline="\n") as out:
+                with open(self.path, "a", encoding="utf-8", errors="replace", newline="\n") as out:
                     self._write_page(out, summary, generated)
                 return
             with self._temp("html") as out:

@@ -26,6 +26,7 @@ from shufflenet_cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, U
 from shufflenet_cli.inputs import STALL, Input, WalkOptions, image_extensions, iter_inputs, parse_extensions
 from shufflenet_cli.models import ModelSpec, resolve_model
 from shufflenet_cli.pipeline import Stats
+from shufflenet_cli.targets import is_stream
 
 
 @dataclass
@@ -141,7 +142,7 @@ def skip_done(
 
 def _same_path(path: str) -> str:
     """One spelling for one path (`./photos/a.jpg` and `photos/a.jpg`), so a resumed run given the
-    folder another way still finds what is done."""
+    folder another way still finds what is done. Textual only: absolute and relative do not meet."""
     return os.path.normpath(path) if path else path
 
 
@@ -172,6 +173,16 @@ def validate(opts: PredictOptions) -> None:
     _check_output_names(opts)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """One file under two names: the same real path, or (both existing) a hard link."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _check_output_names(opts: PredictOptions) -> None:
     """Results never go over a picture (`-o *.jpg` in a shell makes the first photo FILE), nor
     --output and --report over each other."""
@@ -183,7 +194,7 @@ def _check_output_names(opts: PredictOptions) -> None:
                 f"{flag} {path}: its name says it is an image (.{suffix}); results are not written over pictures",
                 hint="name it .html" if flag == "--report" else "name it .jsonl, .json or .csv",
             )
-    if len(named) == 2 and os.path.realpath(named[0][1]) == os.path.realpath(named[1][1]):
+    if len(named) == 2 and not all(is_stream(Path(p)) for _, p in named) and _same_file(named[0][1], named[1][1]):
         raise UsageError("--output and --report name the same file", hint="give each its own file")
 
 

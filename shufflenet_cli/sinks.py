@@ -87,7 +87,7 @@ class Sink:
                 self._replace, self._created = existed and stat.S_ISREG(os.fstat(f.fileno()).st_mode), not existed
                 return f, True
             if is_stream(output):
-                return open(output, "wb"), True  # a FIFO or a device: nothing to rename over
+                return open(output, "ab"), True  # a FIFO, a device, /dev/stdout: nothing to rename over
             self._target = rename_target(output)
             fd, self._tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=self._target.parent)
             os.fchmod(fd, new_file_mode(output))  # mkstemp makes 0600; the result gets what open() would give
@@ -315,6 +315,8 @@ def _scan_jsonl(path: Path) -> tuple[Counter[str], Counter[str]]:
                 break  # half a line: drop_partial_last_line cuts it
             try:
                 record = json.loads(line.decode("utf-8", "surrogateescape"))
+                if not isinstance(record["path"], str):
+                    raise TypeError("a path that is not a string")
                 done[record["path"]] += 1
             except (ValueError, KeyError, TypeError):
                 if not line.strip():

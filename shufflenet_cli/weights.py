@@ -137,8 +137,12 @@ def _not_a_checkpoint(path: Path) -> str | None:
 
     if (found := sniff(head)) is not None:
         return ("an " if found[0][0] in "AEIOU" else "a ") + found[0]
+    import codecs
+
+    if any(b < 0x20 and b not in b"\t\n\r\f" for b in head):
+        return None  # binary: no text has control bytes
     try:
-        head.decode("utf-8")
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)  # a character cut at byte 256 is fine
         return "a text file"
     except UnicodeDecodeError:
         return None

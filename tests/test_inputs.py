@@ -467,5 +467,5 @@ def test_a_file_behind_a_folder_that_cannot_be_entered_says_permission_denied(tm
 
     monkeypatch.setattr(os, "lstat", lstat)
     got, missing = list(iter_inputs([closed, str(tmp_path / "nothing.jpg")]))
-    assert got.error == "permission denied: a folder on the way to this file cannot be entered"
+    assert got.error == "permission denied: a folder on the way to it cannot be entered"
     assert missing.error == "no such file or directory"

@@ -189,10 +189,15 @@ def test_report_abort_removes_temp_files_and_keeps_old_target(tmp_path):
     assert target.read_text() == "old"
 
 
-def test_report_into_a_fifo_is_written_into_not_replaced(tmp_path):
+def test_report_into_a_fifo_is_written_into_not_replaced(tmp_path, monkeypatch):
     """A FIFO (or a device, or `>(cat)`) gets the page written into it; renaming a file over it would
-    leave its reader waiting and put a regular file where /dev/null was."""
+    leave its reader waiting and put a regular file where /dev/null was. Its rows wait in the temp folder."""
+    import tempfile
     import threading
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
 
     fifo = tmp_path / "pipe.html"
     os.mkfifo(fifo)
@@ -205,7 +210,7 @@ def test_report_into_a_fifo_is_written_into_not_replaced(tmp_path):
     reader.join(timeout=10)
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode), "the FIFO was replaced by a regular file"
     assert got and Page(got[0].decode()).by_class["summary"] == ["1 classified, 0 failed"]
-    assert leftovers(tmp_path) == []
+    assert leftovers(tmp_path) == [] and leftovers(temp) == []
 
 
 def test_report_through_a_symlink_replaces_the_file_it_points_to_and_keeps_its_mode(tmp_path):
@@ -356,3 +361,36 @@ def test_every_image_renders_in_headless_chromium(report_run, tmp_path):
     ]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
     assert re.search(r'<p id="probe">images=4 loaded=4</p>', out), out[-2000:]
+
+
+def test_report_to_dev_stdout_appended_to_a_log_keeps_the_log(tmp_path):
+    """`--report /dev/stdout >> log`: /dev/stdout then leads to a regular file, which must be written
+    into, never replaced (that would drop the log and whatever else went to stdout)."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "log.txt"
+    log.write_text("OLD LOG\n")
+    code = (
+        "import sys; from shufflenet_cli.report import HtmlReport; from shufflenet_cli.records import Record\n"
+        "print('before', flush=True)\n"
+        "r = HtmlReport('/dev/stdout', title='t'); r.add([Record('a.jpg', error='bad')])\n"
+        "r.close('0 classified, 1 failed')\n"
+        "print('after', flush=True)\n"
+    )
+    with open(log, "a") as out:
+        subprocess.run([sys.executable, "-c", code], stdout=out, check=True, timeout=60)
+    text = log.read_text()
+    assert text.startswith("OLD LOG\nbefore\n<!DOCTYPE html>") and text.endswith("</html>\nafter\n")
+
+
+def test_report_paths_that_cannot_be_a_file_are_clean_errors(cli, random_weights, images, tmp_path):
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    r = cli("predict", images[0], "-m", "x0_5", "--weights", random_weights, "--report", tmp_path / "loop1")
+    assert r.exit_code == 2 and "cannot write --report" in r.stderr and "Traceback" not in r.stderr
+    from pathlib import Path
+
+    from shufflenet_cli.runner import PredictOptions, validate
+
+    validate(PredictOptions([], output=Path("/dev/null"), report=Path("/dev/null")))  # both thrown away: allowed

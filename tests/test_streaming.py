@@ -472,6 +472,7 @@ def test_after_an_interrupted_run_a_second_ctrl_c_is_ignored(cli, images, random
         ("jsonl", b"precious notes\nline2\n", "line 1 is not a record of this tool"),
         ("csv", b"a,b\n1,2\n", "its first row is not the header path,rank,index,label,probability,error"),
         ("csv", b"path,rank,index,label,probability,error\nx,1,2\n", "a row has 3 columns, not 6"),
+        ("jsonl", b'{"path": 5}\n', "line 1 is not a record of this tool"),
     ],
 )
 def test_resume_never_appends_to_a_file_this_tool_did_not_write(run, tmp_path, fmt, content, said):  # noqa: F811

@@ -80,9 +80,10 @@ class NotATensor:
         (b"", "it is an empty file, not a PyTorch checkpoint"),
         (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "it is a JPEG image, not a PyTorch checkpoint"),  # a photo
         (bytes(range(7, 256)), "cannot read weights file"),
+        (b"\x00\x00\x00\x00binary", "cannot read weights file"),
         (pickle.dumps({"fc.weight": NotATensor()}), "not a plain PyTorch state dict"),
     ],
-    ids=["text", "empty", "jpeg", "garbage", "pickled-code"],
+    ids=["text", "empty", "jpeg", "garbage", "nul-bytes", "pickled-code"],
 )
 def test_bad_weights_file_is_exit_3(cli, images, tmp_path, content, needle):
     path = tmp_path / "bad.pth"
@@ -92,6 +93,8 @@ def test_bad_weights_file_is_exit_3(cli, images, tmp_path, content, needle):
     assert needle in r.stderr
     assert "Traceback" not in r.stderr
     assert r.stdout == ""
+    if content.startswith(b"\x00"):
+        assert "text file" not in r.stderr  # control bytes: not text
 
 
 def test_missing_weights_file_is_exit_3(cli, images, tmp_path):
