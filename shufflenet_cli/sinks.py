@@ -136,10 +136,14 @@ class Sink:
                 self._stream.close()
                 if self._tmp is not None:
                     target = self._target
+                    stale = self._target.with_name(self._target.name + ".partial")
                     if not complete:
-                        partial = target = self._target.with_name(self._target.name + ".partial")
+                        partial = target = stale
                     os.replace(self._tmp, target)
                     self._tmp = None
+                    if complete:  # an earlier interrupted run's records: FILE now holds them all
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(stale)
             else:
                 self._stream.detach()
         except BrokenPipeError:

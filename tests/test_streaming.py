@@ -325,6 +325,11 @@ def test_interrupted_json_output_keeps_the_old_file_and_leaves_a_partial(tmp_pat
     assert partial == out.resolve().with_name("results.json.partial")
     assert [r["path"] for r in json.loads(partial.read_text())] == ["a.jpg"]
 
+    again = Sink("json", out)  # the run done again, to the end: the partial file is stale, and goes
+    again.write([Record("a.jpg", (Prediction(1, 3, "x", 0.5),))])
+    assert again.close() is None
+    assert [r["path"] for r in json.loads(out.read_text())] == ["a.jpg"] and not partial.exists()
+
 
 def test_a_write_failure_mid_run_is_exit_74(run, tmp_path):  # noqa: F811
     if not os.path.exists("/dev/full"):
