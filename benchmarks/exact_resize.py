@@ -38,8 +38,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from shufflenet_cli.preprocess import Preprocess
+
 PRECISION_BITS = 22  # Pillow's for 8-bit images: 32 - 8 - 2
 RESIZE, CROP = 256, 224  # the weights' eval transform
+resized_size = Preprocess(RESIZE, CROP, (0.0,) * 3, (1.0,) * 3).resized_size  # the CLI's own arithmetic
 SHAPES = [(w, h) for w in range(120, 1300, 130) for h in range(120, 1300, 130)] + [
     (500, 375), (375, 500), (500, 333), (333, 500), (640, 480), (300, 1000), (1000, 300), (1280, 720),
     (257, 257), (230, 230), (999, 1001), (4000, 3000), (3000, 4000),
@@ -66,13 +69,6 @@ def coefficients(in_size: int, out_size: int) -> np.ndarray:
             k = w / total if total != 0.0 else w
             m[xx, xmin + x] = int(-0.5 + k * (1 << PRECISION_BITS)) if k < 0 else int(0.5 + k * (1 << PRECISION_BITS))
     return m
-
-
-def resized_size(w: int, h: int) -> tuple[int, int]:
-    """torchvision's F.resize(img, [256]) on a PIL image (as Preprocess.crop_array computes it)."""
-    short, long = (w, h) if w <= h else (h, w)
-    new_short, new_long = RESIZE, int(RESIZE * long / short)
-    return (new_short, new_long) if w <= h else (new_long, new_short)
 
 
 @functools.cache

@@ -176,7 +176,7 @@ class JpegBatchDecoder:
         out: list[Any | None] = [None] * len(images)
         by_size: dict[tuple[int, ...], list[int]] = {}
         for i, im in enumerate(images):
-            if im is not None and not self._too_long(im.shape[-1], im.shape[-2]):  # too long: Pillow's region
+            if im is not None and not self.prep.too_long(im.shape[-1], im.shape[-2]):  # too long: Pillow's region
                 by_size.setdefault(tuple(im.shape), []).append(i)
         for same_size in by_size.values():
             # the resize works in float32 on the whole stack: ~5x the uint8 pixels (measured on the CPU,
@@ -191,13 +191,6 @@ class JpegBatchDecoder:
                 for i, crop in zip(rows, batch, strict=True):
                     out[i] = crop
         return out
-
-    def _too_long(self, w: int, h: int) -> bool:
-        """Resized whole, a picture this long for its width would be huge (preprocess.MAX_RESIZED_PIXELS)."""
-        from shufflenet_cli.preprocess import MAX_RESIZED_PIXELS
-
-        short, long = min(w, h), max(w, h)
-        return self.prep.resize * int(self.prep.resize * long / short) > MAX_RESIZED_PIXELS
 
     def _decode_all(self, jpegs: list[EncodedJpeg]) -> list[Any | None]:
         """nvJPEG on the whole batch; where it refuses the batch, one image at a time."""

@@ -95,11 +95,6 @@ def csv_rows(record: Record) -> list[tuple[object, ...]]:
     return [(record.path, p.rank, p.index, p.label, f"{p.probability:.6f}", "") for p in record.predictions]
 
 
-def display_path(path: str) -> str:
-    """A path for human eyes: undecodable bytes shown as U+FFFD, control characters escaped."""
-    return clean_text(path)
-
-
 _IMAGE_MIN, _LABEL_MIN = 16, 12  # the image and label columns' narrowest
 _OTHER_COLUMNS = 2 + 7 + 5 + 4 * 2  # "#" and "prob", 5 borders, padding of 1 on each side of 4 columns
 
@@ -146,7 +141,7 @@ def table_widths(records: Iterable[Record], width: int, floor: tuple[int, int] |
 
 
 def _table_rows(record: Record) -> Iterator[tuple[Text | str, str, Text, str]]:
-    path = Text(display_path(record.path))
+    path = Text(clean_text(record.path))  # undecodable bytes as U+FFFD, control characters escaped
     if record.error is not None:
         yield path, "", Text("error: " + clean_text(record.error), style="red"), ""
         return

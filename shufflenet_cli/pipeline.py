@@ -13,7 +13,6 @@ held back behind it.
 from __future__ import annotations
 
 import functools
-import math
 import time
 from collections import deque
 from concurrent.futures import Future
@@ -232,6 +231,7 @@ def _finish(
 def _records(
     chunk: list[Decoded], probs: Any, indices: Any, labels: list[str], topk: int, threshold: float, stats: Stats
 ) -> list[Record]:
+    finite = np.isfinite(probs).all(axis=1).tolist() if len(probs) else []  # NaN/inf scores: damaged weights
     probs, indices = probs[:, :topk].tolist(), indices[:, :topk].tolist()  # Python numbers, once per batch
     records: list[Record] = []
     row = 0
@@ -239,7 +239,7 @@ def _records(
         if d.array is None:
             records.append(Record(path=d.input.path, error=d.error, thumbnail=d.thumbnail))
             stats.failed += 1
-        elif not all(math.isfinite(p) for p in probs[row]):
+        elif not finite[row]:
             records.append(Record(path=d.input.path, error=NOT_FINITE, thumbnail=d.thumbnail))
             row += 1
             stats.failed += 1

@@ -95,6 +95,17 @@ class Preprocess:
         thumb = make_thumbnail(img, self.thumbnail_size) if self.thumbnail_size else None
         return Crop(array, t1 - t0, time.perf_counter() - t1, thumb, drafted=drafted)
 
+    def resized_size(self, w: int, h: int) -> tuple[int, int]:
+        """The size torchvision's F.resize(img, [resize]) gives a w x h PIL image (shorter side = resize)."""
+        short, long = (w, h) if w <= h else (h, w)
+        new_short, new_long = self.resize, int(self.resize * long / short)
+        return (new_short, new_long) if w <= h else (new_long, new_short)
+
+    def too_long(self, w: int, h: int) -> bool:
+        """Resized whole, a picture this long for its width would exceed MAX_RESIZED_PIXELS."""
+        new_w, new_h = self.resized_size(w, h)
+        return new_w * new_h > MAX_RESIZED_PIXELS
+
     def crop_array(self, img: Any, approximate: bool = False, reducing_gap: float | None = None) -> np.ndarray:
         """torchvision's F.resize(img, [resize], BILINEAR) then F.center_crop(img, [crop]) on a PIL
         image, in Pillow alone: the same sizes, the same rounding, the same Pillow calls (except for a
@@ -109,13 +120,11 @@ class Preprocess:
         from PIL import Image
 
         w, h = img.size
-        short, long = (w, h) if w <= h else (h, w)
-        new_short, new_long = self.resize, int(self.resize * long / short)
-        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+        new_w, new_h = self.resized_size(w, h)
         top = int(round((new_h - self.crop) / 2.0))
         left = int(round((new_w - self.crop) / 2.0))
         fits = self.crop <= new_w and self.crop <= new_h
-        approximate = approximate or new_w * new_h > MAX_RESIZED_PIXELS
+        approximate = approximate or self.too_long(w, h)
         if approximate and fits and (new_w, new_h) != (w, h):
             sx, sy = w / new_w, h / new_h
             box = (left * sx, top * sy, (left + self.crop) * sx, (top + self.crop) * sy)

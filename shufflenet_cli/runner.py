@@ -128,8 +128,8 @@ def skip_done(
         for path, n in counts.items():
             into[_same_path(path)] += n
     for item in inputs:
-        key = "" if item is STALL else _same_path(item.path)
-        if item is not STALL and left[key] > 0:  # STALL: stdin is quiet (its path "" is no file's)
+        key = None if item is STALL else _same_path(item.path)  # STALL: stdin is quiet; never skipped
+        if key is not None and left[key] > 0:
             left[key] -= 1
             if tally is not None:
                 tally["skipped"] += 1
@@ -187,9 +187,10 @@ def _check_output_names(opts: PredictOptions) -> None:
     """Results never go over a picture (`-o *.jpg` in a shell makes the first photo FILE), nor
     --output and --report over each other."""
     named = [(flag, path) for flag, path in (("--output", opts.output), ("--report", opts.report)) if path]
+    pictures = image_extensions() if named else frozenset()
     for flag, path in named:
         suffix = Path(path).suffix.lower().lstrip(".")
-        if str(path) != "-" and suffix and suffix in image_extensions():
+        if str(path) != "-" and suffix in pictures:
             raise UsageError(
                 f"{flag} {path}: its name says it is an image (.{suffix}); results are not written over pictures",
                 hint="name it .html" if flag == "--report" else "name it .jsonl, .json or .csv",

@@ -376,13 +376,13 @@ def _scan_csv(path: Path) -> tuple[Counter[str], Counter[str], int]:
                     continue
                 if len(row) != len(CSV_HEADER):
                     raise _not_results(path, f"a row has {len(row)} columns, not {len(CSV_HEADER)}")
-                if row[0] != last_path or (len(row) > 1 and row[1] in ("", "1")):
+                if row[0] != last_path or row[1] in ("", "1"):
                     if last_path is not None:
                         done[last_path] += 1
                         if last_failed:
                             failed[last_path] += 1
                     last_path, last_start = row[0], keep
-                    last_failed = len(row) >= len(CSV_HEADER) and row[-1] != ""  # the error column
+                    last_failed = row[-1] != ""  # the error column
                 keep = pos
         except csv.Error:
             pass  # a quoted field cut mid-write
