@@ -221,8 +221,8 @@ def child_forward(model: str, weights: Path, paths: list[str], variants: list[di
     """(c) backend.topk on ready uint8 batches: rates in images/s for each variant."""
     import torch
 
-    from shufflenet_cli.backends import TorchBackend, make_backend
-    from shufflenet_cli.preprocess import Preprocess
+    from shufflenet_cli.backends.torch_backend import TorchBackend, make_backend
+    from shufflenet_cli.decode.preprocess import Preprocess
 
     spec, net = _load(model, weights)
     prep = Preprocess.from_weights(spec.weights())
@@ -243,7 +243,7 @@ def child_forward(model: str, weights: Path, paths: list[str], variants: list[di
                 threads=v["threads"] if v.get("split", True) else 1,
             )
         elif v["backend"] == "onnxruntime" and not v.get("split", True):
-            from shufflenet_cli.onnx_backend import OnnxBackend
+            from shufflenet_cli.backends.onnx_runtime import OnnxBackend
 
             backend = OnnxBackend(
                 net, cpu, prep.mean, prep.std, prep.crop, threads=v["threads"], weights_path=weights, split=False
@@ -263,7 +263,7 @@ def child_decode(model: str, paths: list[str], variants: list[dict]) -> list[dic
     from concurrent.futures import ThreadPoolExecutor
 
     from shufflenet_cli.models import resolve_model
-    from shufflenet_cli.preprocess import Preprocess
+    from shufflenet_cli.decode.preprocess import Preprocess
 
     spec = resolve_model(model)
     out = []
@@ -495,7 +495,7 @@ def defaults() -> tuple[int, int, int, str]:
     """The CLI's CPU defaults: batch size, decode workers, threads, and auto's backend."""
     import torch
 
-    from shufflenet_cli.backends import prefers_onnxruntime
+    from shufflenet_cli.backends.torch_backend import prefers_onnxruntime
     from shufflenet_cli.runner import PredictOptions, default_tuning
 
     t = default_tuning("cpu", PredictOptions(paths=[]))

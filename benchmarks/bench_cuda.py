@@ -183,8 +183,8 @@ def child_forward_device(model: str, weights: Path, paths: list[str], device: st
     """(c) Forward passes on ready batches: GPU-resident (event-timed) or from the host (wall-timed)."""
     import torch
 
-    from shufflenet_cli.backends import TorchBackend, normalize, topk_to_numpy
-    from shufflenet_cli.preprocess import Preprocess
+    from shufflenet_cli.backends.torch_backend import TorchBackend, normalize, topk_to_numpy
+    from shufflenet_cli.decode.preprocess import Preprocess
 
     spec, net = _load(model, weights)
     prep = Preprocess.from_spec(spec)

@@ -104,10 +104,10 @@ def main() -> None:
 
     import numpy as np
 
-    from shufflenet_cli import near_ties
-    from shufflenet_cli.backends import TorchBackend
-    from shufflenet_cli.images import decode_rgb
-    from shufflenet_cli.preprocess import Preprocess
+    from shufflenet_cli.decode import near_ties
+    from shufflenet_cli.backends.torch_backend import TorchBackend
+    from shufflenet_cli.decode.images import decode_rgb
+    from shufflenet_cli.decode.preprocess import Preprocess
 
     paths = find_jpegs(args.folders, args.limit, UPSCALED if args.upscale else JPEG)
     if not paths:

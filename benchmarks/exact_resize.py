@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from shufflenet_cli.preprocess import Preprocess
+from shufflenet_cli.decode.preprocess import Preprocess
 
 PRECISION_BITS = 22  # Pillow's for 8-bit images: 32 - 8 - 2
 RESIZE, CROP = 256, 224  # the weights' eval transform

@@ -48,7 +48,7 @@ def _graphed(backend, batch: int, device):  # type: ignore[no-untyped-def]
     """topk with normalise + forward replayed from a CUDA graph over a fixed device input buffer."""
     import torch
 
-    from shufflenet_cli import backends
+    from shufflenet_cli.backends import torch_backend as backends
 
     static_in = torch.zeros((batch, 224, 224, 3), dtype=torch.uint8, device=device)
     side = torch.cuda.Stream()
@@ -75,7 +75,7 @@ def child(name: str, device_name: str, batch: int, batches: int) -> dict:
     import numpy as np
     import torch
 
-    from shufflenet_cli.backends import TorchBackend
+    from shufflenet_cli.backends.torch_backend import TorchBackend
     from shufflenet_cli.models import resolve_model
 
     v = VARIANTS[name]
@@ -111,7 +111,7 @@ def child(name: str, device_name: str, batch: int, batches: int) -> dict:
 
     timed_topk = backend.topk if not (v.get("graph") and cuda) else _graphed(backend, batch, device)
     # `launch`: time until the work is queued, marked where top-k starts (before the copy back waits)
-    import shufflenet_cli.backends as backends_module
+    import shufflenet_cli.backends.torch_backend as backends_module
 
     launch_ends: list[float] = []
     real_topk_to_numpy = backends_module.topk_to_numpy

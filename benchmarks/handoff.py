@@ -4,7 +4,7 @@
     python benchmarks/handoff.py --items 50000 --workers 4
 
 One worker whose "decoder" returns a ready 224x224x3 uint8 crop at once, through
-`shufflenet_cli.decoding.decode_in_order`: (1) worker threads; (2) worker processes with the crops
+`shufflenet_cli.decode.workers.decode_in_order`: (1) worker threads; (2) worker processes with the crops
 in shared-memory slots (the CUDA default); (3) worker processes with the crops pickled through the
 pool's pipe (what (2) replaced; a decoder without a `crop` size still goes this way); (4) as (3)
 with 48-byte crops, which shows whether the bytes or the tasks cost. Then the whole loop the main
@@ -24,9 +24,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shufflenet_cli.decoding import decode_in_order  # noqa: E402
-from shufflenet_cli.inputs import Input  # noqa: E402
-from shufflenet_cli.preprocess import Crop  # noqa: E402
+from shufflenet_cli.decode.workers import decode_in_order  # noqa: E402
+from shufflenet_cli.inputs.paths import Input  # noqa: E402
+from shufflenet_cli.decode.preprocess import Crop  # noqa: E402
 
 
 class Ready:

@@ -104,11 +104,11 @@ def measure(paths: list[str], spec, weights: Path, cores: float, source: str) ->
     import numpy as np
     import torch
 
-    from shufflenet_cli import near_ties
-    from shufflenet_cli.backends import make_backend
+    from shufflenet_cli.decode import near_ties
+    from shufflenet_cli.backends.torch_backend import make_backend
     from shufflenet_cli.engine import default_tuning
-    from shufflenet_cli.images import decode_rgb
-    from shufflenet_cli.preprocess import DRAFT_FACTOR, Preprocess
+    from shufflenet_cli.decode.images import decode_rgb
+    from shufflenet_cli.decode.preprocess import DRAFT_FACTOR, Preprocess
     from shufflenet_cli.runner import PredictOptions
     from shufflenet_cli.weights import load_model
 

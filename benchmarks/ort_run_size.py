@@ -29,8 +29,8 @@ from bench_cpu import _batch, _load, make_images, make_weights  # noqa: E402
 def backend_and_batch(model: str, weights: Path, images: list[str]):
     import torch
 
-    from shufflenet_cli.backends import make_backend
-    from shufflenet_cli.preprocess import Preprocess
+    from shufflenet_cli.backends.torch_backend import make_backend
+    from shufflenet_cli.decode.preprocess import Preprocess
     from shufflenet_cli.runner import PredictOptions, default_tuning
 
     spec, net = _load(model, weights)
@@ -52,7 +52,7 @@ def rss_mib() -> float:
 
 def child_first(args: argparse.Namespace) -> None:
     """In a fresh process: the first batch at one run size, then the resident memory added over ten more."""
-    from shufflenet_cli import onnx_backend
+    from shufflenet_cli.backends import onnx_runtime as onnx_backend
 
     onnx_backend.CPU_RUN_IMAGES = args.child_first
     backend, batch = backend_and_batch(args.model, Path(args.weights), json.loads(args.images))
@@ -80,7 +80,7 @@ def main() -> None:
     if args.child_first:
         child_first(args)
         return
-    from shufflenet_cli import onnx_backend
+    from shufflenet_cli.backends import onnx_runtime as onnx_backend
 
     workdir = Path(args.workdir).resolve()
     images = [str(p) for p in make_images(workdir / "imagenet-size", 64, large=False, seed=1)]

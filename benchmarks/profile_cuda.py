@@ -73,11 +73,11 @@ FEEDS = {  # name: (decoder, workers, processes, batch size; the window of input
 
 def feed(paths: list[str], decoder: str, workers: int, processes: bool, batch_size: int = 128) -> dict:
     from shufflenet_cli import pipeline
-    from shufflenet_cli.gpu_decode import JpegReader
-    from shufflenet_cli.inputs import Input
+    from shufflenet_cli.decode.gpu import JpegReader
+    from shufflenet_cli.inputs.paths import Input
     from shufflenet_cli.models import resolve_model
     from shufflenet_cli.pipeline import Stats
-    from shufflenet_cli.preprocess import Preprocess
+    from shufflenet_cli.decode.preprocess import Preprocess
 
     prep = Preprocess.from_spec(resolve_model("x1_0"))
     stats = Stats()

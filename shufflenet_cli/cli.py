@@ -268,10 +268,10 @@ def predict(
     Exit codes: 0 all classified, 1 some inputs failed, 2 usage error or no image found,
     3 model could not be loaded, 74 results could not be written, 130 interrupted.
     """
-    from shufflenet_cli.output import choose_format
+    from shufflenet_cli.output.formats import choose_format
     from shufflenet_cli.runner import PredictOptions
     from shufflenet_cli.runner import predict as run_predict
-    from shufflenet_cli.summary import print_summary, print_timings
+    from shufflenet_cli.output.summary import print_summary, print_timings
 
     out = None if output is None or output == "-" else Path(output)  # `-`: stdout
     err = _err_console()

@@ -19,8 +19,8 @@ from shufflenet_cli.errors import ModelLoadError
 from shufflenet_cli.models import ModelSpec
 
 if TYPE_CHECKING:
-    from shufflenet_cli.backends import Backend
-    from shufflenet_cli.preprocess import Preprocess
+    from shufflenet_cli.backends.torch_backend import Backend
+    from shufflenet_cli.decode.preprocess import Preprocess
     from shufflenet_cli.runner import PredictOptions
 
 
@@ -192,7 +192,7 @@ def _torch_free_source(spec: ModelSpec, opts: PredictOptions) -> _Hashed | None:
     applies (onnxruntime installed, the options and device it serves); None otherwise."""
     if not _onnx_candidate(opts) or not _cpu_without_torch(opts.device):
         return None
-    from shufflenet_cli import onnx_backend
+    from shufflenet_cli.backends import onnx_runtime as onnx_backend
 
     if not onnx_backend.available():
         return None
@@ -208,7 +208,7 @@ def _torch_free_backend(
     """(backend, labels, tuning) from a checked ONNX export of torchvision's cached weights file,
     found by the file's sha256, without importing torch or torchvision; None where there is none
     (then the usual path runs: it loads the model, exports and checks as needed)."""
-    from shufflenet_cli import onnx_backend
+    from shufflenet_cli.backends import onnx_runtime as onnx_backend
 
     folders = [source.path.parent, onnx_backend._user_cache_dir()]
     found = onnx_backend.find_checked_export(spec.arch, source.sha256, folders)
@@ -237,7 +237,7 @@ def _load(spec: ModelSpec, opts: PredictOptions, known: _Hashed | None):  # type
 
     device = resolve_device(opts.device)
     if opts.gpu_decode:  # before the model loads: a wrong device fails at once
-        from shufflenet_cli.gpu_decode import check_available
+        from shufflenet_cli.decode.gpu import check_available
 
         check_available(device)
     source = None
@@ -251,7 +251,7 @@ def _load(spec: ModelSpec, opts: PredictOptions, known: _Hashed | None):  # type
 def _backend(model, device, prep, opts: PredictOptions, tuning: Tuning):  # type: ignore[no-untyped-def]
     import torch
 
-    from shufflenet_cli.backends import make_backend
+    from shufflenet_cli.backends.torch_backend import make_backend
 
     # CPU: the inference threads. CUDA: torch's CPU threads in this process (the batch's host-side
     # copies), which would otherwise be one per core and contend with the decode workers for them.
@@ -273,7 +273,7 @@ def _record_checked_export(spec: ModelSpec, backend: Any, source: _Hashed | None
     weights, write the sidecar that lets the next run find it without torch. Not where the weights
     file's stamp changed since it was hashed (replaced while it was loading): the export may then
     be of other weights than the sha256 says."""
-    from shufflenet_cli.onnx_backend import OnnxBackend, write_sidecar
+    from shufflenet_cli.backends.onnx_runtime import OnnxBackend, write_sidecar
 
     if source is None or not isinstance(backend, OnnxBackend) or backend.cache_path is None:
         return

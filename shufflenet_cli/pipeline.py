@@ -21,10 +21,10 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from shufflenet_cli import near_ties
-from shufflenet_cli.backends import Backend
-from shufflenet_cli.decoding import Decoded, Prepare, decode_in_order
-from shufflenet_cli.inputs import STALL, Input
+from shufflenet_cli.decode import near_ties
+from shufflenet_cli.backends.torch_backend import Backend
+from shufflenet_cli.decode.workers import Decoded, Prepare, decode_in_order
+from shufflenet_cli.inputs.paths import STALL, Input
 from shufflenet_cli.records import Record, make_record
 
 # What a record says where the model's scores for an image are NaN or infinite (damaged weights)

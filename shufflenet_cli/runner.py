@@ -23,10 +23,10 @@ from rich.console import Console
 from shufflenet_cli.engine import Tuning, ready
 from shufflenet_cli.engine import default_tuning as default_tuning  # re-exported: benchmarks/bench_cpu.py
 from shufflenet_cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, UsageError
-from shufflenet_cli.inputs import STALL, Input, WalkOptions, image_extensions, iter_inputs, parse_extensions
+from shufflenet_cli.inputs.paths import STALL, Input, WalkOptions, image_extensions, iter_inputs, parse_extensions
 from shufflenet_cli.models import ModelSpec, resolve_model
 from shufflenet_cli.pipeline import Stats
-from shufflenet_cli.targets import is_stream
+from shufflenet_cli.atomic import is_stream
 
 
 @dataclass
@@ -148,8 +148,8 @@ def _same_path(path: str) -> str:
 
 def validate(opts: PredictOptions) -> None:
     """Checks for library callers; the CLI's own option types already enforce most of these."""
-    from shufflenet_cli.backends import BACKENDS, PRECISIONS
-    from shufflenet_cli.output import FORMATS
+    from shufflenet_cli.backends.torch_backend import BACKENDS, PRECISIONS
+    from shufflenet_cli.output.formats import FORMATS
 
     if opts.fmt not in FORMATS:
         raise UsageError(f"unknown format {opts.fmt!r}", hint="use " + ", ".join(FORMATS))
@@ -205,8 +205,8 @@ def predict(
     stdout: IO[bytes] | None = None,
     stderr: Console | None = None,
 ) -> Outcome:
-    from shufflenet_cli.preprocess import Preprocess
-    from shufflenet_cli.sinks import Completed, Sink, completed_paths
+    from shufflenet_cli.decode.preprocess import Preprocess
+    from shufflenet_cli.output.sinks import Completed, Sink, completed_paths
 
     err = stderr or Console(stderr=True)
     spec = resolve_model(opts.model)
@@ -281,7 +281,7 @@ def _decoders(opts: PredictOptions, prep, backend):  # type: ignore[no-untyped-d
     JpegBatchDecoder on the backend's device (checked by `ready`)."""
     if not opts.gpu_decode:
         return prep, None, prep.exact() if prep.decode == "checked" else None
-    from shufflenet_cli.gpu_decode import JpegBatchDecoder, JpegReader
+    from shufflenet_cli.decode.gpu import JpegBatchDecoder, JpegReader
 
     if prep.decode == "checked":  # the JPEGs that nvJPEG leaves to Pillow: exact, as nvJPEG's are
         prep = prep.exact(thumbnail=True)
@@ -291,7 +291,7 @@ def _decoders(opts: PredictOptions, prep, backend):  # type: ignore[no-untyped-d
 def _loop(inputs, prepare, backend, labels, tuning, opts, sink, report, err, show_bar, recount, gpu, recheck):  # type: ignore[no-untyped-def]
     """The batches, written as they finish; (stats, interrupted)."""
     from shufflenet_cli import pipeline
-    from shufflenet_cli.progress import progress_for
+    from shufflenet_cli.output.progress import progress_for
 
     stats = Stats()
     interrupted = False
@@ -362,7 +362,7 @@ def _abort(sink, report) -> None:  # type: ignore[no-untyped-def]
 def _open_report(opts: PredictOptions, spec: ModelSpec, sink=None):  # type: ignore[no-untyped-def]
     if opts.report is None:
         return None
-    from shufflenet_cli.report import HtmlReport
+    from shufflenet_cli.output.report import HtmlReport
 
     try:
         return HtmlReport(opts.report, title=f"shufflenet predict: {spec.arch}")
@@ -375,6 +375,6 @@ def _open_report(opts: PredictOptions, spec: ModelSpec, sink=None):  # type: ign
 def _close_report(report, outcome: Outcome) -> None:  # type: ignore[no-untyped-def]
     """Write the report's page, with the run's summary at its top."""
     if report is not None:
-        from shufflenet_cli.summary import summary_line
+        from shufflenet_cli.output.summary import summary_line
 
         report.close(summary_line(outcome))

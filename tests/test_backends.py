@@ -41,7 +41,7 @@ def spread_model(seed: int = 0) -> torch.nn.Module:
 def prep():
     """Overrides conftest's `prep`: built from torchvision's `weights.transforms()`, not the ModelSpec."""
     from shufflenet_cli.models import resolve_model
-    from shufflenet_cli.preprocess import Preprocess
+    from shufflenet_cli.decode.preprocess import Preprocess
 
     return Preprocess.from_weights(resolve_model("x0_5").weights())
 
@@ -74,13 +74,13 @@ def batch(prep, picture_paths) -> np.ndarray:
 def torch_fp32(model, prep):
     import copy
 
-    from shufflenet_cli.backends import TorchBackend
+    from shufflenet_cli.backends.torch_backend import TorchBackend
 
     return TorchBackend(copy.deepcopy(model), torch.device("cpu"), prep.mean, prep.std)
 
 
 def onnx(model, prep, weights_path=None, threads=1, **kw):
-    from shufflenet_cli.onnx_backend import OnnxBackend
+    from shufflenet_cli.backends.onnx_runtime import OnnxBackend
 
     return OnnxBackend(
         model, torch.device("cpu"), prep.mean, prep.std, prep.crop, threads=threads, weights_path=weights_path, **kw
@@ -88,7 +88,7 @@ def onnx(model, prep, weights_path=None, threads=1, **kw):
 
 
 def torch_logits(model, prep, batch: np.ndarray) -> np.ndarray:
-    from shufflenet_cli.backends import as_tensor, normalize
+    from shufflenet_cli.backends.torch_backend import as_tensor, normalize
 
     mean = torch.tensor(prep.mean).view(1, 3, 1, 1)
     std = torch.tensor(prep.std).view(1, 3, 1, 1)
@@ -100,7 +100,7 @@ def torch_logits(model, prep, batch: np.ndarray) -> np.ndarray:
 
 
 def test_onnxruntime_fp32_matches_torch_fp32(prep, batch):
-    from shufflenet_cli.backends import normalize
+    from shufflenet_cli.backends.torch_backend import normalize
 
     model = spread_model()
     reference = torch_fp32(model, prep)
@@ -111,7 +111,7 @@ def test_onnxruntime_fp32_matches_torch_fp32(prep, batch):
         torch.tensor(prep.std).view(1, 3, 1, 1),
         False,
     )
-    from shufflenet_cli.onnx_backend import allowed_difference
+    from shufflenet_cli.backends.onnx_runtime import allowed_difference
 
     ort_logits = backend._session.run(["logits"], {"input": x.numpy()})[0]
     ref_logits = torch_logits(model, prep, batch)
@@ -138,7 +138,7 @@ def test_onnxruntime_dynamic_batch_axis(prep, batch):
 def test_torch_channels_last_and_contiguous_agree(prep, batch):
     import copy
 
-    from shufflenet_cli.backends import TorchBackend
+    from shufflenet_cli.backends.torch_backend import TorchBackend
 
     model = spread_model()
     cl = TorchBackend(copy.deepcopy(model), torch.device("cpu"), prep.mean, prep.std, channels_last=True)
@@ -150,7 +150,7 @@ def test_torch_channels_last_and_contiguous_agree(prep, batch):
 
 
 def test_numpy_normalisation_is_torchs_bit_for_bit(prep):
-    from shufflenet_cli.backends import normalize, normalize_numpy
+    from shufflenet_cli.backends.torch_backend import normalize, normalize_numpy
 
     every_value = np.arange(256, dtype=np.uint8).repeat(3).reshape(1, 16, 16, 3)
     mean, std = torch.tensor(prep.mean).view(1, 3, 1, 1), torch.tensor(prep.std).view(1, 3, 1, 1)
@@ -162,7 +162,7 @@ def test_numpy_normalisation_is_torchs_bit_for_bit(prep):
 
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 def test_slices_run_at_once_give_the_one_slice_results(prep, batch, backend):
-    from shufflenet_cli.backends import TorchBackend
+    from shufflenet_cli.backends.torch_backend import TorchBackend
 
     model = spread_model()
     if backend == "torch":
@@ -177,7 +177,7 @@ def test_slices_run_at_once_give_the_one_slice_results(prep, batch, backend):
 
 
 def test_onnxruntime_runs_a_cpu_slice_in_small_runs_with_each_image_in_its_place(prep, batch):
-    from shufflenet_cli.onnx_backend import CPU_RUN_IMAGES
+    from shufflenet_cli.backends.onnx_runtime import CPU_RUN_IMAGES
 
     model = spread_model()
     backend = onnx(model, prep)
@@ -204,7 +204,7 @@ def test_onnxruntime_runs_a_cpu_slice_in_small_runs_with_each_image_in_its_place
 def test_torch_autocast_on_cpu_keeps_top1(prep, batch, precision):
     import copy
 
-    from shufflenet_cli.backends import TorchBackend
+    from shufflenet_cli.backends.torch_backend import TorchBackend
 
     model = spread_model()
     low = TorchBackend(copy.deepcopy(model), torch.device("cpu"), prep.mean, prep.std, precision=precision)
@@ -237,7 +237,7 @@ def test_onnxruntime_with_real_weights_calls_the_dog_a_samoyed(real_weights, pre
 def test_cuda_fp32_matches_cpu(prep, batch):
     import copy
 
-    from shufflenet_cli.backends import TorchBackend
+    from shufflenet_cli.backends.torch_backend import TorchBackend
 
     model = spread_model()
     gpu = TorchBackend(copy.deepcopy(model), torch.device("cuda"), prep.mean, prep.std)
@@ -252,7 +252,7 @@ def test_cuda_fp32_matches_cpu(prep, batch):
 def test_cuda_autocast_keeps_top1(prep, batch, precision):
     import copy
 
-    from shufflenet_cli.backends import TorchBackend
+    from shufflenet_cli.backends.torch_backend import TorchBackend
 
     model = spread_model()
     gpu = TorchBackend(copy.deepcopy(model), torch.device("cuda"), prep.mean, prep.std, precision=precision)
@@ -271,7 +271,7 @@ def test_cuda_graph_replay_is_bit_for_bit_the_eager_step(prep, batch, precision,
     the same, so the results are too. The last, smaller batch runs eagerly."""
     import copy
 
-    from shufflenet_cli.backends import TorchBackend
+    from shufflenet_cli.backends.torch_backend import TorchBackend
 
     model = spread_model()
     make = lambda graphs: TorchBackend(  # noqa: E731
@@ -296,7 +296,7 @@ def test_one_off_batches_run_eagerly_and_take_no_graph_slot(prep, batch):
     MAX_SHAPES graph slots that the run's own batch sizes need."""
     import copy
 
-    from shufflenet_cli.backends import TorchBackend
+    from shufflenet_cli.backends.torch_backend import TorchBackend
 
     graphed = TorchBackend(copy.deepcopy(spread_model()), torch.device("cuda"), prep.mean, prep.std)
     eager = TorchBackend(copy.deepcopy(spread_model()), torch.device("cuda"), prep.mean, prep.std, cuda_graphs=False)
@@ -316,7 +316,7 @@ def test_one_off_batches_run_eagerly_and_take_no_graph_slot(prep, batch):
 def test_each_device_and_precision_gets_the_layout_measured_faster(prep, device, precision, layout):
     import copy
 
-    from shufflenet_cli.backends import TorchBackend
+    from shufflenet_cli.backends.torch_backend import TorchBackend
 
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA device here")
@@ -331,7 +331,7 @@ def test_graphs_capture_a_shape_the_second_time_and_give_up_after_a_failed_captu
     """The policy, without a GPU: the first batch of a shape runs eagerly (None), the second is
     captured and replayed, later ones replayed; at most MAX_SHAPES shapes; a capture that raises
     turns graphs off for the rest of the run."""
-    from shufflenet_cli import cuda_graphs
+    from shufflenet_cli.backends import cuda_graphs
 
     captures = []
 
@@ -367,7 +367,7 @@ def test_graphs_capture_a_shape_the_second_time_and_give_up_after_a_failed_captu
 @pytest.fixture
 def spy_export(monkeypatch):
     """Counts real exports (and still runs them)."""
-    from shufflenet_cli import onnx_backend
+    from shufflenet_cli.backends import onnx_runtime as onnx_backend
 
     calls = []
     real = onnx_backend.export_bytes
@@ -408,7 +408,7 @@ def test_without_a_weights_file_the_export_goes_to_torchs_checkpoints(_offline_p
 
 
 def test_unwritable_weights_folder_falls_back_to_the_user_cache(tmp_path, prep, monkeypatch):
-    from shufflenet_cli import onnx_backend
+    from shufflenet_cli.backends import onnx_runtime as onnx_backend
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     locked = tmp_path / "readonly"
@@ -428,7 +428,7 @@ def test_a_damaged_cache_file_is_exported_again(tmp_path, prep, spy_export):
 
 
 def test_an_export_that_disagrees_with_torch_is_refused_and_not_cached(tmp_path, prep, monkeypatch):
-    from shufflenet_cli import onnx_backend
+    from shufflenet_cli.backends import onnx_runtime as onnx_backend
     from shufflenet_cli.errors import ModelLoadError
 
     other = spread_model(seed=7)
@@ -467,7 +467,7 @@ def test_export_does_not_touch_the_network(tmp_path, prep, monkeypatch):
 
 
 def test_auto_takes_onnxruntime_on_cpu_fp32_and_torch_otherwise(prep, tmp_path):
-    from shufflenet_cli.backends import make_backend
+    from shufflenet_cli.backends.torch_backend import make_backend
 
     cpu = torch.device("cpu")
     auto = make_backend("auto", spread_model(), cpu, prep, "fp32", threads=1, weights_path=tmp_path / "w.pth")
@@ -477,8 +477,8 @@ def test_auto_takes_onnxruntime_on_cpu_fp32_and_torch_otherwise(prep, tmp_path):
 
 
 def test_auto_falls_back_to_torch_and_says_why(prep, monkeypatch):
-    from shufflenet_cli import onnx_backend
-    from shufflenet_cli.backends import make_backend
+    from shufflenet_cli.backends import onnx_runtime as onnx_backend
+    from shufflenet_cli.backends.torch_backend import make_backend
     from shufflenet_cli.errors import ModelLoadError
 
     def broken(*args, **kwargs):
@@ -491,7 +491,7 @@ def test_auto_falls_back_to_torch_and_says_why(prep, monkeypatch):
 
 
 def test_onnxruntime_refuses_low_precision(prep):
-    from shufflenet_cli.backends import make_backend
+    from shufflenet_cli.backends.torch_backend import make_backend
     from shufflenet_cli.errors import UsageError
 
     with pytest.raises(UsageError, match="fp32 only"):
@@ -501,7 +501,7 @@ def test_onnxruntime_refuses_low_precision(prep):
 def test_onnxruntime_not_installed_is_a_usage_error(prep, monkeypatch):
     import sys
 
-    from shufflenet_cli.backends import make_backend
+    from shufflenet_cli.backends.torch_backend import make_backend
     from shufflenet_cli.errors import UsageError
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if it were absent
@@ -554,9 +554,9 @@ def test_split_preprocessing_equals_weights_transforms_bit_for_bit(tmp_path, siz
     """Preprocess.crop_array (workers) + normalize (backend) == weights.transforms(), exactly."""
     from PIL import Image
 
-    from shufflenet_cli.backends import normalize
+    from shufflenet_cli.backends.torch_backend import normalize
     from shufflenet_cli.models import resolve_model
-    from shufflenet_cli.preprocess import Preprocess
+    from shufflenet_cli.decode.preprocess import Preprocess
 
     for key in ("x0_5", "x2_0"):  # x2_0 resizes to 232, not 256
         weights = resolve_model(key).weights()

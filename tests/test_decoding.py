@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from conftest import make_image
 
-from shufflenet_cli.decode_processes import CRASHED, PROCESS_GROUP
-from shufflenet_cli.decoding import Decoded, decode_in_order
-from shufflenet_cli.inputs import Input
-from shufflenet_cli.preprocess import Preprocess
+from shufflenet_cli.decode.processes import CRASHED, PROCESS_GROUP
+from shufflenet_cli.decode.workers import Decoded, decode_in_order
+from shufflenet_cli.inputs.paths import Input
+from shufflenet_cli.decode.preprocess import Preprocess
 
 
 def _folder(tmp_path, n=21):
@@ -71,10 +71,10 @@ def test_cli_decode_in_processes(cli, tmp_path, random_weights):
 CTRL_C_WHILE_STARTING = """
 import signal, sys
 import multiprocessing.forkserver
-from shufflenet_cli.decoding import decode_in_order
-from shufflenet_cli.inputs import Input
+from shufflenet_cli.decode.workers import decode_in_order
+from shufflenet_cli.inputs.paths import Input
 from shufflenet_cli.models import resolve_model
-from shufflenet_cli.preprocess import Preprocess
+from shufflenet_cli.decode.preprocess import Preprocess
 
 stopped = []
 signal.signal(signal.SIGINT, lambda *_: stopped.append(1))  # the CLI's StopFlag does the same
@@ -94,7 +94,7 @@ def test_decode_worker_processes_keep_pillows_warnings_off_stderr(started):
 
     code = (
         "import warnings\n"
-        "from shufflenet_cli.decode_processes import _worker_start\n"
+        "from shufflenet_cli.decode.processes import _worker_start\n"
         + ("_worker_start(None)\n" if started else "")
         + "warnings.warn_explicit('big picture', UserWarning, 'Image.py', 1, module='PIL.Image')\n"
     )
@@ -131,7 +131,7 @@ import time
 
 import numpy as np
 
-from shufflenet_cli.preprocess import Crop
+from shufflenet_cli.decode.preprocess import Crop
 
 
 def slow(path):
@@ -141,8 +141,8 @@ def slow(path):
 
 CTRL_C_WHILE_STOPPING = """
 import os, signal, threading
-from shufflenet_cli.decoding import decode_in_order
-from shufflenet_cli.inputs import Input
+from shufflenet_cli.decode.workers import decode_in_order
+from shufflenet_cli.inputs.paths import Input
 from slow_decoder import slow
 
 signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -201,7 +201,7 @@ def test_an_exception_while_decoding_stops_reaches_the_caller(monkeypatch):
 
 
 def test_every_worker_process_gets_work_even_with_a_small_window():
-    from shufflenet_cli.decode_processes import groups_in_flight
+    from shufflenet_cli.decode.processes import groups_in_flight
 
     assert groups_in_flight(workers=16, window=64) == 16  # -b 1 -j 16: 8 groups would idle 8 workers
     assert groups_in_flight(workers=16, window=256) == 256 // PROCESS_GROUP
@@ -300,7 +300,7 @@ def test_the_cli_prints_its_own_warnings_as_one_line(cli, tmp_path, random_weigh
 def test_once_a_worker_has_run_a_crash_is_the_files_fault(tmp_path, prep, monkeypatch):
     """After a task has come back, a crash never sends the run to threads (the file that killed a
     worker would kill the main process there): no probe, the file alone is a "crashed" record."""
-    from shufflenet_cli.decode_processes import _Pool
+    from shufflenet_cli.decode.processes import _Pool
 
     def no_probe(self):
         raise AssertionError("probed whether workers can start after one had run a task")

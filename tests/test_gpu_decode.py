@@ -23,11 +23,11 @@ import torch
 from conftest import DOG, make_image, random_state_dict
 from PIL import Image
 
-from shufflenet_cli.gpu_decode import JpegBatchDecoder, JpegReader, check_available, read_jpeg, upright
-from shufflenet_cli.images import _TRANSPOSE
-from shufflenet_cli.inputs import Input
+from shufflenet_cli.decode.gpu import JpegBatchDecoder, JpegReader, check_available, read_jpeg, upright
+from shufflenet_cli.decode.images import _TRANSPOSE
+from shufflenet_cli.inputs.paths import Input
 from shufflenet_cli.models import resolve_model
-from shufflenet_cli.preprocess import Preprocess
+from shufflenet_cli.decode.preprocess import Preprocess
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 CPU = torch.device("cpu")
@@ -62,8 +62,8 @@ def test_the_report_thumbnail_comes_from_the_bytes_read_once(tmp_path, prep, mon
     the reader already holds (of an MPO, its photo's), not from the file read a second time."""
     import builtins
 
-    from shufflenet_cli.images import load_rgb
-    from shufflenet_cli.preprocess import make_thumbnail
+    from shufflenet_cli.decode.images import load_rgb
+    from shufflenet_cli.decode.preprocess import make_thumbnail
 
     rotated = gen.rotated(tmp_path / "r.jpg", gen.blocks((300, 400)), 6)  # stored 400 x 300
     mpo, _ = phone_mpo(tmp_path)
@@ -94,7 +94,7 @@ def test_other_files_take_the_pillow_path_at_once(tmp_path, prep, kind):
         path.write_bytes(b"\xff\xd8\xff" + b"not really a jpeg" * 10)
     assert read_jpeg(str(path)) is None
     if kind == "not_an_image":
-        from shufflenet_cli.images import ImageError
+        from shufflenet_cli.decode.images import ImageError
 
         with pytest.raises(ImageError):
             JpegReader(prep)(str(path))
@@ -179,7 +179,7 @@ def test_exif_rotated_jpeg_comes_out_upright(tmp_path, prep, orientation):
 @pytest.mark.parametrize("size", [(500, 375), (375, 500), (256, 256), (300, 1000), (230, 230)])
 def test_transform_is_the_weights_own_on_tensors(size):
     """Crops normalised by the backends equal weights.transforms() run on the same tensor image."""
-    from shufflenet_cli.backends import normalize
+    from shufflenet_cli.backends.torch_backend import normalize
 
     spec = resolve_model("x1_5")  # resize 232: the sizes differ from x0_5's 256
     weights_prep = Preprocess.from_spec(spec)
@@ -210,7 +210,7 @@ def test_large_images_are_resized_a_few_at_a_time(prep, monkeypatch):
     (measured on the CPU: ~200 MiB per 12-MP photo, so ~25 GiB for 128). Same crops, in order."""
     from torchvision.transforms import functional as F
 
-    from shufflenet_cli import gpu_decode
+    from shufflenet_cli.decode import gpu as gpu_decode
 
     rng = np.random.default_rng(1)
     images = [torch.from_numpy(rng.integers(0, 256, size=(3, 300, 400), dtype=np.uint8)) for _ in range(5)]
@@ -272,7 +272,7 @@ LABELS = [f"class {i}" for i in range(1000)]
 
 @pytest.fixture(scope="module")
 def cpu_backend(prep):
-    from shufflenet_cli.backends import TorchBackend
+    from shufflenet_cli.backends.torch_backend import TorchBackend
     from shufflenet_cli.weights import build_model
 
     model = build_model(resolve_model("x0_5"), random_state_dict("x0_5"), "test")
@@ -368,7 +368,7 @@ def test_cuda_decode_matches_the_cpu_decode(tmp_path, prep):
 def test_cuda_pipeline_in_order_with_fallbacks(tmp_path, prep, cpu_backend):
     import copy
 
-    from shufflenet_cli.backends import TorchBackend
+    from shufflenet_cli.backends.torch_backend import TorchBackend
 
     gpu_backend = TorchBackend(copy.deepcopy(cpu_backend.model), torch.device("cuda"), prep.mean, prep.std)
     paths = _mixed_folder(tmp_path)

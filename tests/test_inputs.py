@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import CliResult, make_image
 
-from shufflenet_cli import inputs as inputs_mod
-from shufflenet_cli.inputs import WalkOptions, iter_inputs, read_path_list
+from shufflenet_cli.inputs import paths as inputs_mod
+from shufflenet_cli.inputs.paths import WalkOptions, iter_inputs, read_path_list
 
 JPG = frozenset({"jpg"})
 
@@ -455,7 +455,7 @@ def test_heic_in_a_folder_is_an_error_record_naming_the_format(run, tmp_path):
 def test_a_file_behind_a_folder_that_cannot_be_entered_says_permission_denied(tmp_path, monkeypatch):
     """os.path.lexists is False there too; the record must not say the file does not exist. (As root
     no folder is closed, so the refusal is simulated where the file system would give it.)"""
-    from shufflenet_cli.inputs import iter_inputs
+    from shufflenet_cli.inputs.paths import iter_inputs
 
     closed = str(tmp_path / "closed" / "x.jpg")
     real_lstat = os.lstat

@@ -12,9 +12,9 @@ import pytest
 from conftest import DOG
 from PIL import Image
 
-from shufflenet_cli import near_ties
-from shufflenet_cli.images import ImageError
-from shufflenet_cli.preprocess import Crop, Preprocess
+from shufflenet_cli.decode import near_ties
+from shufflenet_cli.decode.images import ImageError
+from shufflenet_cli.decode.preprocess import Crop, Preprocess
 
 
 def probs_of(*rows: tuple[float, float]) -> np.ndarray:
@@ -105,7 +105,7 @@ def test_default_decodes_a_close_call_again_and_keeps_a_clear_one(cli, tmp_path,
 
 
 def test_a_draft_that_libjpeg_cannot_scale_counts_as_exact(tmp_path):
-    from shufflenet_cli.images import decode_rgb
+    from shufflenet_cli.decode.images import decode_rgb
 
     path = big_jpeg(tmp_path / "odd.jpg", size=(3001, 2048))  # Pillow's draft settles on scale 1 here
     img, drafted = decode_rgb(str(path), 1024)
@@ -201,7 +201,7 @@ class MarkingBackend:
 @pytest.mark.parametrize(("workers", "batch_size"), [(0, 7), (2, 7), (2, 2), (1, 1)])
 def test_pipeline_redoes_each_drafted_near_tie_in_place_among_failed_inputs(workers, batch_size):
     from shufflenet_cli import pipeline
-    from shufflenet_cli.inputs import Input
+    from shufflenet_cli.inputs.paths import Input
 
     # first pixel 10 + i when drafted, 100 + i exactly; "bad" inputs fail; "small" ones are exact at once
     names = ["big0", "bad1", "big2", "small3", "bad4", "big5", "small6"]
@@ -256,7 +256,7 @@ def _names_prepare(names: list[str], slow_exact=None):
 
 def _run(names, prepare, backend, **kwargs):
     from shufflenet_cli import pipeline
-    from shufflenet_cli.inputs import Input
+    from shufflenet_cli.inputs.paths import Input
 
     return pipeline.run(
         [Input(n) for n in names],

@@ -9,9 +9,9 @@ import json
 import pytest
 from rich.console import Console
 
-from shufflenet_cli.output import CSV_HEADER, Csv, JsonArray, JsonLines, render_table
+from shufflenet_cli.output.formats import CSV_HEADER, Csv, JsonArray, JsonLines, render_table
 from shufflenet_cli.records import Prediction, Record
-from shufflenet_cli.sinks import Sink
+from shufflenet_cli.output.sinks import Sink
 
 GOOD = Record(
     "photos/dog.jpg",
@@ -148,7 +148,7 @@ def test_a_table_printed_batch_by_batch_widens_for_later_batches_and_keeps_their
 
 
 def test_table_widths_fit_the_content_and_then_the_width():
-    from shufflenet_cli.output import table_widths
+    from shufflenet_cli.output.formats import table_widths
 
     assert table_widths([Record("a.jpg", GOOD.predictions)], 80) == (16, 12)  # the narrowest
     assert table_widths([GOOD, Record("b.jpg", (Prediction(1, 1, "Great Pyrenees", 0.5),))], 80) == (16, 14)
@@ -187,7 +187,7 @@ def test_format_comes_from_the_option_then_the_output_extension():
     import pytest
 
     from shufflenet_cli.errors import UsageError
-    from shufflenet_cli.output import choose_format
+    from shufflenet_cli.output.formats import choose_format
 
     assert choose_format(None, False, None) == "table"
     assert choose_format(None, False, Path("out/results.JSONL")) == "jsonl"

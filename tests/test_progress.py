@@ -8,7 +8,7 @@ import time
 from rich.console import Console
 
 from shufflenet_cli.pipeline import Stats
-from shufflenet_cli.progress import SHOW_AFTER, Counter, progress_for
+from shufflenet_cli.output.progress import SHOW_AFTER, Counter, progress_for
 
 
 def _console(terminal: bool) -> tuple[Console, io.StringIO]:

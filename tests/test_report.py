@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import make_image
 
-from shufflenet_cli.display import clean_text
+from shufflenet_cli.output.display import clean_text
 from shufflenet_cli.errors import OutputError
 from shufflenet_cli.records import Prediction, Record
-from shufflenet_cli.report import (
+from shufflenet_cli.output.report import (
     HtmlReport,
     bar_width,
     bars_html,
@@ -372,7 +372,7 @@ def test_report_to_dev_stdout_appended_to_a_log_keeps_the_log(tmp_path):
     log = tmp_path / "log.txt"
     log.write_text("OLD LOG\n")
     code = (
-        "import sys; from shufflenet_cli.report import HtmlReport; from shufflenet_cli.records import Record\n"
+        "import sys; from shufflenet_cli.output.report import HtmlReport; from shufflenet_cli.records import Record\n"
         "print('before', flush=True)\n"
         "r = HtmlReport('/dev/stdout', title='t'); r.add([Record('a.jpg', error='bad')])\n"
         "r.close('0 classified, 1 failed')\n"

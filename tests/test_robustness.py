@@ -20,9 +20,10 @@ import pytest
 from conftest import make_image
 from PIL import Image, features
 
-from shufflenet_cli import pipeline, preprocess
-from shufflenet_cli.inputs import Input
-from shufflenet_cli.preprocess import Preprocess
+from shufflenet_cli import pipeline
+from shufflenet_cli.decode import preprocess
+from shufflenet_cli.inputs.paths import Input
+from shufflenet_cli.decode.preprocess import Preprocess
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 from conftest import make_image
 
 from shufflenet_cli import pipeline
-from shufflenet_cli.inputs import STALL, Input, WalkOptions, iter_inputs, read_path_list
+from shufflenet_cli.inputs.paths import STALL, Input, WalkOptions, iter_inputs, read_path_list
 
 START_UP = 60  # seconds for the first record: imports and the model, on a busy 2-core machine
 SOON = 10  # seconds for a record, or the exit, once the CLI is running: the stall timeout is 0.25 s

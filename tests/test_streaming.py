@@ -24,7 +24,7 @@ from test_inputs import put, run  # noqa: F401  (run is a fixture)
 
 from shufflenet_cli import pipeline
 from shufflenet_cli.records import Prediction, Record
-from shufflenet_cli.sinks import Sink, completed_paths
+from shufflenet_cli.output.sinks import Sink, completed_paths
 
 TOPK = 2
 
@@ -273,7 +273,7 @@ def test_resume_keeps_earlier_errors_and_their_exit_code(run, cli, random_weight
 
 
 def test_resume_passes_a_stdin_pause_on_even_where_an_error_record_has_an_empty_path():
-    from shufflenet_cli.inputs import STALL, Input
+    from shufflenet_cli.inputs.paths import STALL, Input
     from shufflenet_cli.runner import skip_done
 
     tally: Counter[str] = Counter()

@@ -9,10 +9,10 @@ import time
 import numpy as np
 
 from shufflenet_cli import pipeline
-from shufflenet_cli.decoding import Decoded
-from shufflenet_cli.inputs import Input
+from shufflenet_cli.decode.workers import Decoded
+from shufflenet_cli.inputs.paths import Input
 from shufflenet_cli.pipeline import Stats
-from shufflenet_cli.summary import timings_lines
+from shufflenet_cli.output.summary import timings_lines
 
 
 class SlowFirstBatch:

@@ -85,7 +85,7 @@ def test_crop_array_is_torchvisions_resize_and_center_crop_byte_for_byte(size):
     from torchvision.transforms import InterpolationMode
 
     from shufflenet_cli.models import MODELS
-    from shufflenet_cli.preprocess import Preprocess
+    from shufflenet_cli.decode.preprocess import Preprocess
 
     w, h = size
     rng = np.random.default_rng(w * 7919 + h)
@@ -101,7 +101,7 @@ def test_crop_array_is_torchvisions_resize_and_center_crop_byte_for_byte(size):
 
 def test_from_spec_equals_from_weights():
     from shufflenet_cli.models import MODELS
-    from shufflenet_cli.preprocess import Preprocess
+    from shufflenet_cli.decode.preprocess import Preprocess
 
     for spec in MODELS.values():
         a, b = Preprocess.from_spec(spec), Preprocess.from_weights(spec.weights())
@@ -109,8 +109,8 @@ def test_from_spec_equals_from_weights():
 
 
 def test_topk_numpy_matches_torch():
-    from shufflenet_cli.backends import topk_to_numpy
-    from shufflenet_cli.onnx_backend import topk_numpy
+    from shufflenet_cli.backends.torch_backend import topk_to_numpy
+    from shufflenet_cli.backends.onnx_runtime import topk_numpy
 
     logits = np.random.default_rng(0).normal(0, 5, size=(6, 1000)).astype(np.float32)
     p1, i1 = topk_numpy(logits, 5)
@@ -145,7 +145,7 @@ def _ready():
     """engine.ready for x0_5 on the CPU, as `predict -m x0_5 --device cpu --threads 1` gets it."""
     from shufflenet_cli import engine
     from shufflenet_cli.models import resolve_model
-    from shufflenet_cli.preprocess import Preprocess
+    from shufflenet_cli.decode.preprocess import Preprocess
     from shufflenet_cli.runner import PredictOptions
 
     spec = resolve_model("x0_5")
@@ -174,7 +174,7 @@ def hashed(monkeypatch, tmp_path) -> list[Path]:
 def test_weights_file_is_hashed_once_per_run(cached_weights, hashed):
     import hashlib
 
-    from shufflenet_cli.onnx_backend import find_checked_export
+    from shufflenet_cli.backends.onnx_runtime import find_checked_export
 
     backend, _, _ = _ready()  # the run that exports, checks and writes the sidecar
     assert backend.name == "onnxruntime" and backend.exported and not backend.torch_free
@@ -278,7 +278,7 @@ def test_changed_weights_file_misses_and_exports_again(cached_weights, tmp_path)
 
 
 def test_sidecar_from_other_versions_is_not_used(cached_weights, tmp_path):
-    from shufflenet_cli.onnx_backend import find_checked_export
+    from shufflenet_cli.backends.onnx_runtime import find_checked_export
     from shufflenet_cli.weights import sha256_file
 
     image = make_image(tmp_path / "img.jpg", size=(300, 200), seed=5, quality=90)

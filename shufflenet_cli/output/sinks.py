@@ -25,9 +25,9 @@ from typing import IO, Iterator, NamedTuple
 from rich.console import Console
 
 from shufflenet_cli.errors import OutputError, UsageError, WriteError
-from shufflenet_cli.output import CSV_HEADER, render_table, renderer_for, table_widths
+from shufflenet_cli.output.formats import CSV_HEADER, render_table, renderer_for, table_widths
 from shufflenet_cli.records import Record
-from shufflenet_cli.targets import is_stream, new_file_mode, rename_target
+from shufflenet_cli.atomic import is_stream, new_file_mode, rename_target
 
 # JSON: a lone surrogate (undecodable file-name byte) becomes the JSON escape \udcXX.
 # CSV and tables: the original bytes go out unchanged.

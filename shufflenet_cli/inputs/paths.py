@@ -14,7 +14,7 @@ import select
 from dataclasses import dataclass
 from typing import IO, Iterable, Iterator
 
-from shufflenet_cli.globbing import has_magic, iglob
+from shufflenet_cli.inputs.globbing import has_magic, iglob
 
 # Taken from directories even where this Pillow cannot open them (HEIC, JPEG XL without a plugin):
 # such a photo becomes an error record that names its format, never a silent skip.
@@ -50,7 +50,7 @@ def image_extensions() -> frozenset[str]:
     """The default list plus every extension Pillow can open in this installation."""
     from PIL import Image
 
-    from shufflenet_cli.images import register_plugins
+    from shufflenet_cli.decode.images import register_plugins
 
     register_plugins()
     Image.init()

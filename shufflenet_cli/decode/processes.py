@@ -19,11 +19,11 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Iterable, Iterator
 
-from shufflenet_cli import crop_slots
-from shufflenet_cli.crop_slots import CropSlots
-from shufflenet_cli.decoding import Decoded, Prepare, decode_many
+from shufflenet_cli.decode import crop_slots
+from shufflenet_cli.decode.crop_slots import CropSlots
+from shufflenet_cli.decode.workers import Decoded, Prepare, decode_many
 from shufflenet_cli.errors import ShufflenetWarning
-from shufflenet_cli.inputs import STALL, Input
+from shufflenet_cli.inputs.paths import STALL, Input
 
 PROCESS_GROUP = 8  # inputs per task handed to a worker process: amortises the hand-over
 CRASHED = "the decoder crashed on this file (its worker process died)"
@@ -154,7 +154,7 @@ class WorkersCannotStart(Exception):
 
 
 def in_processes(inputs: Iterable[Input], prep: Prepare, workers: int, window: int) -> Iterator[Decoded]:
-    from shufflenet_cli.decoding import decode_in_order
+    from shufflenet_cli.decode.workers import decode_in_order
 
     limit = groups_in_flight(workers, window)
     crop = getattr(prep, "crop", None)

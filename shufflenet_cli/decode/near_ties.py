@@ -19,8 +19,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from shufflenet_cli.decoding import decode_one
-from shufflenet_cli.inputs import Input
+from shufflenet_cli.decode.workers import decode_one
+from shufflenet_cli.inputs.paths import Input
 
 # log(p1 / p2), the top two logits' difference. On 319 real photos (4000 px, x0_5) the 6 flips of the
 # drafted decode had gaps up to 0.075, on 253 held-out ones up to 0.170; at 0.2, 11-15 % of those

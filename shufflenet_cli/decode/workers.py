@@ -21,9 +21,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from shufflenet_cli.images import ImageError
-from shufflenet_cli.inputs import STALL, Input
-from shufflenet_cli.preprocess import Crop
+from shufflenet_cli.decode.images import ImageError
+from shufflenet_cli.inputs.paths import STALL, Input
+from shufflenet_cli.decode.preprocess import Crop
 
 Prepare = Callable[[str], Crop]  # a path -> its crop (Preprocess), or its JPEG bytes (gpu_decode.JpegReader)
 
@@ -61,7 +61,7 @@ def decode_many(prep: Prepare, items: list[Input], slots: list[int] | None = Non
     """In a worker process: each crop goes into its input's shared-memory slot where one was given."""
     out = [decode_one(prep, item) for item in items]
     if slots is not None:
-        from shufflenet_cli import crop_slots
+        from shufflenet_cli.decode import crop_slots
 
         for d, slot in zip(out, slots, strict=True):
             if isinstance(d.array, np.ndarray) and crop_slots.put(slot, d.array):
@@ -79,7 +79,7 @@ def decode_in_order(
             yield Decoded(STALL) if item is STALL else decode_one(prep, item)
         return
     if processes:  # imported here: the process machinery costs start-up time that threads do not need
-        from shufflenet_cli.decode_processes import in_processes
+        from shufflenet_cli.decode.processes import in_processes
 
         yield from in_processes(inputs, prep, workers, window)
         return

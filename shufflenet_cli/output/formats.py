@@ -17,7 +17,7 @@ from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
-from shufflenet_cli.display import clean_text
+from shufflenet_cli.output.display import clean_text
 from shufflenet_cli.records import Record
 
 FORMATS = ("table", "json", "jsonl", "csv")

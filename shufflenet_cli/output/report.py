@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 from typing import IO, Iterable
 
-from shufflenet_cli.display import clean_text
+from shufflenet_cli.output.display import clean_text
 from shufflenet_cli.errors import OutputError, WriteError
 from shufflenet_cli.records import Prediction, Record
-from shufflenet_cli.targets import is_stream, new_file_mode, rename_target
+from shufflenet_cli.atomic import is_stream, new_file_mode, rename_target
 
 # Only inline styles and data: images may load; anything else (a stray URL) is refused by the browser.
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"

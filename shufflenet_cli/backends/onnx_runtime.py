@@ -238,7 +238,7 @@ def check_batch(crop: int, mean: Any, std: Any) -> Any:
     mean and std as (1, 3, 1, 1) tensors."""
     import torch
 
-    from shufflenet_cli.backends import normalize
+    from shufflenet_cli.backends.torch_backend import normalize
 
     gen = torch.Generator().manual_seed(0)
     pixels = torch.randint(0, 256, (2, crop, crop, 3), dtype=torch.uint8, generator=gen)
@@ -401,7 +401,7 @@ class OnnxBackend:
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Normalise (numpy, the torch backend's arithmetic) and run one slice, on CPU
         `CPU_RUN_IMAGES` images at a time; releases the GIL."""
-        from shufflenet_cli.backends import normalize_numpy
+        from shufflenet_cli.backends.torch_backend import normalize_numpy
 
         step = CPU_RUN_IMAGES if self.device.type == "cpu" else max(1, len(batch))
         runs = [batch[i : i + step] for i in range(0, max(1, len(batch)), step)]  # an empty batch: one empty run
@@ -422,7 +422,7 @@ class OnnxBackend:
             return topk_numpy(logits, k)
         import torch
 
-        from shufflenet_cli.backends import topk_to_numpy
+        from shufflenet_cli.backends.torch_backend import topk_to_numpy
 
         with torch.inference_mode():
             return topk_to_numpy(torch.from_numpy(logits), k)

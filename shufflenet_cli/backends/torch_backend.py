@@ -125,7 +125,7 @@ class TorchBackend:
         self.streams = 1 if self._cuda else max(1, int(self.threads or torch.get_num_threads()))
         self._graphs = None
         if self._cuda and self.cuda_graphs:
-            from shufflenet_cli.cuda_graphs import GraphedSteps
+            from shufflenet_cli.backends.cuda_graphs import GraphedSteps
 
             self._graphs = GraphedSteps(self.device, self.device_topk)
         self._pool = None
@@ -191,7 +191,7 @@ class TorchBackend:
 
 def prefers_onnxruntime(device: Any, precision: str) -> bool:
     """auto's choice: onnxruntime on CPU at fp32 where it is installed (measured faster there)."""
-    from shufflenet_cli import onnx_backend
+    from shufflenet_cli.backends import onnx_runtime as onnx_backend
 
     return device.type == "cpu" and precision == "fp32" and onnx_backend.available()
 
@@ -223,7 +223,7 @@ def make_backend(
         raise UsageError(f"unknown precision {precision!r}", hint="use fp32, fp16 or bf16")
     note = ""
     if name == "onnxruntime" or (name == "auto" and prefers_onnxruntime(device, precision)):
-        from shufflenet_cli.onnx_backend import OnnxBackend
+        from shufflenet_cli.backends.onnx_runtime import OnnxBackend
 
         try:
             return OnnxBackend(

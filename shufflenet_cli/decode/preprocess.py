@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from shufflenet_cli.images import decode_rgb
+from shufflenet_cli.decode.images import decode_rgb
 
 # How large JPEGs are decoded (docs/benchmarks.md, "JPEG draft decoding"):
 #   exact    (--exact-decode) full size, always: byte for byte weights.transforms()

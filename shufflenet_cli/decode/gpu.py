@@ -24,7 +24,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from shufflenet_cli.preprocess import Crop, Preprocess
+from shufflenet_cli.decode.preprocess import Crop, Preprocess
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 JPEG_END = b"\xff\xd9"  # EOI
@@ -59,8 +59,8 @@ class JpegReader:
             return self.prep(path)
         thumb = None
         if size := self.prep.thumbnail_size:  # for --report: Pillow decodes a small DCT-scaled copy of the bytes read
-            from shufflenet_cli.images import decode_rgb
-            from shufflenet_cli.preprocess import make_thumbnail
+            from shufflenet_cli.decode.images import decode_rgb
+            from shufflenet_cli.decode.preprocess import make_thumbnail
 
             thumb = make_thumbnail(decode_rgb(path, size, data=jpeg.data)[0], size)
         return Crop(None, time.perf_counter() - t0, 0.0, thumb, jpeg=jpeg)
@@ -74,7 +74,7 @@ def read_jpeg(path: str) -> EncodedJpeg | None:
 
     from PIL import Image
 
-    from shufflenet_cli.images import JPEG_FORMATS, orientation_of
+    from shufflenet_cli.decode.images import JPEG_FORMATS, orientation_of
 
     if not os.path.isfile(path):  # a named pipe, a device: the Pillow path reads it without blocking
         return None
@@ -133,7 +133,7 @@ class JpegBatchDecoder:
     def decode_chunk(self, chunk: list[Any]) -> None:
         """A chunk's waiting JPEGs (decoding.Decoded with `jpeg` set), decoded in one batch; any the GPU
         refuses, or all of them where the GPU fails otherwise (out of memory, say), take the Pillow path."""
-        from shufflenet_cli.decoding import decode_one
+        from shufflenet_cli.decode.workers import decode_one
 
         waiting = [d for d in chunk if d.jpeg is not None]
         if not waiting:
@@ -155,7 +155,7 @@ class JpegBatchDecoder:
         files that took the Pillow path)."""
         import torch
 
-        from shufflenet_cli.backends import as_tensor
+        from shufflenet_cli.backends.torch_backend import as_tensor
 
         return torch.stack([c if isinstance(c, torch.Tensor) else as_tensor(c).to(self.device) for c in crops])
 
