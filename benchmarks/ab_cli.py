@@ -5,12 +5,12 @@ the other tell little. This runs `shufflenet predict SET ... --timings` from a g
 and from this tree in turn, round after round, and prints each round's run rates (images/s, first
 input to last record), the medians and how many rounds each side won.
 
-    python benchmarks/ab_cli.py 6261240                     # ImageNet-size (x1_0) and 12-MP (x0_5) sets, 6 rounds
-    python benchmarks/ab_cli.py HEAD~1 --sets small --rounds 10
-    python benchmarks/ab_cli.py main --extra=--exact-decode # the same flags for both sides (note the =)
+    python -m benchmarks.ab_cli REV                         # ImageNet-size (x1_0) and 12-MP (x0_5) sets, 6 rounds
+    python -m benchmarks.ab_cli HEAD~1 --sets small --rounds 10
+    python -m benchmarks.ab_cli main --extra=--exact-decode # the same flags for both sides (note the =)
 
-Both sides use this tree's benchmark images, weights and ONNX cache (`.bench/`, made by bench_cpu.py's
-code where missing); each side runs once untimed first (its own ONNX export, if its cache key differs),
+Both sides use this tree's benchmark images, weights and ONNX cache (`.bench/`, bench_cpu.py's sets,
+made where missing); each side runs once untimed first (its own ONNX export, if its cache key differs),
 and the side that goes first alternates from round to round. A run that does not report a rate over
 every input stops the comparison.
 """
@@ -26,8 +26,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_cpu import ROOT, _env, default_large_model, large_set, make_weights, parse_timings, small_set  # noqa: E402
+from benchmarks.common import (
+    BENCH_DIR,
+    ROOT,
+    child_env,
+    default_large_model,
+    large_set,
+    make_weights,
+    parse_timings,
+    small_set,
+)
 
 SETS = ("small", "12mp")
 
@@ -46,7 +54,7 @@ def sets(workdir: Path, names: list[str]) -> dict[str, tuple[Path, str, Path, in
 
 
 def _env_for(tree: Path, workdir: Path) -> dict:
-    return {**_env(workdir), "PYTHONPATH": str(tree)}
+    return {**child_env(workdir), "PYTHONPATH": str(tree)}
 
 
 def check_imports(tree: Path, workdir: Path) -> None:
@@ -81,7 +89,7 @@ def main() -> None:
     ap.add_argument("--sets", default="small,12mp", help="small (200 ImageNet-size JPEGs), 12mp (32 12-MP JPEGs)")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--extra", default="", help='more predict options for both sides: --extra="--threads 1"')
-    ap.add_argument("--workdir", default=str(ROOT / ".bench"))
+    ap.add_argument("--workdir", default=str(BENCH_DIR))
     args = ap.parse_args()
     names = [s.strip() for s in args.sets.split(",") if s.strip()]
     if args.rounds < 1 or not names or not set(names) <= set(SETS):

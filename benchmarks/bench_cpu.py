@@ -1,8 +1,8 @@
 """CPU benchmark: the seed's per-image loop vs `shufflenet predict` with its defaults, on the same images.
 
-    python benchmarks/bench_cpu.py                  # about 3 minutes on 2 cores
-    python benchmarks/bench_cpu.py --images 1000 --large 48 --repeats 5
-    python benchmarks/bench_cpu.py --sweep          # the tuning measurements behind default_tuning
+    python -m benchmarks.bench_cpu                  # about 3 minutes on 2 cores
+    python -m benchmarks.bench_cpu --images 1000 --large 48 --repeats 5
+    python -m benchmarks.bench_cpu --sweep          # the measurements behind shufflenet_cli/tuning.py
 
 What it measures, each in its own child process of this one (same images, same weights file):
   (a) seed      the seed's loop: Image.open, Resize(256)/CenterCrop(224)/ToTensor/Normalize,
@@ -39,192 +39,50 @@ Each measurement runs --repeats times, the variants interleaved; medians are pri
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import platform
-import re
-import shutil
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-DOG = SHARED / "images" / "dog.jpg"
-REAL_X0_5 = SHARED / "weights" / "shufflenetv2_x0_5-imagenet-fp16.pth"
-
-
-# --------------------------------------------------------------------------------------------- images
-
-
-def _source_image():
-    from PIL import Image
-
-    if DOG.is_file():
-        return Image.open(DOG).convert("RGB")
-    import numpy as np
-
-    rng = np.random.default_rng(0)  # a smooth synthetic picture with some texture
-    yy, xx = np.mgrid[0:1200, 0:1600].astype(np.float32)
-    base = np.stack([128 + 100 * np.sin(xx / 97 + c) * np.cos(yy / 61 - c) for c in range(3)], axis=-1)
-    base += rng.normal(0, 12, base.shape)
-    return Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")
-
-
-def _variant(src, rng, size, noise=None):
-    """A random crop of `src`, resized to `size`, recoloured, maybe flipped, with optional noise."""
-    import numpy as np
-    from PIL import Image, ImageEnhance
-
-    w, h = src.size
-    tw, th = size
-    aspect = tw / th
-    area = rng.uniform(0.25, 1.0) * w * h
-    cw = int(min(w, (area * aspect) ** 0.5))
-    ch = int(min(h, cw / aspect))
-    cw = int(ch * aspect)
-    x0 = int(rng.integers(0, w - cw + 1))
-    y0 = int(rng.integers(0, h - ch + 1))
-    img = src.crop((x0, y0, x0 + cw, y0 + ch)).resize(size, Image.Resampling.BICUBIC)
-    img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.7, 1.3))
-    img = ImageEnhance.Contrast(img).enhance(rng.uniform(0.7, 1.3))
-    img = ImageEnhance.Color(img).enhance(rng.uniform(0.5, 1.5))
-    if rng.random() < 0.5:
-        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    if rng.random() < 0.3:  # hue shift by rotating the channels
-        img = Image.merge("RGB", [img.getchannel(i) for i in rng.permutation(3)])
-    if noise is not None:
-        arr = np.asarray(img, dtype=np.int16)
-        dy, dx = int(rng.integers(0, 8)), int(rng.integers(0, 8))
-        arr = arr + noise[dy : dy + arr.shape[0], dx : dx + arr.shape[1]]
-        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
-    return img
-
-
-def make_images(folder: Path, count: int, large: bool, seed: int) -> list[Path]:
-    """`count` JPEGs in `folder` (kept between runs; only missing ones are made)."""
-    import numpy as np
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"img{i:05d}.jpg" for i in range(count)]
-    missing = [i for i, p in enumerate(paths) if not p.is_file()]
-    if not missing:
-        return paths
-    src = _source_image()
-    print(
-        f"generating {len(missing)} {'12-megapixel' if large else 'ImageNet-size'} JPEGs in {folder} ...",
-        file=sys.stderr,
-    )
-    noise_rng = np.random.default_rng(seed)
-    noise = None
-    if large:  # camera-like grain: an upscaled photo alone is too smooth to decode like a real one
-        noise = noise_rng.normal(0, 5, (3008, 4008, 3)).astype(np.int16)
-        src = src.resize((src.width * 2, src.height * 2))
-    for i in missing:
-        rng = np.random.default_rng(seed * 100003 + i)
-        if large:
-            size = (4000, 3000) if rng.random() < 0.75 else (3000, 4000)
-            img = _variant(src, rng, size, noise if size[0] == 4000 else noise.transpose(1, 0, 2))
-        else:
-            size = (500, 375) if rng.random() < 0.75 else (375, 500)
-            small_noise = noise_rng.normal(0, 3, (size[1] + 8, size[0] + 8, 3)).astype(np.int16)
-            img = _variant(src, rng, size, small_noise if rng.random() < 0.5 else None)
-        img.save(paths[i], quality=int(rng.integers(75, 96)))
-    return paths
-
-
-def make_weights(workdir: Path, model: str) -> tuple[Path, str]:
-    import torch
-
-    from shufflenet_cli.models import resolve_model
-
-    spec = resolve_model(model)
-    if spec.key == "x0_5" and REAL_X0_5.is_file():
-        path = workdir / "x0_5-imagenet.pth"
-        if not path.is_file():
-            sd = torch.load(REAL_X0_5, weights_only=True)
-            torch.save({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, path)
-        return path, "real ImageNet weights (fp16 file upcast to fp32)"
-    path = workdir / f"{spec.key}-random.pth"
-    if not path.is_file():
-        torch.manual_seed(0)
-        torch.save(spec.builder()(weights=None).eval().state_dict(), path)
-    return path, "random weights (seeded; speed does not depend on values)"
-
+from benchmarks.common import (
+    BENCH_DIR,
+    DOG,
+    ROOT,
+    child_env,
+    decode_rates,
+    default_large_model,
+    exact_folder,
+    large_set,
+    load_net,
+    machine,
+    make_images,
+    make_weights,
+    med,
+    parse_timings,
+    python_module,
+    run_cli,
+    seed_loop,
+    shufflenet_cmd,
+    small_set,
+    timed,
+    uint8_batch,
+)
 
 # ------------------------------------------------------------------------------------ child processes
-
-
-def _timed(fn, min_s: float = 1.0, min_iters: int = 3, warmup: int = 1) -> float:
-    """Median seconds of one call of fn, after warm-up calls."""
-    for _ in range(warmup):
-        fn()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < min_iters or time.perf_counter() - start < min_s:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def _load(model: str, weights: Path):
-    from shufflenet_cli.models import resolve_model
-    from shufflenet_cli.weights import load_model
-
-    spec = resolve_model(model)
-    return spec, load_model(spec, weights)
-
-
-def child_seed(model: str, weights: Path, paths: list[str]) -> dict:
-    """(a) The seed's loop, exactly as its README example, one image at a time."""
-    import torch
-    from PIL import Image
-    from torchvision import transforms
-
-    _, net = _load(model, weights)
-    preprocess = transforms.Compose(
-        [
-            transforms.Resize(256),
-            transforms.CenterCrop(224),
-            transforms.ToTensor(),
-            transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
-        ]
-    )
-
-    def one(path: str) -> None:
-        img = Image.open(path).convert("RGB")
-        with torch.no_grad():
-            probabilities = torch.nn.functional.softmax(net(preprocess(img).unsqueeze(0))[0], dim=0)
-        torch.topk(probabilities, 5)
-
-    one(paths[0])  # warm-up
-    t0 = time.perf_counter()
-    for p in paths:
-        one(p)
-    return {"rate": len(paths) / (time.perf_counter() - t0), "threads": torch.get_num_threads()}
-
-
-def _batch(prep, paths: list[str], size: int):
-    import numpy as np
-
-    crops = [prep(p).array for p in paths[: min(size, len(paths))]]
-    while len(crops) < size:
-        crops += crops[: size - len(crops)]
-    return np.stack(crops)
 
 
 def child_forward(model: str, weights: Path, paths: list[str], variants: list[dict]) -> list[dict]:
     """(c) backend.topk on ready uint8 batches: rates in images/s for each variant."""
     import torch
 
-    from shufflenet_cli.backends.torch_backend import TorchBackend, make_backend
+    from shufflenet_cli.backends.factory import make_backend
+    from shufflenet_cli.backends.torch_backend import TorchBackend
     from shufflenet_cli.decode.preprocess import Preprocess
 
-    spec, net = _load(model, weights)
+    spec, net = load_net(model, weights)
     prep = Preprocess.from_weights(spec.weights())
     cpu = torch.device("cpu")
     batches: dict[int, object] = {}
@@ -252,33 +110,9 @@ def child_forward(model: str, weights: Path, paths: list[str], variants: list[di
             backend = make_backend(v["backend"], net, cpu, prep, "fp32", threads=v["threads"], weights_path=weights)
         b = v["batch"]
         if b not in batches:
-            batches[b] = _batch(prep, paths, b)
-        seconds = _timed(lambda: backend.topk(batches[b], 5), min_s=v.get("min_s", 1.0), warmup=2)  # noqa: B023
+            batches[b] = uint8_batch(prep, paths, b)
+        seconds = timed(lambda: backend.topk(batches[b], 5), min_s=v.get("min_s", 1.0), warmup=2)  # noqa: B023
         out.append({**v, "rate": b / seconds, "describe": backend.describe()})
-    return out
-
-
-def child_decode(model: str, paths: list[str], variants: list[dict]) -> list[dict]:
-    """(d) The CLI's per-image work (Preprocess) alone, inline or on a thread pool."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from shufflenet_cli.models import resolve_model
-    from shufflenet_cli.decode.preprocess import Preprocess
-
-    spec = resolve_model(model)
-    out = []
-    for v in variants:
-        prep = Preprocess.from_weights(spec.weights(), decode=v.get("decode", "checked"))  # checked: draft only
-        prep(paths[0])
-        t0 = time.perf_counter()
-        if v["workers"] <= 1:
-            for p in paths:
-                prep(p)
-        else:
-            with ThreadPoolExecutor(v["workers"]) as pool:
-                for _ in pool.map(prep, paths, chunksize=4):
-                    pass
-        out.append({**v, "rate": len(paths) / (time.perf_counter() - t0)})
     return out
 
 
@@ -288,34 +122,26 @@ def child_main(job_file: str) -> None:
     for task in job["tasks"]:
         kind = task["kind"]
         if kind == "seed":
-            result[task["name"]] = child_seed(job["model"], Path(job["weights"]), task["paths"])
+            result[task["name"]] = seed_loop(job["model"], Path(job["weights"]), task["paths"])
         elif kind == "forward":
             result[task["name"]] = child_forward(job["model"], Path(job["weights"]), task["paths"], task["variants"])
         elif kind == "decode":
-            result[task["name"]] = child_decode(job["model"], task["paths"], task["variants"])
+            result[task["name"]] = decode_rates(job["model"], task["paths"], task["variants"])
     print("RESULT " + json.dumps(result))
 
 
 # -------------------------------------------------------------------------------------------- parent
 
 
-def _env(workdir: Path) -> dict:
-    env = dict(os.environ)
-    env["TORCH_HOME"] = str(workdir / "torch_home")
-    env["SHUFFLENET_OFFLINE"] = "1"
-    env.pop("OMP_NUM_THREADS", None)
-    return env
-
-
 def run_child(workdir: Path, job: dict) -> dict:
     job_file = workdir / f"job-{os.getpid()}.json"  # not argv: thousands of paths would not fit
     job_file.write_text(json.dumps(job))
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--child", str(job_file)],
-        env=_env(workdir),
+        [*python_module(__spec__.name), "--child", str(job_file)],
+        env=child_env(workdir),
         capture_output=True,
         text=True,
-        cwd=str(workdir),
+        cwd=str(ROOT),  # where `benchmarks` is importable
     )
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -323,76 +149,9 @@ def run_child(workdir: Path, job: dict) -> dict:
     raise RuntimeError(f"benchmark child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
 
 
-def shufflenet_cmd() -> list[str]:
-    exe = Path(sys.executable).with_name("shufflenet")
-    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "shufflenet_cli"]
-
-
-def predict_cmd(target: str, model: str, weights: Path, extra: list[str] = ()) -> list[str]:
-    """`shufflenet predict` as the benchmarks run it: JSON Lines to stdout, --timings on stderr."""
-    cmd = [*shufflenet_cmd(), "predict", target, "-m", model, "--weights", str(weights), "-f", "jsonl", "-q"]
-    return [*cmd, "--timings", *extra]
-
-
-def _number(pattern: str, text: str) -> float:
-    match = re.search(pattern, text)
-    return float(match.group(1)) if match else float("nan")
-
-
-def parse_timings(stderr: str) -> dict:
-    """--timings' lines as numbers (nan where a line is missing), and the backend and tuning it names."""
-    text = " ".join(stderr.split())  # rich wraps stderr at 80 columns when it is not a terminal
-    tuning = re.search(r"backend (.+?); batch size (\d+), workers (\d+ ?\(?\w*\)?), threads (\d+)", text)
-    ms = lambda name: _number(name + r" ([0-9.]+) ms/image", text)  # noqa: E731
-    return {
-        "run_rate": _number(r"timings: ([0-9.]+) images/s", text),
-        "inputs": _number(r"end-to-end over (\d+) inputs", text),
-        "decode_ms": ms(r"read\+decode"),
-        "preprocess_ms": ms("preprocess"),
-        "inference_ms": ms("inference"),
-        "output_ms": ms("output"),
-        "wait_ms": ms("waiting for decoded images"),
-        "first_batch_s": _number(r"first batch done after ([0-9.]+) s", text),
-        "after_first_rate": _number(r"; ([0-9.]+) images/s after it", text),
-        "drafted": _number(r"JPEG DCT scaling: (\d+) image", text),
-        "rechecked": _number(r"reduced scale, (\d+) of them decoded again", text),
-        "backend": tuning.group(1) if tuning else "?",
-        "tuning": "batch {}, workers {}, threads {}".format(*tuning.groups()[1:]) if tuning else "?",
-    }
-
-
-def run_cli(
-    workdir: Path, target: str, n: int, model: str, weights: Path, extra: list[str] = (), timeout: float | None = None
-) -> dict:
-    """(b) The real CLI, as a user runs it; the wall time excludes nothing. `timeout` (seconds): the
-    child is killed and subprocess.TimeoutExpired raised past it (default: none)."""
-    out_file = workdir / "predict.jsonl"
-    cmd = predict_cmd(target, model, weights, extra)
-    t0 = time.perf_counter()
-    with open(out_file, "wb") as out:
-        proc = subprocess.run(
-            cmd, env=_env(workdir), stdout=out, stderr=subprocess.PIPE, cwd=str(workdir), timeout=timeout
-        )
-    wall = time.perf_counter() - t0
-    err = proc.stderr.decode(errors="replace")
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{err[-3000:]}")
-    records = sum(1 for _ in open(out_file, "rb"))
-    if records != n:
-        raise RuntimeError(f"expected {n} records from predict, got {records}")
-    run_rate = parse_timings(err)["run_rate"]
-    return {
-        "wall_s": wall,
-        "wall_rate": n / wall,
-        "run_rate": run_rate,
-        "startup_s": wall - n / run_rate,  # nan where --timings printed no rate
-        "timings": err.strip(),
-    }
-
-
 def _wall(cmd: list[str], workdir: Path) -> float:
     t0 = time.perf_counter()
-    subprocess.run(cmd, env=_env(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    subprocess.run(cmd, env=child_env(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     return time.perf_counter() - t0
 
 
@@ -452,81 +211,17 @@ class OthersLoad:
         return max(0.0, others / wall)
 
 
-def med(values: list[float]) -> float:
-    values = [v for v in values if v == v]
-    return statistics.median(values) if values else float("nan")
-
-
-def machine() -> dict:
-    import numpy
-    import PIL
-    import torch
-    import torchvision
-
-    cpu = "unknown"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import onnxruntime
-
-        ort = onnxruntime.__version__
-    except ImportError:
-        ort = "not installed"
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "onnxruntime": ort,
-        "pillow": PIL.__version__,
-        "numpy": numpy.__version__,
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "load_before": open("/proc/loadavg").read().split()[:3] if Path("/proc/loadavg").is_file() else [],
-    }
-
-
 def defaults() -> tuple[int, int, int, str]:
     """The CLI's CPU defaults: batch size, decode workers, threads, and auto's backend."""
     import torch
 
-    from shufflenet_cli.backends.torch_backend import prefers_onnxruntime
-    from shufflenet_cli.runner import PredictOptions, default_tuning
+    from shufflenet_cli.backends.factory import prefers_onnxruntime
+    from shufflenet_cli.options import PredictOptions
+    from shufflenet_cli.tuning import default_tuning
 
     t = default_tuning("cpu", PredictOptions(paths=[]))
     backend = "onnxruntime" if prefers_onnxruntime(torch.device("cpu"), "fp32") else "torch"
     return t.batch_size, t.workers, t.threads, backend
-
-
-def small_set(workdir: Path, count: int) -> tuple[list[Path], Path]:
-    """The ImageNet-size JPEGs and a folder holding exactly them (the CLI's input)."""
-    small = make_images(workdir / "imagenet-size", count, large=False, seed=1)
-    return small, _exact_folder(workdir / "imagenet-size", small, workdir / "set-small")
-
-
-def large_set(workdir: Path, count: int, source: str | None = None) -> tuple[list[Path], Path | None]:
-    """The 12-MP JPEGs (generated, or the first `count` of `source` by name) and a folder holding
-    exactly them; ([], None) for count 0."""
-    if not count:
-        return [], None
-    if source:
-        src = Path(source).resolve()
-        large = sorted(p for p in src.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))[:count]
-        name = f"set-large-{hashlib.sha256(str(src).encode()).hexdigest()[:8]}"  # not the generated set's
-    else:
-        large, name = make_images(workdir / "12mp", count, large=True, seed=2), "set-large"
-    return large, _exact_folder(large[0].parent, large, workdir / name)
-
-
-def default_large_model(model: str) -> str:
-    """The 12-MP set's model: x0_5 with its real weights where ../shared has them (the default decode's
-    speed depends on how sure the model is: near-ties are decoded twice), else `model`."""
-    return "x0_5" if REAL_X0_5.is_file() else model
 
 
 def main_bench(args: argparse.Namespace) -> dict:
@@ -680,21 +375,6 @@ def main_bench(args: argparse.Namespace) -> dict:
     return res
 
 
-def _exact_folder(src: Path, paths: list[Path], dest: Path) -> Path:
-    """A folder holding exactly `paths` (hard links), so the CLI sees the same N images as the loop."""
-    names = sorted(p.name for p in paths)
-    if dest.is_dir() and sorted(os.listdir(dest)) == names:
-        return dest
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True)
-    for p in paths:
-        try:
-            os.link(p, dest / p.name)
-        except OSError:
-            shutil.copy2(p, dest / p.name)
-    return dest
-
-
 def _row(label: str, rate: float, note: str = "") -> str:
     return f"  {label:<48}{rate:8.1f}   {note}".rstrip()
 
@@ -773,7 +453,7 @@ def main_sweep(args: argparse.Namespace) -> str:
     """The measurements behind default_tuning: forward variants, then the CLI over its knobs."""
     workdir = Path(args.workdir).resolve()
     small = make_images(workdir / "imagenet-size", args.images, large=False, seed=1)
-    small_dir = _exact_folder(workdir / "imagenet-size", small, workdir / "set-small")
+    small_dir = exact_folder(workdir / "imagenet-size", small, workdir / "set-small")
     weights, _ = make_weights(workdir, args.model)
     sp = [str(p) for p in small]
     fwd = []
@@ -853,9 +533,7 @@ def main() -> None:
     ap.add_argument(
         "--large-dir", help="the large set: the first --large JPEGs (by name) in this folder instead of generated ones"
     )
-    ap.add_argument(
-        "--workdir", default=str(ROOT / ".bench"), help="images, weights and caches (default .bench/, reused)"
-    )
+    ap.add_argument("--workdir", default=str(BENCH_DIR), help="images, weights and caches (default .bench/, reused)")
     ap.add_argument("--json", help="also write the results as JSON to this file")
     ap.add_argument("--sweep", action="store_true", help="run the tuning sweep (forward variants, CLI knobs) instead")
     ap.add_argument("--combos", default=DEFAULT_COMBOS, help="sweep: backend,batch,workers,threads;... ")

@@ -2,20 +2,23 @@
 # Everything this project checks on a CUDA machine, in one call (the CPU suite runs in CI):
 #   1. the CUDA tests (tests/test_cuda.py, tests/test_gpu_decode.py, the CUDA ones in test_backends.py)
 #   2. start-up: where the seconds before the first image go, and `predict dog.jpg` on CUDA
-#   3. benchmarks/bench_cuda.py (seed loop vs predict, variants, forward-only and decode-only bounds)
+#   3. benchmarks.bench_cuda (seed loop vs predict, variants, forward-only and decode-only bounds)
 #   4. the whole test suite under that machine's torch/torchvision (parallel where pytest-xdist is there)
-#   5. benchmarks/forward_cuda.py: the inference step alone, variant by variant (about 1.5 minutes)
-#   6. benchmarks/profile_cuda.py: the feed's ceiling, CLI variants with the rate after the first
+#   5. benchmarks.studies.forward_cuda: the inference step alone, variant by variant (about 1.5 minutes)
+#   6. benchmarks.studies.profile_cuda: the feed's ceiling, CLI variants with the rate after the first
 #      batch, and py-spy samples of the main thread where py-spy is installed (about 3 minutes)
-#   7. benchmarks/exact_resize.py --device cuda: Pillow's exact resize redone on the GPU, checked byte
+#   7. benchmarks.studies.exact_resize --device cuda: Pillow's exact resize redone on the GPU, checked byte
 #      for byte and timed on a batch (a lead for the default's decode bound; about 15 s)
-# Logs and JSON go to $OUT (default .cuda-out/). Run from the repository root:
+# Steps 5-7 run one-off studies (benchmarks/studies/, see benchmarks/README.md), here because a GPU
+# machine is lent for minutes. Logs and JSON go to $OUT (default .cuda-out/). Run from the repository root
+# (the benchmarks run as modules, `python -m benchmarks.X`):
 #   bash benchmarks/cuda_check.sh            # steps 1-4 and 7, about 5 minutes on one H100/H200 with 16 cores
 #   STEPS=tests,profile PROFILE_ARGS="--images 20000 --runs defaults,gpu-decode" bash benchmarks/cuda_check.sh
 # Knobs: STEPS (default tests,startup,bench,suite,resize; add forward and profile), BENCH_ARGS (extra
-# bench_cuda.py arguments), BENCH_TIMEOUT, SUITE_TIMEOUT, FORWARD_ARGS, FORWARD_TIMEOUT, PROFILE_ARGS,
+# benchmarks.bench_cuda arguments), BENCH_TIMEOUT, SUITE_TIMEOUT, FORWARD_ARGS, FORWARD_TIMEOUT, PROFILE_ARGS,
 # PROFILE_TIMEOUT, RESIZE_TIMEOUT.
 set -u
+[ -f benchmarks/common.py ] || { echo "cuda_check.sh: run it from the repository root" >&2; exit 2; }
 steps=",${STEPS:-tests,startup,bench,suite,resize},"
 steps=${steps// /}
 for step in ${steps//,/ }; do
@@ -70,7 +73,7 @@ if want startup && [ -f "$dog" ]; then
 fi
 
 # shellcheck disable=SC2086
-want bench && echo "== CUDA benchmark" && timeout ${BENCH_TIMEOUT:-260} $py benchmarks/bench_cuda.py --json "$out/bench_cuda.json" ${BENCH_ARGS:-} 2>&1 |
+want bench && echo "== CUDA benchmark" && timeout ${BENCH_TIMEOUT:-260} $py -m benchmarks.bench_cuda --json "$out/bench_cuda.json" ${BENCH_ARGS:-} 2>&1 |
   tee "$out/bench_cuda.log" | tail -60
 
 if want suite && [ "${SUITE_TIMEOUT:-150}" != 0 ]; then
@@ -85,17 +88,17 @@ fi
 if want forward; then
   echo "== the inference step alone"
   # shellcheck disable=SC2086
-  timeout ${FORWARD_TIMEOUT:-200} $py benchmarks/forward_cuda.py --json "$out/forward.json" ${FORWARD_ARGS:-} 2>&1 | tee "$out/forward.log"
+  timeout ${FORWARD_TIMEOUT:-200} $py -m benchmarks.studies.forward_cuda --json "$out/forward.json" ${FORWARD_ARGS:-} 2>&1 | tee "$out/forward.log"
 fi
 
 if want profile; then
   echo "== where a run's time goes"
   # shellcheck disable=SC2086
-  timeout ${PROFILE_TIMEOUT:-240} $py benchmarks/profile_cuda.py --json "$out/profile.json" --raw-dir "$out" \
+  timeout ${PROFILE_TIMEOUT:-240} $py -m benchmarks.studies.profile_cuda --json "$out/profile.json" --raw-dir "$out" \
     ${PROFILE_ARGS:-} 2>&1 | tee "$out/profile.log" | grep -v "^run \|^feed \|^py-spy "
 fi
 
 if want resize; then
   echo "== the exact resize on the GPU"
-  timeout ${RESIZE_TIMEOUT:-90} $py benchmarks/exact_resize.py --device cuda 2>&1 | tee "$out/exact_resize.log"
+  timeout ${RESIZE_TIMEOUT:-90} $py -m benchmarks.studies.exact_resize --device cuda 2>&1 | tee "$out/exact_resize.log"
 fi

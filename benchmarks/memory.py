@@ -5,9 +5,9 @@ The inputs are symlinks to a handful of tiny generated JPEGs, so the run is most
 is the real CLI in a subprocess (`-f jsonl -q`, stdout to /dev/null); its peak RSS comes from
 wait4()'s rusage for that child alone.
 
-    python benchmarks/memory.py                  # 1,000 vs 100,000 inputs, one flat folder
-    python benchmarks/memory.py --n 10000        # a quicker look
-    python benchmarks/memory.py --layout nested  # 1,000 files per sub-folder instead
+    python -m benchmarks.memory                  # 1,000 vs 100,000 inputs, one flat folder
+    python -m benchmarks.memory --n 10000        # a quicker look
+    python -m benchmarks.memory --layout nested  # 1,000 files per sub-folder instead
 
 Target: the large run's peak RSS within 25% of the small run's. Exit status 1 when it is not.
 """
@@ -23,6 +23,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from benchmarks.common import random_weights
 
 SOURCES = 8  # distinct tiny JPEGs the symlinks point at
 TARGET = 1.25
@@ -53,16 +55,6 @@ def make_sources(folder: Path, size: int) -> list[Path]:
         Image.fromarray(rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8), "RGB").save(path, quality=90)
         paths.append(path)
     return paths
-
-
-def make_weights(path: Path) -> Path:
-    import torch
-
-    from shufflenet_cli.models import resolve_model
-
-    torch.manual_seed(0)
-    torch.save(resolve_model("x0_5").builder()(weights=None).state_dict(), path)
-    return path
 
 
 def make_tree(root: Path, n: int, sources: list[Path], layout: str) -> Path:
@@ -132,7 +124,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="shufflenet-mem-") as tmp:
         work = Path(tmp)
         sources = make_sources(work / "src", args.size)
-        weights = args.weights or make_weights(work / "x0_5_random.pth")
+        weights = args.weights or random_weights(work / "x0_5_random.pth", "x0_5")
         results = []
         for n in (args.base, args.n):
             r = measure(n, work, sources, weights, args)

@@ -1,14 +1,14 @@
 """Can the default's exact resize run on the GPU? Pillow's arithmetic redone in float64, checked byte
 for byte against the installed Pillow, and timed on a batch.
 
-    python benchmarks/exact_resize.py                   # CPU: the check, and the timings there
-    python benchmarks/exact_resize.py --device cuda     # the same on a GPU (the number that matters)
+    python -m benchmarks.studies.exact_resize                   # CPU: the check, and the timings there
+    python -m benchmarks.studies.exact_resize --device cuda     # the same on a GPU (the number that matters)
 
-Why: on CUDA the default path is bound by its decode processes (docs/benchmarks.md, CUDA), and of what
-each does per ImageNet-size JPEG the resize and crop is the larger part (1.5 of 2.4 ms on one core of
-the 2-core machine: benchmarks/large_jpeg_costs.py on bench_cpu's set). Done on the GPU it would leave
-the processes only the decode, with the same pixels as now. This script measures whether that is
-possible and fast; nothing in the CLI uses it.
+Why: on CUDA the default path is bound by its decode processes, and of what each does per
+ImageNet-size JPEG the resize and crop is the larger part (benchmarks.studies.large_jpeg_costs on
+bench_cpu's set; the figures are in docs/performance.md, "A lead for the default's decode bound").
+Done on the GPU it would leave the processes only the decode, with the same pixels as now. This
+script measures whether that is possible and fast; nothing in the CLI uses it.
 
 Pillow's BILINEAR resize (libImaging/Resample.c) in two passes, each output value
     clip(0, 255, (sum_k in[k] * coeff[k] + 2**21) >> 22)

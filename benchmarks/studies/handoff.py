@@ -1,7 +1,7 @@
 """How fast the main process can take crops from decode workers, with decoding itself taken out.
 
-    python benchmarks/handoff.py                 # about 20 s on 2 cores
-    python benchmarks/handoff.py --items 50000 --workers 4
+    python -m benchmarks.studies.handoff                 # about 20 s on 2 cores
+    python -m benchmarks.studies.handoff --items 50000 --workers 4
 
 One worker whose "decoder" returns a ready 224x224x3 uint8 crop at once, through
 `shufflenet_cli.decode.workers.decode_in_order`: (1) worker threads; (2) worker processes with the crops
@@ -16,17 +16,14 @@ model. Prints crops (records) per second.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from shufflenet_cli.decode.workers import decode_in_order  # noqa: E402
-from shufflenet_cli.inputs.paths import Input  # noqa: E402
-from shufflenet_cli.decode.preprocess import Crop  # noqa: E402
+from benchmarks.common import Instant
+from shufflenet_cli.decode.preprocess import Crop
+from shufflenet_cli.decode.workers import decode_in_order
+from shufflenet_cli.inputs.paths import Input
 
 
 class Ready:
@@ -51,19 +48,6 @@ def rate(decoder: Ready, items: int, workers: int, processes: bool) -> float:
     )
     assert got == items
     return items / (time.perf_counter() - t0)
-
-
-class Instant:
-    """A backend that answers at once: what is left is the main process's own work per image."""
-
-    name, precision = "instant", "fp32"
-
-    def topk(self, batch: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        n = len(batch)
-        return np.full((n, k), 1.0 / k, np.float32), np.tile(np.arange(k), (n, 1))
-
-    def describe(self) -> str:
-        return self.name
 
 
 def pipeline_rate(decoder: Ready, items: int, workers: int, processes: bool) -> float:

@@ -1,7 +1,7 @@
 """Where the time goes in `shufflenet predict --device cuda`: the feed's ceiling, CLI runs, py-spy samples.
 
-    python benchmarks/profile_cuda.py --json prof.json          # one GPU, 16 cores: about 3 minutes
-    python benchmarks/profile_cuda.py --device cpu --images 200 --feeds p2 --runs defaults   # dry run
+    python -m benchmarks.studies.profile_cuda --json prof.json          # one GPU, 16 cores: about 3 minutes
+    python -m benchmarks.studies.profile_cuda --device cpu --images 200 --feeds p2 --runs defaults   # dry run
 
 bench_cuda.py says how fast; this says why. Same images and weights as bench_cuda.py (made by it).
   (1) feed   `pipeline.run` with the CLI's own Preprocess (or, for --gpu-decode, its JpegReader) and a
@@ -32,12 +32,16 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench_cpu import _env, machine, make_weights, parse_timings, predict_cmd  # noqa: E402
-from bench_cuda import make_image_set  # noqa: E402
-from handoff import Instant  # noqa: E402 - a backend that answers at once
+from benchmarks.common import (
+    BENCH_DIR,
+    Instant,
+    child_env,
+    machine,
+    make_image_set,
+    make_weights,
+    parse_timings,
+    predict_cmd,
+)
 
 RUNS = {  # name: (extra CLI options, decode workers' niceness)
     "defaults": ([], 0),
@@ -74,10 +78,10 @@ FEEDS = {  # name: (decoder, workers, processes, batch size; the window of input
 def feed(paths: list[str], decoder: str, workers: int, processes: bool, batch_size: int = 128) -> dict:
     from shufflenet_cli import pipeline
     from shufflenet_cli.decode.gpu import JpegReader
+    from shufflenet_cli.decode.preprocess import Preprocess
     from shufflenet_cli.inputs.paths import Input
     from shufflenet_cli.models import resolve_model
-    from shufflenet_cli.pipeline import Stats
-    from shufflenet_cli.decode.preprocess import Preprocess
+    from shufflenet_cli.outcome import Stats
 
     prep = Preprocess.from_spec(resolve_model("x1_0"))
     stats = Stats()
@@ -161,7 +165,7 @@ def cli_run(workdir: Path, target: Path, n: int, weights: Path, device: str, nam
     out_file = workdir / "profile.jsonl"
     t0 = time.perf_counter()
     with open(out_file, "wb") as out:
-        proc = subprocess.Popen(cmd, env=_env(workdir), stdout=out, stderr=subprocess.PIPE, cwd=str(workdir))
+        proc = subprocess.Popen(cmd, env=child_env(workdir), stdout=out, stderr=subprocess.PIPE, cwd=str(workdir))
         done = threading.Event()
         renice = threading.Thread(target=_renice_descendants, args=(proc, nice, done), daemon=True)
         if nice:
@@ -190,10 +194,11 @@ def cli_run(workdir: Path, target: Path, n: int, weights: Path, device: str, nam
 
 
 _FRAME = re.compile(r"^(.*) \((.*?)(?::\d+)?\)$")
+_LOOP = re.compile(r"^_?loop \(.*runner\.py[:)]")  # the batched loop's frame (runner.loop, once runner._loop)
 
 
 def _frame(text: str) -> str:
-    """'topk (shufflenet_cli/backends.py:123)' -> 'backends.topk'; frames outside files as they are."""
+    """'topk (shufflenet_cli/backends/ops.py:123)' -> 'ops.topk'; frames outside files as they are."""
     m = _FRAME.match(text.strip())
     if not m:
         return text.strip()
@@ -202,7 +207,7 @@ def _frame(text: str) -> str:
 
 
 def spy_summary(raw: Path, top: int = 14) -> dict:
-    """The main thread's samples inside the batched loop (runner._loop: start-up left out), by the
+    """The main thread's samples inside the batched loop (runner.loop: start-up left out), by the
     function they are in (self) and by the project's functions on the stack (inclusive)."""
     threads: dict[str, list[tuple[list[str], int]]] = collections.defaultdict(list)
     for line in raw.read_text(errors="replace").splitlines():
@@ -216,7 +221,7 @@ def spy_summary(raw: Path, top: int = 14) -> dict:
         return {"error": "no samples"}
     main = max(threads, key=lambda t: sum(c for f, c in threads[t] if any("shufflenet_cli/cli.py" in x for x in f)))
     everything = threads[main]
-    stacks = [(f, c) for f, c in everything if any("runner.py" in x and "_loop" in x for x in f)]
+    stacks = [(f, c) for f, c in everything if any(_LOOP.match(x.strip()) for x in f)]
     total = max(1, sum(c for _, c in stacks))
     self_time: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
@@ -287,7 +292,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=8000)
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--workdir", default=".bench")
+    ap.add_argument("--workdir", default=str(BENCH_DIR))
     ap.add_argument("--feeds", default="p16,p12,p8,t8,j16,j4", help=f"of {','.join(FEEDS)}")
     ap.add_argument(
         "--runs", default="defaults,threads-1,threads-16,nice-10,workers-12,gpu-decode", help=f"of {','.join(RUNS)}"

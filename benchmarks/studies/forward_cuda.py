@@ -1,7 +1,7 @@
 """The CLI's inference step alone (`TorchBackend.topk` on a uint8 batch in host memory), variant by variant.
 
-    python benchmarks/forward_cuda.py                       # one GPU: about a minute
-    python benchmarks/forward_cuda.py --device cpu --batches 3 --variants fp32-tf32-off   # dry run
+    python -m benchmarks.studies.forward_cuda                       # one GPU: about a minute
+    python -m benchmarks.studies.forward_cuda --device cpu --batches 3 --variants fp32-tf32-off   # dry run
 
 Each variant runs in a fresh process (so its first batch, cuDNN's set-up included, is measured too):
 x1_0 with random weights, batch 128 by default, one batch of ImageNet-like noise in host memory.
@@ -18,11 +18,10 @@ import json
 import multiprocessing
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import ROOT, python_module
 
 VARIANTS = {  # name: settings
     "fp32-tf32-off": {"channels_last": True},  # the CLI's fp32 until contiguous was chosen from these runs
@@ -48,7 +47,7 @@ def _graphed(backend, batch: int, device):  # type: ignore[no-untyped-def]
     """topk with normalise + forward replayed from a CUDA graph over a fixed device input buffer."""
     import torch
 
-    from shufflenet_cli.backends import torch_backend as backends
+    from shufflenet_cli.backends import torch_backend  # its topk_to_numpy at call time: `child` marks it
 
     static_in = torch.zeros((batch, 224, 224, 3), dtype=torch.uint8, device=device)
     side = torch.cuda.Stream()
@@ -66,7 +65,7 @@ def _graphed(backend, batch: int, device):  # type: ignore[no-untyped-def]
             static_in.copy_(torch.from_numpy(b).pin_memory(), non_blocking=True)
         graph.replay()
         with torch.inference_mode():
-            return backends.topk_to_numpy(static_out, k)
+            return torch_backend.topk_to_numpy(static_out, k)
 
     return topk
 
@@ -110,7 +109,8 @@ def child(name: str, device_name: str, batch: int, batches: int) -> dict:
         time.sleep(1.0)
 
     timed_topk = backend.topk if not (v.get("graph") and cuda) else _graphed(backend, batch, device)
-    # `launch`: time until the work is queued, marked where top-k starts (before the copy back waits)
+    # `launch`: time until the work is queued, marked where top-k starts (before the copy back waits):
+    # TorchBackend.topk (and _graphed's topk) call the name topk_to_numpy of torch_backend's module
     import shufflenet_cli.backends.torch_backend as backends_module
 
     launch_ends: list[float] = []
@@ -173,9 +173,11 @@ def main() -> None:
         return
     rows = []
     for name in args.variants.split(","):
-        cmd = [sys.executable, __file__, "--child", name, "--device", args.device]
+        cmd = [*python_module(__spec__.name), "--child", name, "--device", args.device]
         cmd += ["--batch", str(args.batch), "--batches", str(args.batches)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=300, cwd=str(ROOT)
+        )  # `benchmarks` importable
         if proc.returncode != 0:
             rows.append({"variant": name, "error": proc.stderr.strip()[-800:]})
         else:

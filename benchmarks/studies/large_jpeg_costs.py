@@ -1,8 +1,8 @@
 """Where a large JPEG's time goes: the CPU cost of each step of the default path, one core, per image.
 
-    python benchmarks/large_jpeg_costs.py                              # bench_cpu's 12-MP set
-    python benchmarks/large_jpeg_costs.py DIR --upscale 4000           # photos, upscaled as draft_agreement.py does
-    python benchmarks/large_jpeg_costs.py DIR --cores 1.8              # large JPEGs as they are; cores a run gets
+    python -m benchmarks.studies.large_jpeg_costs                      # bench_cpu's 12-MP set
+    python -m benchmarks.studies.large_jpeg_costs DIR --upscale 4000   # photos, upscaled as draft_agreement.py does
+    python -m benchmarks.studies.large_jpeg_costs DIR --cores 1.8      # large JPEGs as they are; cores a run gets
 
 Each step runs on one thread over every JPEG of the folder (the same files for every step):
   decode     full size (--exact-decode and the second decode of near-ties), the default's DCT draft
@@ -29,11 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_cpu import REAL_X0_5, ROOT, child_seed  # noqa: E402
-from draft_agreement import JPEG, UPSCALED, find_jpegs, upscale  # noqa: E402
+from benchmarks.common import BENCH_DIR, JPEG, REAL_X0_5, UPSCALED, find_jpegs, seed_loop, upscale
 
-DEFAULT_SET = ROOT / ".bench" / "set-large"  # bench_cpu's 12-MP set (its exact copy of the generated files)
+DEFAULT_SET = BENCH_DIR / "set-large"  # bench_cpu's 12-MP set (its exact copy of the generated files)
 
 
 def per_image_ms(fn, items) -> float:  # type: ignore[no-untyped-def]
@@ -73,7 +71,7 @@ def main() -> None:
     args = ap.parse_args()
     folder = Path(args.folder)
     if not folder.is_dir():
-        hint = " (python benchmarks/bench_cpu.py makes it)" if folder == DEFAULT_SET else ""
+        hint = " (python -m benchmarks.bench_cpu makes it)" if folder == DEFAULT_SET else ""
         sys.exit(f"error: no folder {folder}{hint}")
 
     from shufflenet_cli.models import resolve_model
@@ -104,12 +102,12 @@ def measure(paths: list[str], spec, weights: Path, cores: float, source: str) ->
     import numpy as np
     import torch
 
+    from shufflenet_cli.backends.factory import make_backend
     from shufflenet_cli.decode import near_ties
-    from shufflenet_cli.backends.torch_backend import make_backend
-    from shufflenet_cli.engine import default_tuning
     from shufflenet_cli.decode.images import decode_rgb
     from shufflenet_cli.decode.preprocess import DRAFT_FACTOR, Preprocess
-    from shufflenet_cli.runner import PredictOptions
+    from shufflenet_cli.options import PredictOptions
+    from shufflenet_cli.tuning import default_tuning
     from shufflenet_cli.weights import load_model
 
     prep = Preprocess.from_spec(spec)
@@ -137,7 +135,7 @@ def measure(paths: list[str], spec, weights: Path, cores: float, source: str) ->
         drafted.append(was)
     rows[exact_crop], rows[draft_crop] = 1000 * exact_s / len(paths), 1000 * draft_s / len(paths)
 
-    seed = child_seed(spec.key, weights, paths)["rate"]  # in this process, torch's default threads
+    seed = seed_loop(spec.key, weights, paths)["rate"]  # in this process, torch's default threads
     torch.set_num_threads(1)
     tuning = default_tuning("cpu", PredictOptions(paths=[]))
     backend = make_backend(

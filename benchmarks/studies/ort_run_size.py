@@ -1,4 +1,4 @@
-"""How many images one onnxruntime run on CPU should take (`onnx_backend.CPU_RUN_IMAGES`).
+"""How many images one onnxruntime run on CPU should take (`CPU_RUN_IMAGES` in shufflenet_cli/backends/onnx_runtime.py).
 
 The CLI cuts each batch into one slice per thread and runs the slices at once; each slice is run a
 few images at a time. This measures, for several run sizes, on the default batch and threads:
@@ -7,8 +7,8 @@ few images at a time. This measures, for several run sizes, on the default batch
 - the first batch of a fresh process (wall ms, CPU ms, page faults) and how much resident memory it
   added over that batch and ten more (the model and torch loaded before).
 
-    python benchmarks/ort_run_size.py                   # x1_0, random weights, sizes 16,8,4,2
-    python benchmarks/ort_run_size.py --model x0_5      # x0_5 with the real weights where ../shared has them
+    python -m benchmarks.studies.ort_run_size               # x1_0, random weights, sizes 16,8,4,2
+    python -m benchmarks.studies.ort_run_size --model x0_5  # x0_5 with the real weights where ../shared has them
 """
 
 from __future__ import annotations
@@ -22,24 +22,24 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_cpu import _batch, _load, make_images, make_weights  # noqa: E402
+from benchmarks.common import BENCH_DIR, ROOT, load_net, make_images, make_weights, python_module, uint8_batch
 
 
 def backend_and_batch(model: str, weights: Path, images: list[str]):
     import torch
 
-    from shufflenet_cli.backends.torch_backend import make_backend
+    from shufflenet_cli.backends.factory import make_backend
     from shufflenet_cli.decode.preprocess import Preprocess
-    from shufflenet_cli.runner import PredictOptions, default_tuning
+    from shufflenet_cli.options import PredictOptions
+    from shufflenet_cli.tuning import default_tuning
 
-    spec, net = _load(model, weights)
+    spec, net = load_net(model, weights)
     prep = Preprocess.from_weights(spec.weights())
     tuning = default_tuning("cpu", PredictOptions(paths=[]))
     backend = make_backend(
         "onnxruntime", net, torch.device("cpu"), prep, "fp32", threads=tuning.threads, weights_path=weights
     )
-    return backend, _batch(prep, images, tuning.batch_size)
+    return backend, uint8_batch(prep, images, tuning.batch_size)
 
 
 def rss_mib() -> float:
@@ -72,7 +72,7 @@ def main() -> None:
     ap.add_argument("--model", default="x1_0")
     ap.add_argument("--sizes", default="16,8,4,2", help="images per run, comma-separated")
     ap.add_argument("--rounds", type=int, default=6, help="steady rate: rounds of 5 batches per size")
-    ap.add_argument("--workdir", default=str(Path(__file__).resolve().parents[1] / ".bench"))
+    ap.add_argument("--workdir", default=str(BENCH_DIR))
     ap.add_argument("--weights", help=argparse.SUPPRESS)
     ap.add_argument("--images", help=argparse.SUPPRESS)
     ap.add_argument("--child-first", type=int, help=argparse.SUPPRESS)
@@ -102,10 +102,13 @@ def main() -> None:
             rates[s].append(5 * len(batch) / (time.perf_counter() - t0))
     head = "images per run | steady images/s (median; per round) | first batch: wall ms, CPU ms, faults"
     print(f"{head} | memory added MiB")
-    child = [sys.executable, __file__, "--model", args.model, "--weights", str(weights)]
+    child = [*python_module(__spec__.name), "--model", args.model, "--weights", str(weights)]
     for s in sizes:
         out = subprocess.run(
-            [*child, "--images", json.dumps(images), "--child-first", str(s)], capture_output=True, text=True
+            [*child, "--images", json.dumps(images), "--child-first", str(s)],
+            capture_output=True,
+            text=True,
+            cwd=str(ROOT),  # where `benchmarks` is importable
         )
         if out.returncode != 0:
             sys.exit(f"the first-batch child for {s} images per run failed:\n{out.stderr[-3000:]}")

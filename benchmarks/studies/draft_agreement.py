@@ -1,8 +1,8 @@
 """Top-1 agreement of JPEG draft (DCT-scaled) decoding with the exact decode, on folders of photos.
 
-    python benchmarks/draft_agreement.py FOLDER [FOLDER ...]               # upscaled to 4000 px first
-    python benchmarks/draft_agreement.py FOLDER --upscale 0                # the files as they are
-    python benchmarks/draft_agreement.py FOLDER --weights my_x0_5.pth --model x0_5
+    python -m benchmarks.studies.draft_agreement FOLDER [FOLDER ...]       # upscaled to 4000 px first
+    python -m benchmarks.studies.draft_agreement FOLDER --upscale 0        # the files as they are
+    python -m benchmarks.studies.draft_agreement FOLDER --weights my_x0_5.pth --model x0_5
 
 For every JPEG it classifies several decodes of the same file with torch fp32 and compares each with
 the exact one:
@@ -34,34 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_cpu import REAL_X0_5  # noqa: E402
-
-JPEG = {".jpg", ".jpeg", ".jpe", ".jfif"}
-UPSCALED = JPEG | {".png", ".webp"}  # re-encoded as JPEGs by --upscale
-
-
-def find_jpegs(folders: list[str], limit: int | None, suffixes: set[str] = JPEG) -> list[Path]:
-    paths: list[Path] = []
-    for f in folders:
-        p = Path(f)
-        paths += [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.suffix.lower() in suffixes)
-    return paths[:limit] if limit else paths
-
-
-def upscale(paths: list[Path], size: int, dest: Path) -> list[Path]:
-    from PIL import Image, ImageOps
-
-    out = []
-    for i, p in enumerate(paths):
-        with Image.open(p) as im:
-            im = ImageOps.exif_transpose(im).convert("RGB")
-            scale = size / max(im.size)
-            big = im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.BICUBIC)
-        q = dest / f"{i:05d}_{p.stem}.jpg"
-        big.save(q, quality=92)
-        out.append(q)
-    return out
+from benchmarks.common import JPEG, REAL_X0_5, UPSCALED, find_jpegs, upscale
 
 
 def load_model(model_key: str, weights: Path | None):
@@ -104,8 +77,8 @@ def main() -> None:
 
     import numpy as np
 
-    from shufflenet_cli.decode import near_ties
     from shufflenet_cli.backends.torch_backend import TorchBackend
+    from shufflenet_cli.decode import near_ties
     from shufflenet_cli.decode.images import decode_rgb
     from shufflenet_cli.decode.preprocess import Preprocess
 
