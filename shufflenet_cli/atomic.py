@@ -1,10 +1,16 @@
-"""Where a file that is written whole at the end goes (json --output, --report).
+"""Files that appear whole or not at all: the one writer behind json --output, --report, the ONNX
+cache and `download --from`.
 
-A regular file, a new one, or a symlink's target: written to a temporary file beside it and renamed
-over it, so it appears whole or not at all and keeps its mode. A FIFO, a device, a pipe (`>(cat)`),
-or a process's own descriptor (/dev/stdout, /dev/fd/N, even where it leads to a regular file after
-`>> log`): appended to, never renamed over (that would put a regular file where /dev/null was, or
-replace the log).
+`AtomicFile` writes to a temporary file made with `mkstemp` (O_EXCL: never through a link planted
+under its name) in the target's own folder, and `commit()` renames it over the target, so a reader
+sees the old file or the new one, never half of one, and the new file keeps the old one's mode.
+
+Where a user names the file (--output, --report), `follow_links` replaces the file a symlink leads to,
+and `is_stream` tells the callers what must not be renamed over at all: a FIFO, a device, a pipe
+(`>(cat)`), or a process's own descriptor (/dev/stdout, /dev/fd/N, even where it leads to a regular
+file after `>> log`): those are appended to (renaming would put a regular file where /dev/null was,
+or replace the log). Caches are written with `follow_links=False`: a link in their place is replaced,
+never followed.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ import errno
 import os
 import re
 import stat
+import tempfile
 from pathlib import Path
+from typing import IO
 
 _DESCRIPTORS = re.compile(r"/dev/(stdout|stderr|fd/\d+)|/proc/(self|\d+)/fd/\d+")
 
@@ -47,3 +55,61 @@ def new_file_mode(path: Path) -> int:
         umask = os.umask(0)
         os.umask(umask)
         return 0o666 & ~umask
+
+
+class AtomicFile:
+    """A temporary file beside `path`, renamed over it by `commit()`; `discard()` removes it.
+
+    mode: the new file's permissions (default: the replaced file's, or what the umask gives a new
+    one; mkstemp's own 0600 would hide a report or a cache file from other users).
+    follow_links: replace the file a symlink `path` leads to (renamed within that folder, never
+    across file systems; the links stay links) rather than the link itself.
+    """
+
+    def __init__(self, path: Path, *, mode: int | None = None, follow_links: bool = True, suffix: str = ".tmp"):
+        self.path = Path(path)
+        self.target = rename_target(self.path) if follow_links else self.path
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name[:80]}.", suffix=suffix, dir=self.target.parent)
+        try:
+            os.fchmod(fd, new_file_mode(self.path) if mode is None else mode)
+            self.file: IO[bytes] = os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            os.unlink(self.tmp)
+            raise
+        self._done = False
+
+    def commit(self, to: Path | None = None, fsync: bool = False) -> Path:
+        """Close the file and rename it over the target (or over `to`, in the same folder)."""
+        dest = self.target if to is None else to
+        if fsync:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.tmp, dest)
+        self._done = True
+        return dest
+
+    def discard(self) -> None:
+        """Close and remove the temporary file, if it is still there; the target is left as it was."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            self.file.close()
+        except OSError:
+            pass
+        try:
+            os.unlink(self.tmp)
+        except OSError:
+            pass
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int | None = None, follow_links: bool = True) -> None:
+    """`data` as the whole of `path`, or (OSError) nothing changed."""
+    f = AtomicFile(path, mode=mode, follow_links=follow_links)
+    try:
+        f.file.write(data)
+        f.commit()
+    finally:
+        f.discard()

@@ -9,14 +9,15 @@ import sys
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Iterator, List, Optional
+from typing import Annotated, Any, Iterator, List, Optional
 
 import typer
 from rich.console import Console
 
-from shufflenet_cli import __version__
+from shufflenet_cli import __version__, signals
 from shufflenet_cli.errors import ShufflenetError
 from shufflenet_cli.models import DEFAULT_MODEL
+from shufflenet_cli.options import BACKENDS, DECODE_IN, FORMATS, PRECISIONS, PredictOptions
 
 app = typer.Typer(
     help="Classify images with torchvision's ImageNet-pretrained ShuffleNet v2.",
@@ -29,29 +30,15 @@ app = typer.Typer(
 EXIT_INTERNAL = 70
 
 
-class Format(str, Enum):
-    table = "table"
-    json = "json"
-    jsonl = "jsonl"
-    csv = "csv"
+def _choices(name: str, values: tuple[str, ...]) -> Any:
+    """A Typer choice type made from one of options.py's lists, so a choice is named in one place."""
+    return Enum(name, {v: v for v in values}, type=str)
 
 
-class BackendName(str, Enum):
-    auto = "auto"
-    torch = "torch"
-    onnxruntime = "onnxruntime"
-
-
-class DecodeIn(str, Enum):
-    auto = "auto"
-    threads = "threads"
-    processes = "processes"
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    bf16 = "bf16"
+Format = _choices("Format", FORMATS)
+BackendName = _choices("BackendName", BACKENDS)
+DecodeIn = _choices("DecodeIn", DECODE_IN)
+Precision = _choices("Precision", PRECISIONS)
 
 
 def _err_console() -> Console:
@@ -269,9 +256,8 @@ def predict(
     3 model could not be loaded, 74 results could not be written, 130 interrupted.
     """
     from shufflenet_cli.output.formats import choose_format
-    from shufflenet_cli.runner import PredictOptions
-    from shufflenet_cli.runner import predict as run_predict
     from shufflenet_cli.output.summary import print_summary, print_timings
+    from shufflenet_cli.runner import predict as run_predict
 
     out = None if output is None or output == "-" else Path(output)  # `-`: stdout
     err = _err_console()
@@ -307,10 +293,10 @@ def predict(
         quiet=quiet,
     )
     stdin = sys.stdin.buffer if "-" in paths and sys.stdin is not None else None
-    with handled(err, verbose, debug), _sigterm_as_ctrl_c():
+    with handled(err, verbose, debug), signals.sigterm_as_ctrl_c():
         outcome = run_predict(opts, stdin=stdin, stderr=err)
     if outcome.interrupted:
-        _ignore_further_interrupts()
+        signals.ignore_further()
     if not quiet:
         print_summary(err, outcome)
     if timings:
@@ -323,40 +309,6 @@ def _decode_mode(exact: bool, fast: bool) -> str:
     if exact and fast:
         raise typer.BadParameter("give --exact-decode or --fast-decode, not both", param_hint="--fast-decode")
     return "exact" if exact else "fast" if fast else "checked"
-
-
-@contextmanager
-def _sigterm_as_ctrl_c() -> Iterator[None]:
-    """While the run starts (until the batch loop takes over both signals: runner.StopFlag), SIGTERM
-    stops it as Ctrl-C does: the outputs opened so far are removed and the exit is 130. By default it
-    killed the process (exit 143) and left an empty output file behind. The caller's handler is put
-    back afterwards."""
-    import signal
-
-    def stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        old = signal.signal(signal.SIGTERM, stop)
-    except ValueError:  # not the main thread (an embedding caller): leave its handlers alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
-def _ignore_further_interrupts() -> None:
-    """The run was interrupted and its results are safe: only the summary and the exit (130) are left.
-    A second Ctrl-C now would only turn exit 130 into death by signal, with tracebacks from exit hooks."""
-    import signal
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            signal.signal(sig, signal.SIG_IGN)
-        except ValueError:  # not the main thread (an embedding caller): leave its handlers alone
-            pass
 
 
 # --- models, download, info ---------------------------------------------------------------------

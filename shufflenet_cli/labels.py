@@ -26,3 +26,15 @@ def read_labels(path: Path) -> list[str]:
     if not lines:
         raise ModelLoadError(f"labels file {path} is empty")
     return lines
+
+
+def labels_for(labels_path: Path | None, num_classes: int) -> list[str]:
+    """The names for a classifier of `num_classes` classes: `labels_path`'s, else ImageNet's."""
+    labels = read_labels(labels_path) if labels_path else imagenet_labels()
+    if len(labels) != num_classes:
+        source = str(labels_path) if labels_path else "the ImageNet labels"
+        raise ModelLoadError(
+            f"the weights have {num_classes} classes but {source} has {len(labels)} names",
+            hint="pass --labels FILE with one class name per line, one per class",
+        )
+    return labels

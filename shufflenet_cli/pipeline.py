@@ -21,58 +21,15 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from shufflenet_cli.backends.base import Backend
 from shufflenet_cli.decode import near_ties
-from shufflenet_cli.backends.torch_backend import Backend
 from shufflenet_cli.decode.workers import Decoded, Prepare, decode_in_order
 from shufflenet_cli.inputs.paths import STALL, Input
+from shufflenet_cli.outcome import Stats
 from shufflenet_cli.records import Record, make_record
 
 # What a record says where the model's scores for an image are NaN or infinite (damaged weights)
 NOT_FINITE = "the model's output for this image is not a number (NaN or infinity): the weights are probably damaged"
-
-
-@dataclass
-class Stats:
-    """Counts and per-stage seconds, for the summary and --timings."""
-
-    classified: int = 0
-    failed: int = 0
-    batches: int = 0
-    decode_s: float = 0.0  # summed over workers
-    preprocess_s: float = 0.0  # summed over workers
-    inference_s: float = 0.0
-    output_s: float = 0.0
-    wait_s: float = 0.0  # the main loop waiting for the next decoded input: the workers are behind
-    drafted: int = 0  # JPEGs decoded at a reduced DCT scale
-    rechecked: int | None = None  # of those, near-ties decoded and classified again exactly; None: no check
-    recheck_s: float = 0.0  # those second decodes (on their own threads) and forward passes
-    started: float = field(default_factory=time.perf_counter)
-    first_batch: tuple[float, int] | None = None  # (seconds since start, inputs done) when it finished
-    ended: float | None = None  # set by end(): the rates leave out closing the output afterwards
-
-    @property
-    def after_first_batch(self) -> float | None:
-        """Images/s since the first batch finished: the rate without the one-time costs (workers
-        starting, the first forward pass's set-up); None until a later batch has finished."""
-        if self.first_batch is None:
-            return None
-        seconds, done = self.first_batch
-        if self.done <= done or self.elapsed <= seconds:
-            return None
-        return (self.done - done) / (self.elapsed - seconds)
-
-    @property
-    def done(self) -> int:
-        return self.classified + self.failed
-
-    @property
-    def elapsed(self) -> float:
-        return (self.ended if self.ended is not None else time.perf_counter()) - self.started
-
-    def end(self) -> None:
-        """The last record is out: elapsed stops here (the first call counts)."""
-        if self.ended is None:
-            self.ended = time.perf_counter()
 
 
 def run(

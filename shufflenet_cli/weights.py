@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from shufflenet_cli.errors import ModelLoadError, UsageError
+from shufflenet_cli.errors import ModelLoadError
 from shufflenet_cli.models import ModelSpec, spec_for_conv5
 
 OFFLINE_ENV = "SHUFFLENET_OFFLINE"
@@ -199,35 +199,6 @@ def load_model(spec: ModelSpec, weights_path: Path | None = None) -> Any:
     """The model with weights from `weights_path`, or else from torch's cache (downloading once)."""
     path = Path(weights_path) if weights_path is not None else download(spec, progress=False)
     return build_model(spec, read_checkpoint(path), str(path))
-
-
-def resolve_device(name: str) -> Any:
-    """`auto`, `cpu`, `cuda`, `cuda:N` -> torch.device. A name that is none of these is a usage error
-    (exit 2); CUDA asked for where it is missing is a load error (exit 3)."""
-    import torch
-
-    name = name.strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise UsageError(f"unknown device {name!r}", hint="use auto, cpu, cuda or cuda:N") from exc
-    if device.type == "cpu":
-        return device
-    if device.type != "cuda":
-        raise UsageError(f"unsupported device {name!r}", hint="use auto, cpu, cuda or cuda:N")
-    if not torch.cuda.is_available():
-        raise ModelLoadError(
-            f"--device {name} was asked for, but no CUDA device is available here",
-            hint="use --device cpu (or auto)",
-        )
-    if device.index is not None and device.index >= torch.cuda.device_count():
-        raise ModelLoadError(
-            f"--device {name}: there are only {torch.cuda.device_count()} CUDA device(s)",
-            hint=f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}",
-        )
-    return device
 
 
 def sha256_file(path: Path) -> str:

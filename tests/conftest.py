@@ -85,8 +85,8 @@ def real_weights(weights_dir) -> Path:
 @pytest.fixture(scope="module")
 def prep():
     """x0_5's preprocessing from its ModelSpec constants (test_backends has its own, from torchvision)."""
-    from shufflenet_cli.models import resolve_model
     from shufflenet_cli.decode.preprocess import Preprocess
+    from shufflenet_cli.models import resolve_model
 
     return Preprocess.from_spec(resolve_model("x0_5"))
 

@@ -40,8 +40,8 @@ def spread_model(seed: int = 0) -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def prep():
     """Overrides conftest's `prep`: built from torchvision's `weights.transforms()`, not the ModelSpec."""
-    from shufflenet_cli.models import resolve_model
     from shufflenet_cli.decode.preprocess import Preprocess
+    from shufflenet_cli.models import resolve_model
 
     return Preprocess.from_weights(resolve_model("x0_5").weights())
 
@@ -88,7 +88,7 @@ def onnx(model, prep, weights_path=None, threads=1, **kw):
 
 
 def torch_logits(model, prep, batch: np.ndarray) -> np.ndarray:
-    from shufflenet_cli.backends.torch_backend import as_tensor, normalize
+    from shufflenet_cli.backends.ops import as_tensor, normalize
 
     mean = torch.tensor(prep.mean).view(1, 3, 1, 1)
     std = torch.tensor(prep.std).view(1, 3, 1, 1)
@@ -100,7 +100,7 @@ def torch_logits(model, prep, batch: np.ndarray) -> np.ndarray:
 
 
 def test_onnxruntime_fp32_matches_torch_fp32(prep, batch):
-    from shufflenet_cli.backends.torch_backend import normalize
+    from shufflenet_cli.backends.ops import normalize
 
     model = spread_model()
     reference = torch_fp32(model, prep)
@@ -111,7 +111,7 @@ def test_onnxruntime_fp32_matches_torch_fp32(prep, batch):
         torch.tensor(prep.std).view(1, 3, 1, 1),
         False,
     )
-    from shufflenet_cli.backends.onnx_runtime import allowed_difference
+    from shufflenet_cli.backends.onnx_export import allowed_difference
 
     ort_logits = backend._session.run(["logits"], {"input": x.numpy()})[0]
     ref_logits = torch_logits(model, prep, batch)
@@ -150,7 +150,7 @@ def test_torch_channels_last_and_contiguous_agree(prep, batch):
 
 
 def test_numpy_normalisation_is_torchs_bit_for_bit(prep):
-    from shufflenet_cli.backends.torch_backend import normalize, normalize_numpy
+    from shufflenet_cli.backends.ops import normalize, normalize_numpy
 
     every_value = np.arange(256, dtype=np.uint8).repeat(3).reshape(1, 16, 16, 3)
     mean, std = torch.tensor(prep.mean).view(1, 3, 1, 1), torch.tensor(prep.std).view(1, 3, 1, 1)
@@ -367,16 +367,16 @@ def test_graphs_capture_a_shape_the_second_time_and_give_up_after_a_failed_captu
 @pytest.fixture
 def spy_export(monkeypatch):
     """Counts real exports (and still runs them)."""
-    from shufflenet_cli.backends import onnx_runtime as onnx_backend
+    from shufflenet_cli.backends import onnx_export
 
     calls = []
-    real = onnx_backend.export_bytes
+    real = onnx_export.export_bytes
 
     def counting(*args, **kwargs):
         calls.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(onnx_backend, "export_bytes", counting)
+    monkeypatch.setattr(onnx_export, "export_bytes", counting)
     return calls
 
 
@@ -408,12 +408,12 @@ def test_without_a_weights_file_the_export_goes_to_torchs_checkpoints(_offline_p
 
 
 def test_unwritable_weights_folder_falls_back_to_the_user_cache(tmp_path, prep, monkeypatch):
-    from shufflenet_cli.backends import onnx_runtime as onnx_backend
+    from shufflenet_cli.backends import onnx_export
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     locked = tmp_path / "readonly"
-    real = onnx_backend._write_atomic
-    monkeypatch.setattr(onnx_backend, "_write_atomic", lambda path, data: path.parent != locked and real(path, data))
+    real = onnx_export.save
+    monkeypatch.setattr(onnx_export, "save", lambda path, data: path.parent != locked and real(path, data))
     backend = onnx(spread_model(), prep, weights_path=locked / "w.pth")
     assert backend.cache_path.parent == tmp_path / "xdg" / "shufflenet-cli"
 
@@ -428,12 +428,12 @@ def test_a_damaged_cache_file_is_exported_again(tmp_path, prep, spy_export):
 
 
 def test_an_export_that_disagrees_with_torch_is_refused_and_not_cached(tmp_path, prep, monkeypatch):
-    from shufflenet_cli.backends import onnx_runtime as onnx_backend
+    from shufflenet_cli.backends import onnx_export
     from shufflenet_cli.errors import ModelLoadError
 
     other = spread_model(seed=7)
-    real = onnx_backend.export_bytes
-    monkeypatch.setattr(onnx_backend, "export_bytes", lambda model, crop, exporter=None: real(other, crop, exporter))
+    real = onnx_export.export_bytes
+    monkeypatch.setattr(onnx_export, "export_bytes", lambda model, crop, exporter=None: real(other, crop, exporter))
     with pytest.raises(ModelLoadError, match="does not match torch"):
         onnx(spread_model(seed=0), prep, weights_path=tmp_path / "w.pth")
     assert not list(tmp_path.glob("*.onnx"))
@@ -467,7 +467,7 @@ def test_export_does_not_touch_the_network(tmp_path, prep, monkeypatch):
 
 
 def test_auto_takes_onnxruntime_on_cpu_fp32_and_torch_otherwise(prep, tmp_path):
-    from shufflenet_cli.backends.torch_backend import make_backend
+    from shufflenet_cli.backends.factory import make_backend
 
     cpu = torch.device("cpu")
     auto = make_backend("auto", spread_model(), cpu, prep, "fp32", threads=1, weights_path=tmp_path / "w.pth")
@@ -477,21 +477,21 @@ def test_auto_takes_onnxruntime_on_cpu_fp32_and_torch_otherwise(prep, tmp_path):
 
 
 def test_auto_falls_back_to_torch_and_says_why(prep, monkeypatch):
-    from shufflenet_cli.backends import onnx_runtime as onnx_backend
-    from shufflenet_cli.backends.torch_backend import make_backend
+    from shufflenet_cli.backends import onnx_export
+    from shufflenet_cli.backends.factory import make_backend
     from shufflenet_cli.errors import ModelLoadError
 
     def broken(*args, **kwargs):
         raise ModelLoadError("cannot export the model to ONNX: boom")
 
-    monkeypatch.setattr(onnx_backend, "export_bytes", broken)
+    monkeypatch.setattr(onnx_export, "export_bytes", broken)
     backend = make_backend("auto", spread_model(), torch.device("cpu"), prep, "fp32")
     assert backend.name == "torch"
     assert "onnxruntime not used: cannot export the model to ONNX: boom" in backend.describe()
 
 
 def test_onnxruntime_refuses_low_precision(prep):
-    from shufflenet_cli.backends.torch_backend import make_backend
+    from shufflenet_cli.backends.factory import make_backend
     from shufflenet_cli.errors import UsageError
 
     with pytest.raises(UsageError, match="fp32 only"):
@@ -501,7 +501,7 @@ def test_onnxruntime_refuses_low_precision(prep):
 def test_onnxruntime_not_installed_is_a_usage_error(prep, monkeypatch):
     import sys
 
-    from shufflenet_cli.backends.torch_backend import make_backend
+    from shufflenet_cli.backends.factory import make_backend
     from shufflenet_cli.errors import UsageError
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if it were absent
@@ -554,9 +554,9 @@ def test_split_preprocessing_equals_weights_transforms_bit_for_bit(tmp_path, siz
     """Preprocess.crop_array (workers) + normalize (backend) == weights.transforms(), exactly."""
     from PIL import Image
 
-    from shufflenet_cli.backends.torch_backend import normalize
-    from shufflenet_cli.models import resolve_model
+    from shufflenet_cli.backends.ops import normalize
     from shufflenet_cli.decode.preprocess import Preprocess
+    from shufflenet_cli.models import resolve_model
 
     for key in ("x0_5", "x2_0"):  # x2_0 resizes to 232, not 256
         weights = resolve_model(key).weights()
@@ -580,7 +580,8 @@ def test_split_preprocessing_equals_weights_transforms_bit_for_bit(tmp_path, siz
 def test_cpu_defaults_one_decode_worker_and_one_inference_thread_per_core(monkeypatch):
     import os
 
-    from shufflenet_cli.runner import PredictOptions, default_tuning
+    from shufflenet_cli.options import PredictOptions
+    from shufflenet_cli.tuning import default_tuning
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     t = default_tuning("cpu", PredictOptions(paths=[]))

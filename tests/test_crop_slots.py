@@ -53,10 +53,10 @@ def test_decode_many_puts_crops_in_their_slots(tmp_path):
     """The worker side, run in this process: crops go into the slots, errors stay records."""
     from conftest import make_image
 
+    from shufflenet_cli.decode.preprocess import Preprocess
     from shufflenet_cli.decode.workers import decode_many, decode_one
     from shufflenet_cli.inputs.paths import Input
     from shufflenet_cli.models import resolve_model
-    from shufflenet_cli.decode.preprocess import Preprocess
 
     prep = Preprocess.from_spec(resolve_model("x0_5"))
     items = [Input(str(make_image(tmp_path / f"{i}.jpg", size=(90, 70), seed=i))) for i in range(2)]

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from conftest import make_image
 
+from shufflenet_cli.decode.preprocess import Preprocess
 from shufflenet_cli.decode.processes import CRASHED, PROCESS_GROUP
 from shufflenet_cli.decode.workers import Decoded, decode_in_order
 from shufflenet_cli.inputs.paths import Input
-from shufflenet_cli.decode.preprocess import Preprocess
 
 
 def _folder(tmp_path, n=21):
@@ -215,7 +215,7 @@ def test_the_main_loop_counts_its_wait_for_slow_decoding(monkeypatch):
     import time
 
     from shufflenet_cli import pipeline
-    from shufflenet_cli.pipeline import Stats
+    from shufflenet_cli.outcome import Stats
 
     def slow(*args):
         for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):

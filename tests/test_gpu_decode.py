@@ -25,9 +25,9 @@ from PIL import Image
 
 from shufflenet_cli.decode.gpu import JpegBatchDecoder, JpegReader, check_available, read_jpeg, upright
 from shufflenet_cli.decode.images import _TRANSPOSE
+from shufflenet_cli.decode.preprocess import Preprocess
 from shufflenet_cli.inputs.paths import Input
 from shufflenet_cli.models import resolve_model
-from shufflenet_cli.decode.preprocess import Preprocess
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 CPU = torch.device("cpu")
@@ -179,7 +179,7 @@ def test_exif_rotated_jpeg_comes_out_upright(tmp_path, prep, orientation):
 @pytest.mark.parametrize("size", [(500, 375), (375, 500), (256, 256), (300, 1000), (230, 230)])
 def test_transform_is_the_weights_own_on_tensors(size):
     """Crops normalised by the backends equal weights.transforms() run on the same tensor image."""
-    from shufflenet_cli.backends.torch_backend import normalize
+    from shufflenet_cli.backends.ops import normalize
 
     spec = resolve_model("x1_5")  # resize 232: the sizes differ from x0_5's 256
     weights_prep = Preprocess.from_spec(spec)

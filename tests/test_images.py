@@ -19,8 +19,7 @@ import pytest
 from conftest import make_image
 from PIL import Image, ImageCms, JpegImagePlugin, features
 
-from shufflenet_cli.decode import images
-from shufflenet_cli.decode import near_ties
+from shufflenet_cli.decode import images, near_ties
 from shufflenet_cli.decode.images import ImageError, load_rgb
 
 

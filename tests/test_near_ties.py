@@ -311,10 +311,11 @@ def test_a_stop_still_sends_every_classified_batch_whole_and_counts_only_what_wa
 
 @pytest.mark.parametrize("gpu_decode", [False, True])
 def test_the_exact_decode_of_checked_mode_keeps_the_thumbnail_only_where_it_is_the_first_decode(prep, gpu_decode):
-    from shufflenet_cli.runner import PredictOptions, _decoders
+    from shufflenet_cli.options import PredictOptions
+    from shufflenet_cli.runner import make_decoders
 
     checked = Preprocess(prep.resize, prep.crop, prep.mean, prep.std, decode="checked", thumbnail_size=96)
-    per_file, batch_half, recheck = _decoders(
+    per_file, batch_half, recheck = make_decoders(
         PredictOptions([], gpu_decode=gpu_decode), checked, types.SimpleNamespace(device="cuda")
     )
     if gpu_decode:  # the files nvJPEG leaves to Pillow are decoded once, exactly, and need the report's thumbnail

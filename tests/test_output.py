@@ -10,8 +10,8 @@ import pytest
 from rich.console import Console
 
 from shufflenet_cli.output.formats import CSV_HEADER, Csv, JsonArray, JsonLines, render_table
-from shufflenet_cli.records import Prediction, Record
 from shufflenet_cli.output.sinks import Sink
+from shufflenet_cli.records import Prediction, Record
 
 GOOD = Record(
     "photos/dog.jpg",

@@ -7,7 +7,7 @@ import time
 
 from rich.console import Console
 
-from shufflenet_cli.pipeline import Stats
+from shufflenet_cli.outcome import Stats
 from shufflenet_cli.output.progress import SHOW_AFTER, Counter, progress_for
 
 

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import make_image
 
-from shufflenet_cli.output.display import clean_text
 from shufflenet_cli.errors import OutputError
-from shufflenet_cli.records import Prediction, Record
+from shufflenet_cli.output.display import clean_text
 from shufflenet_cli.output.report import (
     HtmlReport,
     bar_width,
@@ -26,6 +25,7 @@ from shufflenet_cli.output.report import (
     head_html,
     percent,
 )
+from shufflenet_cli.records import Prediction, Record
 
 JPEG = bytes.fromhex("ffd8ffe000104a46494600")  # not a whole picture: only its bytes are checked here
 
@@ -391,6 +391,6 @@ def test_report_paths_that_cannot_be_a_file_are_clean_errors(cli, random_weights
     assert r.exit_code == 2 and "cannot write --report" in r.stderr and "Traceback" not in r.stderr
     from pathlib import Path
 
-    from shufflenet_cli.runner import PredictOptions, validate
+    from shufflenet_cli.options import PredictOptions, validate
 
     validate(PredictOptions([], output=Path("/dev/null"), report=Path("/dev/null")))  # both thrown away: allowed

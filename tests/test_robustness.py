@@ -22,8 +22,8 @@ from PIL import Image, features
 
 from shufflenet_cli import pipeline
 from shufflenet_cli.decode import preprocess
-from shufflenet_cli.inputs.paths import Input
 from shufflenet_cli.decode.preprocess import Preprocess
+from shufflenet_cli.inputs.paths import Input
 
 
 @pytest.fixture

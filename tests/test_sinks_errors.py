@@ -16,7 +16,8 @@ from test_inputs import run  # noqa: F401  (run is a fixture)
 from test_streaming import folder_of, records, spy_batches
 
 from shufflenet_cli.errors import WriteError
-from shufflenet_cli.output.sinks import Sink, completed_paths
+from shufflenet_cli.output.resume import completed_paths
+from shufflenet_cli.output.sinks import Sink
 
 
 def test_resume_csv_recognises_names_with_carriage_returns(run, tmp_path, monkeypatch):  # noqa: F811

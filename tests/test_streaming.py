@@ -23,8 +23,9 @@ from conftest import make_image
 from test_inputs import put, run  # noqa: F401  (run is a fixture)
 
 from shufflenet_cli import pipeline
+from shufflenet_cli.output.resume import completed_paths
+from shufflenet_cli.output.sinks import Sink
 from shufflenet_cli.records import Prediction, Record
-from shufflenet_cli.output.sinks import Sink, completed_paths
 
 TOPK = 2
 
@@ -274,7 +275,7 @@ def test_resume_keeps_earlier_errors_and_their_exit_code(run, cli, random_weight
 
 def test_resume_passes_a_stdin_pause_on_even_where_an_error_record_has_an_empty_path():
     from shufflenet_cli.inputs.paths import STALL, Input
-    from shufflenet_cli.runner import skip_done
+    from shufflenet_cli.output.resume import skip_done
 
     tally: Counter[str] = Counter()
     done, failed = Counter({"": 1, "a.jpg": 1}), Counter({"": 1})  # `predict ""` leaves an error record for ""
@@ -454,7 +455,7 @@ def test_a_second_ctrl_c_never_splits_a_batch():
 def test_after_an_interrupted_run_a_second_ctrl_c_is_ignored(cli, images, random_weights, monkeypatch, interrupted):
     """Once the loop has stopped on Ctrl-C, another one must not turn exit 130 into death by signal."""
     from shufflenet_cli import runner
-    from shufflenet_cli.pipeline import Stats
+    from shufflenet_cli.outcome import Stats
 
     code = 130 if interrupted else 0
     monkeypatch.setattr(runner, "predict", lambda *a, **k: runner.Outcome(code, Stats(), interrupted=interrupted))

@@ -11,7 +11,7 @@ import numpy as np
 from shufflenet_cli import pipeline
 from shufflenet_cli.decode.workers import Decoded
 from shufflenet_cli.inputs.paths import Input
-from shufflenet_cli.pipeline import Stats
+from shufflenet_cli.outcome import Stats
 from shufflenet_cli.output.summary import timings_lines
 
 

@@ -84,8 +84,8 @@ def test_crop_array_is_torchvisions_resize_and_center_crop_byte_for_byte(size):
     from PIL import Image
     from torchvision.transforms import InterpolationMode
 
-    from shufflenet_cli.models import MODELS
     from shufflenet_cli.decode.preprocess import Preprocess
+    from shufflenet_cli.models import MODELS
 
     w, h = size
     rng = np.random.default_rng(w * 7919 + h)
@@ -100,8 +100,8 @@ def test_crop_array_is_torchvisions_resize_and_center_crop_byte_for_byte(size):
 
 
 def test_from_spec_equals_from_weights():
-    from shufflenet_cli.models import MODELS
     from shufflenet_cli.decode.preprocess import Preprocess
+    from shufflenet_cli.models import MODELS
 
     for spec in MODELS.values():
         a, b = Preprocess.from_spec(spec), Preprocess.from_weights(spec.weights())
@@ -109,8 +109,7 @@ def test_from_spec_equals_from_weights():
 
 
 def test_topk_numpy_matches_torch():
-    from shufflenet_cli.backends.torch_backend import topk_to_numpy
-    from shufflenet_cli.backends.onnx_runtime import topk_numpy
+    from shufflenet_cli.backends.ops import topk_numpy, topk_to_numpy
 
     logits = np.random.default_rng(0).normal(0, 5, size=(6, 1000)).astype(np.float32)
     p1, i1 = topk_numpy(logits, 5)
@@ -123,19 +122,20 @@ def test_topk_numpy_matches_torch():
 
 
 def test_auto_takes_the_torch_free_path_only_where_no_gpu_can_be_visible(monkeypatch):
-    from shufflenet_cli import engine
+    from shufflenet_cli import device
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert engine.gpu_may_be_visible() is False
+    assert device.gpu_may_be_visible() is False
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
-    assert engine.gpu_may_be_visible() is False
+    assert device.gpu_may_be_visible() is False
     monkeypatch.setattr(sys, "modules", {k: v for k, v in sys.modules.items() if k != "torch"})
-    monkeypatch.setattr(engine, "gpu_may_be_visible", lambda: True)
-    assert engine._cpu_without_torch("auto") is False
-    assert engine._cpu_without_torch("cuda") is False
-    assert engine._cpu_without_torch("cpu") is True
-    monkeypatch.setattr(engine, "gpu_may_be_visible", lambda: False)
-    assert engine._cpu_without_torch("auto") is True
+    monkeypatch.setattr(device, "gpu_may_be_visible", lambda: True)
+    monkeypatch.setattr(device, "_torch_device", lambda name: ("torch", name))  # where torch would decide
+    assert device.resolve("auto") == ("torch", "auto")
+    assert device.resolve("cuda") == ("torch", "cuda")
+    assert device.resolve(" CPU ") is device.CPU
+    monkeypatch.setattr(device, "gpu_may_be_visible", lambda: False)
+    assert device.resolve("auto") is device.CPU
 
 
 # ------------------------------------------------------------- hashing the weights file, in-process
@@ -144,13 +144,15 @@ def test_auto_takes_the_torch_free_path_only_where_no_gpu_can_be_visible(monkeyp
 def _ready():
     """engine.ready for x0_5 on the CPU, as `predict -m x0_5 --device cpu --threads 1` gets it."""
     from shufflenet_cli import engine
-    from shufflenet_cli.models import resolve_model
     from shufflenet_cli.decode.preprocess import Preprocess
-    from shufflenet_cli.runner import PredictOptions
+    from shufflenet_cli.models import resolve_model
+    from shufflenet_cli.options import PredictOptions
+
+    from shufflenet_cli.device import CPU
 
     spec = resolve_model("x0_5")
     return engine.ready(
-        spec, PredictOptions(paths=[], model="x0_5", device="cpu", threads=1), Preprocess.from_spec(spec)
+        spec, PredictOptions(paths=[], model="x0_5", device="cpu", threads=1), Preprocess.from_spec(spec), CPU
     )
 
 
@@ -174,7 +176,7 @@ def hashed(monkeypatch, tmp_path) -> list[Path]:
 def test_weights_file_is_hashed_once_per_run(cached_weights, hashed):
     import hashlib
 
-    from shufflenet_cli.backends.onnx_runtime import find_checked_export
+    from shufflenet_cli.backends.onnx_export import find_checked_export
 
     backend, _, _ = _ready()  # the run that exports, checks and writes the sidecar
     assert backend.name == "onnxruntime" and backend.exported and not backend.torch_free
@@ -278,7 +280,7 @@ def test_changed_weights_file_misses_and_exports_again(cached_weights, tmp_path)
 
 
 def test_sidecar_from_other_versions_is_not_used(cached_weights, tmp_path):
-    from shufflenet_cli.backends.onnx_runtime import find_checked_export
+    from shufflenet_cli.backends.onnx_export import find_checked_export
     from shufflenet_cli.weights import sha256_file
 
     image = make_image(tmp_path / "img.jpg", size=(300, 200), seed=5, quality=90)

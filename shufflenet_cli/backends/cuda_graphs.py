@@ -92,7 +92,7 @@ class _Captured:
     def run(self, batch: Any) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
-        from shufflenet_cli.backends.torch_backend import split_topk
+        from shufflenet_cli.backends.ops import split_topk
 
         with torch.cuda.device(self.device), torch.inference_mode():
             if self.staging is None:

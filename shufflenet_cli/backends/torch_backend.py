@@ -1,88 +1,18 @@
-"""Inference backends: a batch of HWC uint8 crops in, top-k probabilities and class indices out.
+"""The torch backend: the torchvision model run eagerly, a batch of HWC uint8 crops in, top-k out.
 
-Normalisation happens here, per batch, on the device (the same float arithmetic as torchvision's
-`convert_image_dtype` then `normalize`). Softmax is always computed in float32.
-
-`torch` runs the torchvision model eagerly (CPU: channels_last, measured faster; CUDA: pinned
-uint8 batches normalised on the GPU, contiguous at fp32 and channels_last under fp16/bf16 autocast,
-each batch shape after the first replayed from a CUDA graph, cuda_graphs.py). `onnxruntime` (the `onnx` extra)
-runs the same model exported to ONNX; see onnx_backend.py. `auto` takes onnxruntime on CPU at fp32
-where it is installed (measured faster there, docs/benchmarks.md), torch otherwise.
+CPU: channels_last, each batch cut into single-threaded slices run at once. CUDA: pinned uint8
+batches normalised on the GPU, contiguous at fp32 and channels_last under fp16/bf16 autocast, each
+batch shape after the first replayed from a CUDA graph (cuda_graphs.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-PRECISIONS = ("fp32", "fp16", "bf16")
-BACKENDS = ("auto", "torch", "onnxruntime")
-
-
-class Backend(Protocol):
-    name: str
-    precision: str
-
-    def topk(self, batch: np.ndarray, k: int, one_off: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Must be done with `batch` when it returns: the caller stacks the next batch into its memory.
-        one_off: a batch outside the run's rhythm (near_ties.py's second pass): nothing is kept for it."""
-        ...
-
-    def describe(self) -> str: ...
-
-
-def as_tensor(batch: np.ndarray) -> Any:
-    """The uint8 batch as a CPU tensor sharing its memory (copied only when numpy marks it read-only)."""
-    import torch
-
-    return torch.from_numpy(batch if batch.flags.writeable else batch.copy())
-
-
-def normalize(x: Any, mean: Any, std: Any, channels_last: bool) -> Any:
-    """N,H,W,C uint8 tensor -> N,C,H,W float32, `(x / 255 - mean) / std` (torchvision's arithmetic).
-
-    NHWC memory viewed as NCHW is channels_last already; `channels_last=False` makes it contiguous.
-    """
-    x = x.permute(0, 3, 1, 2)
-    if not channels_last:
-        x = x.contiguous()  # on uint8: a quarter of the bytes of a float copy
-    return x.float().div_(255).sub_(mean).div_(std)
-
-
-def normalize_numpy(batch: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """`normalize` in numpy, bit for bit (the same float32 operations in the same order), into a
-    contiguous N,C,H,W array; numpy releases the GIL, so slices normalise in parallel threads.
-    mean, std: float32 arrays of shape (1, 3, 1, 1)."""
-    n, h, w, c = batch.shape
-    x = np.empty((n, c, h, w), dtype=np.float32)
-    np.copyto(x, batch.transpose(0, 3, 1, 2), casting="unsafe")
-    x /= np.float32(255)
-    x -= mean
-    x /= std
-    return x
-
-
-def topk_on_device(logits: Any, k: int) -> Any:
-    """Softmax in float32, top-k: one N x 2k tensor on the logits' device, [probabilities | indices]."""
-    import torch
-
-    probs = logits.float().softmax(dim=1)
-    values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
-    return torch.cat([values, indices.to(values.dtype)], dim=1)  # indices < 2**24 are exact in float32
-
-
-def split_topk(both: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`topk_on_device`'s result, copied to the host, as (probabilities, int64 class indices)."""
-    k = both.shape[1] // 2
-    return both[:, :k], both[:, k:].astype(np.int64)
-
-
-def topk_to_numpy(logits: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax in float32, top-k, and one device-to-host copy per batch."""
-    return split_topk(topk_on_device(logits, k).cpu().numpy())
+from shufflenet_cli.backends.ops import as_tensor, normalize, topk_on_device, topk_to_numpy
 
 
 @dataclass
@@ -187,63 +117,3 @@ class TorchBackend:
                 runs = f", CUDA graphs off after a failed capture ({failed}); {replayed} replayed before"
         note = f" [{self.note}]" if self.note else ""
         return f"torch {self.device} {self.precision} {layout}{runs}{note}"
-
-
-def prefers_onnxruntime(device: Any, precision: str) -> bool:
-    """auto's choice: onnxruntime on CPU at fp32 where it is installed (measured faster there)."""
-    from shufflenet_cli.backends import onnx_runtime as onnx_backend
-
-    return device.type == "cpu" and precision == "fp32" and onnx_backend.available()
-
-
-def make_backend(
-    name: str,
-    model: Any,
-    device: Any,
-    prep: Any,
-    precision: str,
-    *,
-    threads: int | None = None,
-    weights_path: Path | None = None,
-    cuda_graphs: bool = True,
-) -> Backend:
-    """The backend asked for; `auto` picks the fastest one available for the device.
-
-    threads: CPU inference threads; each batch is cut into this many slices run at once, one
-        intra-op thread each (default: torch's current setting, which the runner sets from --threads).
-    weights_path: a --weights file, next to which onnxruntime caches its export (default: torch's
-        checkpoints folder, where torchvision keeps the downloaded weights).
-    cuda_graphs: on CUDA, torch replays each repeated batch shape from a captured graph (cuda_graphs.py).
-    """
-    from shufflenet_cli.errors import ShufflenetError, UsageError
-
-    if name not in BACKENDS:
-        raise UsageError(f"unknown backend {name!r}", hint="use auto, torch or onnxruntime")
-    if precision not in PRECISIONS:
-        raise UsageError(f"unknown precision {precision!r}", hint="use fp32, fp16 or bf16")
-    note = ""
-    if name == "onnxruntime" or (name == "auto" and prefers_onnxruntime(device, precision)):
-        from shufflenet_cli.backends.onnx_runtime import OnnxBackend
-
-        try:
-            return OnnxBackend(
-                model,
-                device,
-                prep.mean,
-                prep.std,
-                int(prep.crop),
-                threads=threads,
-                weights_path=weights_path,
-                precision=precision,
-            )
-        except ShufflenetError as exc:
-            if name == "onnxruntime":
-                raise
-            note = f"auto: onnxruntime not used: {exc.message}"
-        except Exception as exc:  # noqa: BLE001 - auto must still classify with torch
-            if name == "onnxruntime":
-                raise
-            note = f"auto: onnxruntime not used: {type(exc).__name__}: {exc}"
-    return TorchBackend(
-        model, device, prep.mean, prep.std, precision=precision, note=note, threads=threads, cuda_graphs=cuda_graphs
-    )

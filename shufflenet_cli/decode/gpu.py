@@ -155,7 +155,7 @@ class JpegBatchDecoder:
         files that took the Pillow path)."""
         import torch
 
-        from shufflenet_cli.backends.torch_backend import as_tensor
+        from shufflenet_cli.backends.ops import as_tensor
 
         return torch.stack([c if isinstance(c, torch.Tensor) else as_tensor(c).to(self.device) for c in crops])
 

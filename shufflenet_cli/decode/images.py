@@ -5,7 +5,6 @@ Every failure is an `ImageError` whose message becomes that input's error record
 
 from __future__ import annotations
 
-import functools
 import io
 import math
 import os
@@ -13,6 +12,8 @@ import stat
 from typing import IO
 
 from PIL import Image, ImageFile, UnidentifiedImageError
+
+from shufflenet_cli.pillow_plugins import register_plugins
 
 WHITE = (255, 255, 255)
 ORIENTATION = 0x0112  # EXIF tag
@@ -31,24 +32,6 @@ _MAX_REPAIR_BYTES = 256 * 2**20  # the second try without metadata reads at most
 
 class ImageError(Exception):
     """This input cannot be classified; the message says why."""
-
-
-@functools.cache
-def register_plugins() -> None:
-    """Once per process: let Pillow open HEIF/HEIC and JPEG XL where their plugins are installed.
-
-    (pillow-heif, pillow-jxl-plugin; without them such files are error records naming the format.)
-    """
-    try:
-        import pillow_heif
-
-        pillow_heif.register_heif_opener()
-    except Exception:  # noqa: BLE001 - not installed, or broken: those files become error records
-        pass
-    try:
-        import pillow_jxl  # noqa: F401 - registers itself on import
-    except Exception:  # noqa: BLE001
-        pass
 
 
 def load_rgb(path: str, draft_min: int | None = None) -> Image.Image:

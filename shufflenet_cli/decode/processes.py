@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
-import signal
 import sys
 import warnings
 from collections import deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from typing import Iterable, Iterator
 
 from shufflenet_cli.decode import crop_slots
@@ -24,35 +22,14 @@ from shufflenet_cli.decode.crop_slots import CropSlots
 from shufflenet_cli.decode.workers import Decoded, Prepare, decode_many
 from shufflenet_cli.errors import ShufflenetWarning
 from shufflenet_cli.inputs.paths import STALL, Input
+from shufflenet_cli.signals import ignore_in_worker, sigint_blocked_while_starting
 
 PROCESS_GROUP = 8  # inputs per task handed to a worker process: amortises the hand-over
 CRASHED = "the decoder crashed on this file (its worker process died)"
 
 
-def _quiet_worker() -> None:
-    """Ctrl-C goes to the whole process group: the parent stops between batches; workers ignore it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-@contextmanager
-def _sigint_held() -> Iterator[None]:
-    """SIGINT blocked in this thread while it starts processes: a new interpreter (the forkserver,
-    or a spawned worker) inherits the mask, so a Ctrl-C in its first milliseconds stays pending
-    instead of killing it mid-import (the parent then failed with EOFError, exit 70). The forkserver
-    never unblocks it, so its workers start with SIGINT blocked too, until `_quiet_worker` ignores
-    it. Here the signal is delivered when the block ends (the resource tracker does the same)."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
 def _worker_start(slots: tuple[str, int, tuple[int, ...]] | None) -> None:
-    _quiet_worker()
+    ignore_in_worker()
     warnings.filterwarnings("ignore", module="PIL")  # as in the main process (runner.py): a metadata or
     # size warning is not for stderr; the image still counts, or its error record says what is wrong
     if slots is not None:
@@ -85,7 +62,7 @@ class _Pool:
             return self._submit(items, ids)
 
     def _submit(self, items: list[Input], ids: list[int] | None) -> Future[list[Decoded]]:
-        with _sigint_held():  # workers (and the forkserver) start here, on demand
+        with sigint_blocked_while_starting():  # workers (and the forkserver) start here, on demand
             return self.pool.submit(decode_many, self.prep, items, ids)
 
     def restart(self) -> None:

@@ -22,8 +22,8 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from shufflenet_cli.decode.images import ImageError
-from shufflenet_cli.inputs.paths import STALL, Input
 from shufflenet_cli.decode.preprocess import Crop
+from shufflenet_cli.inputs.paths import STALL, Input
 
 Prepare = Callable[[str], Crop]  # a path -> its crop (Preprocess), or its JPEG bytes (gpu_decode.JpegReader)
 

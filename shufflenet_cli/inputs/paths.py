@@ -15,12 +15,7 @@ from dataclasses import dataclass
 from typing import IO, Iterable, Iterator
 
 from shufflenet_cli.inputs.globbing import has_magic, iglob
-
-# Taken from directories even where this Pillow cannot open them (HEIC, JPEG XL without a plugin):
-# such a photo becomes an error record that names its format, never a silent skip.
-DEFAULT_EXTENSIONS = frozenset(
-    {"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "mpo", "heic", "heif", "avif", "jxl"}
-)
+from shufflenet_cli.pillow_plugins import image_extensions
 
 
 @dataclass(frozen=True)
@@ -44,22 +39,6 @@ class WalkOptions:
     recursive: bool = True
     hidden: bool = False
     extensions: frozenset[str] | None = None  # None: every extension Pillow opens
-
-
-def image_extensions() -> frozenset[str]:
-    """The default list plus every extension Pillow can open in this installation."""
-    from PIL import Image
-
-    from shufflenet_cli.decode.images import register_plugins
-
-    register_plugins()
-    Image.init()
-    pillow = {ext.lstrip(".").lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
-    return DEFAULT_EXTENSIONS | frozenset(pillow)
-
-
-def parse_extensions(text: str) -> frozenset[str]:
-    return frozenset(e.strip().lstrip(".").lower() for e in text.split(",") if e.strip())
 
 
 def read_path_list(stream: IO[bytes], null: bool = False, stall_after: float | None = None) -> Iterator[str | None]:

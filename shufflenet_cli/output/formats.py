@@ -20,7 +20,6 @@ from rich.text import Text
 from shufflenet_cli.output.display import clean_text
 from shufflenet_cli.records import Record
 
-FORMATS = ("table", "json", "jsonl", "csv")
 CSV_HEADER = ("path", "rank", "index", "label", "probability", "error")
 
 

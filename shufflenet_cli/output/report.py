@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import os
 import shutil
 import tempfile
@@ -21,10 +22,10 @@ import time
 from pathlib import Path
 from typing import IO, Iterable
 
-from shufflenet_cli.output.display import clean_text
+from shufflenet_cli.atomic import AtomicFile, is_stream, rename_target
 from shufflenet_cli.errors import OutputError, WriteError
+from shufflenet_cli.output.display import clean_text
 from shufflenet_cli.records import Prediction, Record
-from shufflenet_cli.atomic import is_stream, new_file_mode, rename_target
 
 # Only inline styles and data: images may load; anything else (a stray URL) is refused by the browser.
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -219,11 +220,13 @@ class HtmlReport:
                 with open(self.path, "a", encoding="utf-8", errors="replace", newline="\n") as out:
                     self._write_page(out, summary, generated)
                 return
-            with self._temp("html") as out:
-                self._write_page(out, summary, generated)
-            os.chmod(self._tmp[2], new_file_mode(self._target))  # mkstemp makes 0600; a report is for sharing
-            os.replace(self._tmp[2], self._target)
-            self._tmp.pop()
+            page = AtomicFile(self._target, suffix=".html.tmp")
+            try:
+                with io.TextIOWrapper(page.file, encoding="utf-8", errors="replace", newline="\n") as out:
+                    self._write_page(out, summary, generated)
+                page.commit()
+            finally:
+                page.discard()
         except OSError as exc:
             raise WriteError(f"cannot write --report {self.path}: {exc.strerror or exc}") from exc
         finally:

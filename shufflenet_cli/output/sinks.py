@@ -9,31 +9,26 @@ cuts whatever a killed run left unfinished before appending.
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
-import json
 import os
-import signal
 import stat
 import sys
-import tempfile
-import threading
-from collections import Counter
 from pathlib import Path
-from typing import IO, Iterator, NamedTuple
+from typing import IO
 
 from rich.console import Console
 
+from shufflenet_cli.atomic import AtomicFile, is_stream
 from shufflenet_cli.errors import OutputError, UsageError, WriteError
-from shufflenet_cli.output.formats import CSV_HEADER, render_table, renderer_for, table_widths
+from shufflenet_cli.options import RESUMABLE
+from shufflenet_cli.output.formats import render_table, renderer_for, table_widths
+from shufflenet_cli.output.resume import truncate_to_complete
 from shufflenet_cli.records import Record
-from shufflenet_cli.atomic import is_stream, new_file_mode, rename_target
+from shufflenet_cli.signals import held_while_writing
 
 # JSON: a lone surrogate (undecodable file-name byte) becomes the JSON escape \udcXX.
 # CSV and tables: the original bytes go out unchanged.
 _ERRORS = {"json": "backslashreplace", "jsonl": "backslashreplace", "csv": "surrogateescape", "table": "replace"}
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-RESUMABLE = ("jsonl", "csv")
 
 
 class Sink:
@@ -51,8 +46,7 @@ class Sink:
             raise UsageError("--resume needs --output FILE with --format jsonl or csv")
         self.fmt = fmt
         self.output = output
-        self._tmp: str | None = None
-        self._target: Path | None = None  # what the json temp file is renamed to (a symlink's target)
+        self._atomic: AtomicFile | None = None  # json into a file: renamed over it at the end
         self._replace = False  # jsonl/csv without --resume: empty the file at the first write, not before
         self._created = False  # the file did not exist before this run
         self._wrote = False
@@ -88,10 +82,8 @@ class Sink:
                 return f, True
             if is_stream(output):
                 return open(output, "ab"), True  # a FIFO, a device, /dev/stdout: nothing to rename over
-            self._target = rename_target(output)
-            fd, self._tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=self._target.parent)
-            os.fchmod(fd, new_file_mode(output))  # mkstemp makes 0600; the result gets what open() would give
-            return os.fdopen(fd, "wb"), True
+            self._atomic = AtomicFile(output)
+            return self._atomic.file, True
         except OSError as exc:
             raise OutputError(f"cannot write --output {output}: {exc.strerror or exc}") from exc
 
@@ -100,7 +92,7 @@ class Sink:
         if not text:
             return
         try:
-            with _signals_held():
+            with held_while_writing():
                 if self._replace:
                     self._stream.buffer.truncate(0)  # O_APPEND: the writes then start at 0
                     self._replace = False
@@ -134,13 +126,12 @@ class Sink:
                 self._write(self._renderer.footer())
             if self._close_stream:
                 self._stream.close()
-                if self._tmp is not None:
-                    target = self._target
-                    stale = self._target.with_name(self._target.name + ".partial")
+                if self._atomic is not None:
+                    stale = self._atomic.target.with_name(self._atomic.target.name + ".partial")
                     if not complete:
-                        partial = target = stale
-                    os.replace(self._tmp, target)
-                    self._tmp = None
+                        partial = stale
+                    self._atomic.commit(to=partial)
+                    self._atomic = None
                     if complete:  # an earlier interrupted run's records: FILE now holds them all
                         with contextlib.suppress(FileNotFoundError):
                             os.unlink(stale)
@@ -168,14 +159,13 @@ class Sink:
         else:
             with contextlib.suppress(OSError, ValueError):
                 self._stream.close()
-            if self._created and not self._wrote and self._tmp is None:
+            if self._created and not self._wrote and self._atomic is None:
                 with contextlib.suppress(OSError):
                     os.unlink(self.output)  # type: ignore[arg-type]
                 self._created = False
-        if self._tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self._tmp)
-            self._tmp = None
+        if self._atomic is not None:
+            self._atomic.discard()
+            self._atomic = None
 
 
 def _stdout(given: IO[bytes] | None) -> tuple[IO[bytes], bool]:
@@ -214,176 +204,3 @@ def _table_console(stream: IO[str]) -> Console:
         color_system=target.color_system,  # type: ignore[arg-type]
         width=target.width,
     )
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM while a batch is written, then pass them on to the handlers they were for.
-
-    A second Ctrl-C makes the runner raise KeyboardInterrupt; held, it lands after the last byte of
-    the batch, never between two halves of a line. (A signal mask would not do: the kernel hands a
-    process-wide signal to any thread that does not block it, such as a decode worker.)
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    old = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in _STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
-        for signum in held:
-            _deliver(signum, old[signum])
-
-
-def _deliver(signum: int, handler: object) -> None:
-    if callable(handler):
-        handler(signum, None)
-    elif handler == signal.SIG_DFL:
-        signal.raise_signal(signum)
-
-
-def drop_partial_last_line(path: Path) -> None:
-    """A run killed mid-write can leave half a line: cut it so that resuming appends cleanly."""
-    with open(path, "rb+") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        if size == 0:
-            return
-        f.seek(max(0, size - 1))
-        if f.read(1) == b"\n":
-            return
-        pos = size
-        while pos > 0:
-            step = min(65536, pos)
-            pos -= step
-            f.seek(pos)
-            idx = f.read(step).rfind(b"\n")
-            if idx >= 0:
-                f.truncate(pos + idx + 1)
-                return
-        f.truncate(0)
-
-
-def truncate_to_complete(path: Path, fmt: str, cut_at: int | None = None) -> None:
-    """Cut what a killed run may have left unfinished, exactly what `completed_paths` leaves out (csv:
-    at `cut_at` where it found the end already; the file is not read through twice)."""
-    if fmt == "csv":
-        keep = cut_at if cut_at is not None else _scan_csv(path)[2]
-        with open(path, "rb+") as f:
-            f.truncate(keep)
-    else:
-        drop_partial_last_line(path)
-
-
-class Completed(NamedTuple):
-    """The complete records of a results file, per path: all of them, and the error records among them;
-    csv: the byte offset where they end (a killed run's unfinished last record is cut there)."""
-
-    records: Counter[str]
-    failed: Counter[str]
-    cut_at: int | None = None
-
-
-def completed_paths(path: Path, fmt: str) -> Completed:
-    """How many complete records each path has in a jsonl or csv results file, and how many of them
-    are error records (for --resume).
-
-    A count, not a set: a file named twice in the inputs has two records, and only as many
-    occurrences as are done get skipped.
-
-    jsonl: every whole line that parses. A last line without its newline was cut mid-write: not done.
-    csv: a record is several rows (one per prediction) and a kill can fall between them, so the
-    last record in the file is never counted as done; it is cut and classified again.
-    """
-    if fmt not in RESUMABLE:
-        raise UsageError("--resume needs --output FILE with --format jsonl or csv")
-    if not path.exists():
-        return Completed(Counter(), Counter())
-    try:
-        if fmt == "csv":
-            return Completed(*_scan_csv(path))
-        return Completed(*_scan_jsonl(path))
-    except OSError as exc:
-        raise OutputError(f"cannot read --output {path} to resume: {exc.strerror or exc}") from exc
-
-
-def _scan_jsonl(path: Path) -> tuple[Counter[str], Counter[str]]:
-    done: Counter[str] = Counter()
-    failed: Counter[str] = Counter()
-    with open(path, "rb") as f:
-        for number, line in enumerate(f, 1):
-            if not line.endswith(b"\n"):
-                break  # half a line: drop_partial_last_line cuts it
-            try:
-                record = json.loads(line.decode("utf-8", "surrogateescape"))
-                if not isinstance(record["path"], str):
-                    raise TypeError("a path that is not a string")
-                done[record["path"]] += 1
-            except (ValueError, KeyError, TypeError):
-                if not line.strip():
-                    continue
-                raise _not_results(path, f"line {number} is not a record of this tool") from None
-            if "error" in record:
-                failed[record["path"]] += 1
-    return done, failed
-
-
-def _not_results(path: Path, why: str) -> UsageError:
-    """--resume appends to FILE: never to a file that this tool did not write (notes, another table)."""
-    return UsageError(
-        f"--resume: {path} does not look like results of shufflenet predict ({why}); nothing was appended",
-        hint="give --output a new file, or the results file of the run to resume",
-    )
-
-
-def _scan_csv(path: Path) -> tuple[Counter[str], Counter[str], int]:
-    """Paths of all records but the last, those of them that are errors, and the byte offset where the
-    last record begins.
-
-    A record is a run of rows with one path that starts at rank 1 (or is a single error/empty row).
-    """
-    done: Counter[str] = Counter()
-    failed: Counter[str] = Counter()
-    last_failed = False
-    pos = 0  # bytes handed to the csv reader so far
-
-    def lines(f: IO[bytes]) -> Iterator[str]:
-        nonlocal pos
-        for raw in f:
-            if not raw.endswith(b"\n"):
-                return  # half a line
-            pos += len(raw)
-            yield raw.decode("utf-8", "surrogateescape")
-
-    keep = 0  # end of the last row before the current record
-    last_start = 0  # where the current (last) record's rows begin
-    last_path: str | None = None
-    with open(path, "rb") as f:
-        reader = csv.reader(lines(f), strict=True)
-        first = True
-        try:
-            for row in reader:
-                if first and tuple(row) == CSV_HEADER:
-                    keep = last_start = pos
-                    first = False
-                    continue
-                if first:
-                    raise _not_results(path, f"its first row is not the header {','.join(CSV_HEADER)}")
-                if not row:
-                    continue
-                if len(row) != len(CSV_HEADER):
-                    raise _not_results(path, f"a row has {len(row)} columns, not {len(CSV_HEADER)}")
-                if row[0] != last_path or row[1] in ("", "1"):
-                    if last_path is not None:
-                        done[last_path] += 1
-                        if last_failed:
-                            failed[last_path] += 1
-                    last_path, last_start = row[0], keep
-                    last_failed = row[-1] != ""  # the error column
-                keep = pos
-        except csv.Error:
-            pass  # a quoted field cut mid-write
-    return done, failed, last_start if last_path is not None else keep

@@ -1,0 +1,107 @@
+"""What `predict` can be asked: the choices of every option (the CLI's enums are made from these),
+`PredictOptions`, and the checks a library caller's options get before anything runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from shufflenet_cli.atomic import is_stream
+from shufflenet_cli.errors import UsageError
+from shufflenet_cli.models import DEFAULT_MODEL
+from shufflenet_cli.pillow_plugins import image_extensions
+
+FORMATS = ("table", "json", "jsonl", "csv")
+RESUMABLE = ("jsonl", "csv")  # formats --resume can append to
+BACKENDS = ("auto", "torch", "onnxruntime")
+PRECISIONS = ("fp32", "fp16", "bf16")
+DECODE_IN = ("auto", "threads", "processes")
+# exact: every image at full size; checked (default): big JPEGs DCT-scaled, near-ties decoded again;
+# fast: DCT-scaled further and never checked (decode/preprocess.py DRAFT_FACTOR, decode/near_ties.py)
+DECODE_MODES = ("exact", "checked", "fast")
+DEVICE_HINT = "use auto, cpu, cuda or cuda:N"
+
+
+@dataclass
+class PredictOptions:
+    paths: list[str]
+    model: str = DEFAULT_MODEL
+    weights: Path | None = None
+    labels: Path | None = None
+    device: str = "auto"
+    batch_size: int | None = None
+    workers: int | None = None
+    threads: int | None = None
+    topk: int = 5
+    threshold: float = 0.0
+    fmt: str = "table"
+    output: Path | None = None
+    resume: bool = False
+    recursive: bool = True
+    hidden: bool = False
+    ext: str | None = None
+    null: bool = False
+    precision: str = "fp32"
+    backend: str = "auto"
+    report: Path | None = None
+    decode: str = "checked"  # DECODE_MODES: exact (--exact-decode), checked, fast (--fast-decode)
+    gpu_decode: bool = False
+    decode_in: str = "auto"  # DECODE_IN: auto (processes on CUDA, threads on CPU), threads, processes
+    cuda_graphs: bool = True  # CUDA: replay repeated batch shapes from captured graphs (cuda_graphs.py)
+    timings: bool = False
+    progress: bool = True
+    quiet: bool = False
+
+
+def validate(opts: PredictOptions) -> None:
+    """Checks for library callers; the CLI's own option types already enforce most of these."""
+    if opts.fmt not in FORMATS:
+        raise UsageError(f"unknown format {opts.fmt!r}", hint="use " + ", ".join(FORMATS))
+    if opts.backend not in BACKENDS:
+        raise UsageError(f"unknown backend {opts.backend!r}", hint="use " + ", ".join(BACKENDS))
+    if opts.precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {opts.precision!r}", hint="use " + ", ".join(PRECISIONS))
+    for name, value, least in (
+        ("--batch-size", opts.batch_size, 1),
+        ("--workers", opts.workers, 0),
+        ("--threads", opts.threads, 1),
+    ):
+        if value is not None and value < least:
+            raise UsageError(f"{name} must be at least {least}")
+    if not 0.0 <= opts.threshold <= 1.0:
+        raise UsageError("--threshold must be between 0 and 1")
+    if opts.decode not in DECODE_MODES:
+        raise UsageError(f"unknown decode mode {opts.decode!r}", hint="use " + ", ".join(DECODE_MODES))
+    if opts.decode_in not in DECODE_IN:
+        raise UsageError(f"unknown --decode-in {opts.decode_in!r}", hint="use " + ", ".join(DECODE_IN))
+    if opts.gpu_decode and opts.backend == "onnxruntime":
+        raise UsageError("--gpu-decode runs with the torch backend", hint="leave out --backend onnxruntime")
+    check_output_names(opts)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """One file under two names: the same real path, or (both existing) a hard link."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output_names(opts: PredictOptions) -> None:
+    """Results never go over a picture (`-o *.jpg` in a shell makes the first photo FILE), nor
+    --output and --report over each other."""
+    named = [(flag, path) for flag, path in (("--output", opts.output), ("--report", opts.report)) if path]
+    pictures = image_extensions() if named else frozenset()
+    for flag, path in named:
+        suffix = Path(path).suffix.lower().lstrip(".")
+        if str(path) != "-" and suffix in pictures:
+            raise UsageError(
+                f"{flag} {path}: its name says it is an image (.{suffix}); results are not written over pictures",
+                hint="name it .html" if flag == "--report" else "name it .jsonl, .json or .csv",
+            )
+    if len(named) == 2 and not all(is_stream(Path(p)) for _, p in named) and _same_file(named[0][1], named[1][1]):
+        raise UsageError("--output and --report name the same file", hint="give each its own file")
