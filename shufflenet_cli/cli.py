@@ -207,10 +207,9 @@ def predict(
             "--exact-decode",
             help="Decode every image at full size: the weights' own preprocessing, byte for byte. By default a "
             "JPEG with a shorter side of at least 8x the resize size (2,048 px; 1,856 for x1_5 and x2_0) is decoded "
-            "at a reduced DCT scale (about 2x faster on "
-            "12-megapixel photos), and decoded again at full size when its top two classes come out close, so "
-            "that its top-1 class is the full decode's (572 of 572 real photos; probabilities may differ in the "
-            "second or third decimal).",
+            "at a reduced DCT scale, which is faster on big photos, and decoded again at full size when its top "
+            "two classes come out close, so that its top-1 class is the full decode's (probabilities may differ "
+            "in the second or third decimal). Measurements: docs/decoding.md.",
         ),
     ] = False,
     fast_decode: Annotated[
@@ -219,8 +218,8 @@ def predict(
             "--fast-decode",
             help="Decode JPEGs with a shorter side of at least 4x the resize size (1,024 px; 928 for x1_5 and "
             "x2_0) at a reduced DCT scale (never below twice "
-            "the resize size), and never again at full size: faster still, but top-1 differs from the full "
-            "decode on 4-6% of real photos (near-ties).",
+            "the resize size), and never again at full size: faster still, but on some photos top-1 differs "
+            "from the full decode's (near-ties). Measurements: docs/decoding.md.",
         ),
     ] = False,
     gpu_decode: Annotated[

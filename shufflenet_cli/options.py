@@ -10,8 +10,8 @@ from pathlib import Path
 
 from shufflenet_cli.atomic import is_stream
 from shufflenet_cli.errors import UsageError
+from shufflenet_cli.image_formats import image_extensions
 from shufflenet_cli.models import DEFAULT_MODEL
-from shufflenet_cli.pillow_plugins import image_extensions
 
 FORMATS = ("table", "json", "jsonl", "csv")
 RESUMABLE = ("jsonl", "csv")  # formats --resume can append to

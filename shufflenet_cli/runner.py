@@ -25,6 +25,7 @@ from shufflenet_cli.decode.preprocess import Preprocess
 from shufflenet_cli.decode.workers import Prepare
 from shufflenet_cli.engine import Ready, ready
 from shufflenet_cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, ShufflenetWarning, UsageError
+from shufflenet_cli.image_formats import image_extensions, parse_extensions
 from shufflenet_cli.inputs.paths import Input, WalkOptions, iter_inputs
 from shufflenet_cli.models import ModelSpec, resolve_model
 from shufflenet_cli.options import PredictOptions, validate
@@ -34,7 +35,6 @@ from shufflenet_cli.output.report import HtmlReport
 from shufflenet_cli.output.resume import Completed, completed_paths, skip_done
 from shufflenet_cli.output.sinks import Sink
 from shufflenet_cli.output.summary import summary_line
-from shufflenet_cli.pillow_plugins import image_extensions, parse_extensions
 from shufflenet_cli.records import Record
 from shufflenet_cli.signals import StopFlag
 

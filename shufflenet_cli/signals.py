@@ -95,7 +95,9 @@ def held_while_writing() -> Iterator[None]:
         yield
         return
     held: list[int] = []
-    old = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in STOP_SIGNALS}
+    old: dict[int, Handler] = {
+        sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in STOP_SIGNALS
+    }
     try:
         yield
     finally:

@@ -133,7 +133,7 @@ def _not_a_checkpoint(path: Path) -> str | None:
         return None
     if not head:
         return "an empty file"
-    from shufflenet_cli.decode.images import sniff
+    from shufflenet_cli.image_formats import sniff
 
     if (found := sniff(head)) is not None:
         return ("an " if found[0][0] in "AEIOU" else "a ") + found[0]

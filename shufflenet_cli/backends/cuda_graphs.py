@@ -1,11 +1,11 @@
 """The CUDA inference step captured once per batch shape as a CUDA graph, then replayed: one launch per
 batch instead of one per operation (normalise, every layer, softmax, top-k).
 
-Why: in a CUDA run the main process is short of CPU, not the GPU of work. Measured on an H200 with 16
-cores (benchmarks/forward_cuda.py, x1_0, batch 128, fp32, its graph holding normalise and forward):
-queuing the eager step's kernels took 4.75 ms of CPU per batch, and 0.73 ms as a graph; with 16
-processes busy on the CPU, as the decode workers are during a run, 22.8 ms against 11.9. The kernels
-are the same ones, so the results are too (tests/test_backends.py compares them bit for bit).
+Why: in a CUDA run the main process is short of CPU, not the GPU of work. Queuing the eager step's
+kernels costs CPU time for every operation of every batch, and far more while the decode workers keep
+the CPU busy; replaying a graph costs a fraction of that (measured with `python -m
+benchmarks.studies.forward_cuda`: docs/performance.md, "Defaults", CUDA). The kernels are the same
+ones, so the results are too (tests/test_backends.py compares them bit for bit).
 
 A shape is captured the second time it is seen: a run's last, smaller batch is not worth a capture.
 At most MAX_SHAPES shapes are kept. A capture that fails turns graphs off for the rest of the run, and

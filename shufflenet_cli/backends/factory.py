@@ -1,5 +1,6 @@
 """The backend a run asked for: `torch`, `onnxruntime`, or `auto` (onnxruntime on CPU at fp32 where it
-is installed, measured faster there: docs/performance.md; torch otherwise, and wherever onnxruntime
+is installed, measured faster there: docs/performance.md, "How the CPU defaults were chosen"; torch
+otherwise, and wherever onnxruntime
 fails to take the model).
 """
 

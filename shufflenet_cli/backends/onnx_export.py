@@ -2,7 +2,7 @@
 
 The export runs offline from the model already in memory (dynamic batch axis), with torch.onnx's
 TorchScript exporter where this torch has it, else the dynamo exporter (slower, needs onnxscript;
-docs/performance.md has both timings). The .onnx file is cached next to a --weights file, or in
+docs/performance.md, "Defaults"). The .onnx file is cached next to a --weights file, or in
 torch's checkpoints folder next to torchvision's downloaded weights, or (where that folder is not
 writable) in $XDG_CACHE_HOME/shufflenet-cli; its name is keyed by a hash of the state dict and of the
 exporter (torch version, exporter kind, opset, onnxruntime version). A file is written to its final
@@ -101,7 +101,8 @@ def _stale_siblings(path: Path, stem: str) -> list[Path]:
 @contextlib.contextmanager
 def _one_torch_thread() -> Iterator[None]:
     """Export and check on one intra-op thread: a tiny batch gains nothing from more, and on a busy
-    machine torch's threads waiting on each other made the check 100x slower (measured: 2.5 s)."""
+    machine torch's threads wait on each other at every layer, which slows the check many times over
+    (docs/performance.md, "Defaults")."""
     import torch
 
     before = torch.get_num_threads()
@@ -146,12 +147,14 @@ def _export_dynamo(model: Any, example: Any, f: Any) -> None:
             optimize=True,
             verbose=False,  # else it prints progress on stdout, where the results go
         )
+    if program is None:  # only where torch.onnx.export writes to a file it was given
+        raise RuntimeError("the dynamo exporter returned no program")
     f.write(program.model_proto.SerializeToString())
 
 
 def exporter_name() -> str:
-    """`torchscript` (torch.onnx's legacy tracer: about 10x quicker to export, the same graph speed)
-    where this torch still has it, else `dynamo` (needs onnxscript)."""
+    """`torchscript` (torch.onnx's legacy tracer: much quicker to export, the same graph speed;
+    docs/performance.md, "Defaults") where this torch still has it, else `dynamo` (needs onnxscript)."""
     import inspect
 
     import torch
@@ -349,6 +352,7 @@ def open_checked(
                     _unlink(stale)
             break
     return Opened(session, saved, True, parity)
+
 
 def _unlink(path: Path) -> None:
     try:

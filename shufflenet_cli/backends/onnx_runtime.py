@@ -51,8 +51,8 @@ class OnnxBackend:
 
     On CPU, `threads` is the number of single-threaded slices of the batch run at once, each in runs
     of `CPU_RUN_IMAGES`: for a network of many small layers that is faster than splitting every
-    layer across threads (x1_0, 2 cores, forward only: 342-391 vs 256-287 images/s at batch 16-128),
-    and a slice delayed by a decode thread costs one join per batch instead of one stall per layer.
+    layer across threads (docs/performance.md, "How the CPU defaults were chosen"), and a slice
+    delayed by a decode thread costs one join per batch instead of one stall per layer.
     """
 
     name = "onnxruntime"

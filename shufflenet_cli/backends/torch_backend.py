@@ -33,9 +33,10 @@ class TorchBackend:
 
         self._cuda = self.device.type == "cuda"
         if self.channels_last is None:
-            # CPU: channels_last, measured faster. CUDA fp32 (H200, benchmarks/forward_cuda.py, x1_0,
-            # batch 128): contiguous ran 19,804 images/s against 17,564, and its first batch took
-            # 0.32 s against 2.23 s (cuDNN's set-up for channels_last). fp16/bf16 keep channels_last.
+            # CPU: channels_last, measured faster. CUDA fp32: contiguous, measured faster per batch and
+            # far quicker to set up its first batch (cuDNN's set-up for channels_last is slow; `python
+            # -m benchmarks.studies.forward_cuda`, docs/performance.md, "Defaults"). fp16/bf16 keep
+            # channels_last.
             self.channels_last = not (self._cuda and self.precision == "fp32")
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = self.model.to(self.device, memory_format=memory_format).eval()
@@ -43,15 +44,16 @@ class TorchBackend:
         self._mean = torch.tensor(self.mean, device=self.device).view(shape)
         self._std = torch.tensor(self.std, device=self.device).view(shape)
         if self._cuda and self.precision == "fp32":
-            # fp32 means fp32: TF32 convolutions moved probabilities by up to 2.6e-3 from the CPU's
-            # (H200, random weights); ShuffleNet is not compute-bound, so the cost is small.
+            # fp32 means fp32: TF32 convolutions move probabilities beyond the CPU parity tolerance
+            # (docs/performance.md, "Earlier sessions"); ShuffleNet is not compute-bound, so the cost
+            # is small.
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
         self._autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
         # CPU: a batch is cut into `streams` slices run at once, each on one intra-op thread. A slice
         # delayed by a decode thread costs one join per batch instead of a stall at every layer:
-        # x1_0, batch 32, 2 cores, measured 225-280 images/s vs 185-220 with 2 threads per layer,
-        # and about 140 vs 15 while other processes loaded the machine (docs/benchmarks.md).
+        # measured faster than splitting every layer across the threads, and far faster while other
+        # processes load the machine (docs/performance.md, "How the CPU defaults were chosen").
         self.streams = 1 if self._cuda else max(1, int(self.threads or torch.get_num_threads()))
         self._graphs = None
         if self._cuda and self.cuda_graphs:
@@ -74,7 +76,7 @@ class TorchBackend:
             x = batch if isinstance(batch, torch.Tensor) else as_tensor(batch)  # N,H,W,C uint8
             if self._cuda and x.device.type == "cpu":
                 x = x.pin_memory().to(self.device, non_blocking=True)
-            x = normalize(x, self._mean, self._std, self.channels_last)
+            x = normalize(x, self._mean, self._std, bool(self.channels_last))
             if self._autocast is not None:
                 # no weight-cast cache: it cannot be captured in a CUDA graph, and each weight is
                 # used once per forward anyway

@@ -1,8 +1,9 @@
 """Crops handed from decode processes to the main process through shared memory, not the pool's pipe.
 
-Measured on 2 cores: a worker process whose "decoder" returns a ready 224x224x3 crop hands over 1,981
-crops a second through ProcessPoolExecutor (each pickled, piped and unpickled), and 28,697 a second
-when each is 48 bytes: the bytes are the cost, paid in the main process. Here each input in flight
+Why: a crop pickled, piped and unpickled through ProcessPoolExecutor costs the main process in
+proportion to its bytes, and a worker that returns ready crops hands over many times fewer a second
+than one that returns tiny ones (docs/performance.md, "Defaults" and "Earlier sessions"; measured
+with `python -m benchmarks.studies.handoff`). Here each input in flight
 owns one slot of a crop's size; the worker writes its crop into the slot and returns only the slot's
 number; the main process copies the crop out and frees the slot.
 """
@@ -69,7 +70,7 @@ def put(slot: int, array: np.ndarray) -> bool:
 
 def _attach_untracked(name: str) -> shared_memory.SharedMemory:
     """Attach without the resource tracker taking ownership: only the main process unlinks the block.
-    (Python 3.13 has track=False; before it, attaching registered the block a second time.)"""
+    (Python 3.13 has track=False; on older Pythons attaching registers the block a second time.)"""
     try:
         return shared_memory.SharedMemory(name=name, track=False)  # type: ignore[call-arg]
     except TypeError:
@@ -77,8 +78,8 @@ def _attach_untracked(name: str) -> shared_memory.SharedMemory:
     from multiprocessing import resource_tracker
 
     register = resource_tracker.register
-    resource_tracker.register = lambda *args, **kwargs: None  # type: ignore[assignment]
+    resource_tracker.register = lambda *args, **kwargs: None
     try:
         return shared_memory.SharedMemory(name=name)
     finally:
-        resource_tracker.register = register  # type: ignore[assignment]
+        resource_tracker.register = register

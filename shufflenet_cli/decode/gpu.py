@@ -133,7 +133,7 @@ class JpegBatchDecoder:
     def decode_chunk(self, chunk: list[Any]) -> None:
         """A chunk's waiting JPEGs (decoding.Decoded with `jpeg` set), decoded in one batch; any the GPU
         refuses, or all of them where the GPU fails otherwise (out of memory, say), take the Pillow path."""
-        from shufflenet_cli.decode.workers import decode_one
+        from shufflenet_cli.decode.decoded import decode_one
 
         waiting = [d for d in chunk if d.jpeg is not None]
         if not waiting:
@@ -174,18 +174,17 @@ class JpegBatchDecoder:
         from torchvision.transforms import functional as F
 
         out: list[Any | None] = [None] * len(images)
-        by_size: dict[tuple[int, ...], list[int]] = {}
+        by_size: dict[tuple[int, ...], list[Any]] = {}  # C,H,W -> the images of that size (and their positions)
         for i, im in enumerate(images):
             if im is not None and not self.prep.too_long(im.shape[-1], im.shape[-2]):  # too long: Pillow's region
-                by_size.setdefault(tuple(im.shape), []).append(i)
-        for same_size in by_size.values():
-            # the resize works in float32 on the whole stack: ~5x the uint8 pixels (measured on the CPU,
-            # 12-megapixel photos: 200 MiB each), so a batch of phone photos is resized a few at a time
-            c, h, w = images[same_size[0]].shape
+                by_size.setdefault(tuple(im.shape), []).append((i, im))
+        for (c, h, w), same_size in by_size.items():
+            # the resize works in float32 on the whole stack, several times the uint8 pixels' memory
+            # (docs/performance.md, "Defaults"), so a batch of phone photos is resized a few at a time
             step = max(1, RESIZE_PIXELS // (c * h * w))
             for start in range(0, len(same_size), step):
-                rows = same_size[start : start + step]
-                batch = torch.stack([images[i] for i in rows])
+                rows = [i for i, _ in same_size[start : start + step]]
+                batch = torch.stack([im for _, im in same_size[start : start + step]])
                 batch = F.resize(batch, [self.prep.resize], interpolation=F.InterpolationMode.BILINEAR, antialias=True)
                 batch = F.center_crop(batch, [self.prep.crop]).permute(0, 2, 3, 1)
                 for i, crop in zip(rows, batch, strict=True):

@@ -13,7 +13,7 @@ from typing import IO
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from shufflenet_cli.pillow_plugins import register_plugins
+from shufflenet_cli.image_formats import register_plugins, sniff
 
 WHITE = (255, 255, 255)
 ORIENTATION = 0x0112  # EXIF tag
@@ -124,7 +124,7 @@ def _open(source: str | bytes) -> IO[bytes]:
 
 def _decode(source: str | bytes, draft_min: int | None) -> tuple[Image.Image, bool]:
     with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:  # Pillow closes a path
-        drafted = bool(draft_min) and im.format in JPEG_FORMATS and _draft(im, draft_min)
+        drafted = draft_min is not None and draft_min > 0 and im.format in JPEG_FORMATS and _draft(im, draft_min)
         im.load()
         orientation = orientation_of(im)
         rgb = to_rgb(im, full_scale=_full_scale(im))
@@ -263,47 +263,6 @@ def _jpeg_without_app_segments(data: bytes) -> bytes:
 
 # What a file's first bytes announce, used only to word error messages:
 # (offset, magic, what it is, Pillow's format id or None, how to get support)
-_MAGIC = [
-    (0, b"\xff\xd8\xff", "JPEG image", "JPEG", ""),
-    (0, b"\x89PNG\r\n\x1a\n", "PNG image", "PNG", ""),
-    (0, b"GIF8", "GIF image", "GIF", ""),
-    (8, b"WEBP", "WebP image", "WEBP", ""),
-    (0, b"II*\x00", "TIFF image", "TIFF", ""),
-    (0, b"MM\x00*", "TIFF image", "TIFF", ""),
-    (0, b"BM", "BMP image", "BMP", ""),
-    (0, b"8BPS", "Photoshop PSD image", "PSD", ""),
-    (0, b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000 image", "JPEG2000", ""),
-    (0, b"\xff\x4f\xff\x51", "JPEG 2000 image", "JPEG2000", ""),
-    (0, b"\xff\x0a", "JPEG XL image", None, "pip install pillow-jxl-plugin"),
-    (0, b"\x00\x00\x00\x0cJXL \r\n\x87\n", "JPEG XL image", None, "pip install pillow-jxl-plugin"),
-    (0, b"II\xbc", "JPEG XR image", None, ""),
-    (0, b"v/1\x01", "OpenEXR image", None, ""),
-    (0, b"FUJIFILMCCD-RAW", "Fujifilm RAF raw photo", None, ""),
-    (0, b"%PDF", "PDF document", None, ""),
-]
-_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"heif"}
-
-
-def sniff(head: bytes) -> tuple[str, str | None, str] | None:
-    """(what it is, Pillow's format id or None, install hint) for the format `head` announces, else None."""
-    if head[4:8] == b"ftyp":  # ISO base media: HEIF, AVIF, camera raw, video
-        size = int.from_bytes(head[:4], "big")
-        brands = {head[i : i + 4] for i in range(8, min(size, len(head)), 4)} - {head[12:16]}
-        if brands & {b"avif", b"avis"}:
-            return "AVIF image", "AVIF", "a Pillow built with AVIF support"
-        if brands & _HEIF_BRANDS:
-            return "HEIF/HEIC image", "HEIF", "pip install pillow-heif"
-        if b"crx " in brands:
-            return "Canon CR3 raw photo", None, ""
-        return "MP4/QuickTime video", None, ""
-    for offset, magic, what, pillow_id, hint in _MAGIC:
-        if head[offset : offset + len(magic)] == magic:
-            return what, pillow_id, hint
-    if b"<svg" in head.lower():
-        return "SVG drawing", None, ""
-    return None
-
-
 def _describe(path: str, source: str | bytes, exc: Exception) -> str:
     try:
         with _open(source) as f:

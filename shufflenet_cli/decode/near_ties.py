@@ -1,12 +1,12 @@
 """The default decode's check: a JPEG decoded at a reduced DCT scale is decoded again exactly when
 its top two classes come out close, so that its top-1 class is, as far as measured, the exact decode's.
 
-Why (docs/benchmarks.md, "JPEG draft decoding"): DCT scaling makes 12-megapixel photos 3x cheaper
-to decode, but nudges the probabilities (on 319 real photos by 0.005 at the median), and where the
-model hesitates between two classes that nudge can swap them. Every swap measured on those photos was
-between classes whose logits, as the drafted image gave them, lay within LOGIT_MARGIN / 2.6 of each
-other. So a drafted image whose top two logits differ by less than LOGIT_MARGIN is decoded and
-classified again, exactly; the other probabilities are the drafted image's. It is a measured margin,
+Why: DCT scaling makes large JPEGs much cheaper to decode, but nudges the probabilities, and where
+the model hesitates between two classes that nudge can swap them. Every swap measured on real photos
+was between classes whose logits, as the drafted image gave them, lay well within LOGIT_MARGIN of each
+other (docs/decoding.md, "Near-ties: how the margin was chosen"; docs/performance.md, "JPEG draft
+decoding: top-1 agreement"). So a drafted image whose top two logits differ by less than LOGIT_MARGIN
+is decoded and classified again, exactly; the other probabilities are the drafted image's. It is a measured margin,
 not a bound: a picture with strong pixel-level texture (a one-pixel checkerboard laid over a photo) can
 move further under DCT scaling, and `--exact-decode` is there for results that must be the reference's.
 """
@@ -19,12 +19,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from shufflenet_cli.decode.workers import decode_one
+from shufflenet_cli.decode.decoded import decode_one
 from shufflenet_cli.inputs.paths import Input
 
-# log(p1 / p2), the top two logits' difference. On 319 real photos (4000 px, x0_5) the 6 flips of the
-# drafted decode had gaps up to 0.075, on 253 held-out ones up to 0.170; at 0.2, 11-15 % of those
-# images are decoded twice (docs/benchmarks.md).
+# log(p1 / p2), the top two logits' difference. Above the widest gap of any flip on the photos it was
+# chosen on and on a held-out set; a wider margin decodes more images twice (docs/decoding.md,
+# "Near-ties: how the margin was chosen").
 LOGIT_MARGIN = 0.2
 
 
@@ -47,8 +47,9 @@ def logit_gaps(probs: np.ndarray) -> np.ndarray:
 class Rechecks:
     """The second, exact decodes of near-ties, on `threads` threads of their own, while the run goes on
     (pipeline.py holds a batch's records back until its near-ties are done). Pillow lets go of the GIL
-    while it decodes and resizes. Done one after another in the main loop, they made the default slower
-    than --exact-decode on 16 cores (a reviewer's H200 run: 57 vs 206 images/s with 12 % near-ties)."""
+    while it decodes and resizes. Done one after another in the main loop, they leave the other cores
+    idle, and on many cores the default falls behind --exact-decode (docs/performance.md, "JPEG draft
+    decoding: top-1 agreement", the 16-core table)."""
 
     def __init__(self, exact: Callable[[str], Any], threads: int) -> None:
         from concurrent.futures import ThreadPoolExecutor

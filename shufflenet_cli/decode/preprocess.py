@@ -18,7 +18,7 @@ import numpy as np
 
 from shufflenet_cli.decode.images import decode_rgb
 
-# How large JPEGs are decoded (docs/benchmarks.md, "JPEG draft decoding"):
+# How large JPEGs are decoded (docs/decoding.md, "Draft decoding (the default for big JPEGs)"):
 #   exact    (--exact-decode) full size, always: byte for byte weights.transforms()
 #   checked  (the default) JPEG DCT scaling while the shorter side stays >= 4x the resize size; the
 #            images whose top two classes then come out close are decoded again exactly (near_ties.py)
@@ -27,8 +27,9 @@ from shufflenet_cli.decode.images import decode_rgb
 # ImageNet's) is decoded exactly in every mode. The CLI's default is checked; Preprocess's is exact.
 DRAFT_FACTOR = {"exact": None, "checked": 4, "fast": 2}  # the modes, and how far each drafts
 # The exact path resizes the whole picture before it crops: 256 px on the shorter side. A picture far
-# longer than it is wide (10000 x 1: 2,560,000 x 256 pixels, 2.6 GB) is resized over the crop's region
-# only, as a drafted one is (pixels may come out 1 apart): memory stays bounded whatever the shape.
+# longer than it is wide (10000 x 1 would become 2,560,000 x 256 pixels) is resized over the crop's
+# region only, as a drafted one is (pixels may come out 1 apart): memory stays bounded whatever the
+# shape (docs/decoding.md, "Extreme aspect ratios").
 MAX_RESIZED_PIXELS = 2**25  # 128 MiB at Pillow's 4 bytes a pixel; a 512:1 panorama still fits
 
 
@@ -113,9 +114,11 @@ class Preprocess:
 
         approximate (a drafted image, not the reference's pixels anyway): resize only the crop's own
         region (Pillow's `box`), the same filter at positions that differ in float rounding, so some
-        pixels come out 1 apart; about half the resize's work (13.6 -> 7 ms from a 2000 x 1500 draft).
-        reducing_gap: Pillow's, for the approximate resize; only benchmarks/draft_agreement.py sets it
-        (the CLI does not: measured on real photos it flips more images, docs/benchmarks.md).
+        pixels come out 1 apart; far less work than resizing the whole drafted picture
+        (docs/performance.md, "Defaults").
+        reducing_gap: Pillow's, for the approximate resize; only benchmarks/studies/draft_agreement.py
+        sets it (the CLI does not: measured on real photos it flips more images, docs/performance.md,
+        "Where a 12-MP JPEG's time goes").
         """
         from PIL import Image
 
@@ -128,10 +131,10 @@ class Preprocess:
         if approximate and fits and (new_w, new_h) != (w, h):
             sx, sy = w / new_w, h / new_h
             box = (left * sx, top * sy, (left + self.crop) * sx, (top + self.crop) * sy)
-            small = img.resize((self.crop, self.crop), Image.BILINEAR, box=box, reducing_gap=reducing_gap)
+            small = img.resize((self.crop, self.crop), Image.Resampling.BILINEAR, box=box, reducing_gap=reducing_gap)
             return np.asarray(small, dtype=np.uint8)
         if (new_w, new_h) != (w, h):
-            img = img.resize((new_w, new_h), Image.BILINEAR)
+            img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
         if not fits:  # torchvision pads first; never with resize >= crop
             import torchvision.transforms.functional as F
 

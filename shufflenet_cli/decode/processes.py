@@ -19,7 +19,8 @@ from typing import Iterable, Iterator
 
 from shufflenet_cli.decode import crop_slots
 from shufflenet_cli.decode.crop_slots import CropSlots
-from shufflenet_cli.decode.workers import Decoded, Prepare, decode_many
+from shufflenet_cli.decode.decoded import Decoded, Prepare, decode_many
+from shufflenet_cli.decode.threads import in_threads
 from shufflenet_cli.errors import ShufflenetWarning
 from shufflenet_cli.inputs.paths import STALL, Input
 from shufflenet_cli.signals import ignore_in_worker, sigint_blocked_while_starting
@@ -131,7 +132,6 @@ class WorkersCannotStart(Exception):
 
 
 def in_processes(inputs: Iterable[Input], prep: Prepare, workers: int, window: int) -> Iterator[Decoded]:
-    from shufflenet_cli.decode.workers import decode_in_order
 
     limit = groups_in_flight(workers, window)
     crop = getattr(prep, "crop", None)
@@ -153,7 +153,7 @@ def in_processes(inputs: Iterable[Input], prep: Prepare, workers: int, window: i
         ShufflenetWarning,
         stacklevel=2,
     )
-    yield from decode_in_order(itertools.chain(left, inputs), prep, workers, window, processes=False)
+    yield from in_threads(itertools.chain(left, inputs), prep, workers, window)
 
 
 def _run_groups(inputs: Iterator[Input], pool: _Pool, limit: int) -> Iterator[Decoded]:

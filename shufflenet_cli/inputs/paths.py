@@ -14,8 +14,8 @@ import select
 from dataclasses import dataclass
 from typing import IO, Iterable, Iterator
 
+from shufflenet_cli.image_formats import image_extensions
 from shufflenet_cli.inputs.globbing import has_magic, iglob
-from shufflenet_cli.pillow_plugins import image_extensions
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,8 @@ def _chunks(stream: IO[bytes], stall_after: float | None) -> Iterator[bytes | No
             try:
                 ready, _, _ = select.select([fd], [], [], stall_after)
             except (OSError, ValueError):  # not a pipe select() takes (Windows): plain blocking reads
-                fd, ready = None, [fd]
+                ready = [fd]
+                fd = None
             if not ready:
                 yield None
                 continue
@@ -199,7 +200,8 @@ def _walk(folder: str, options: WalkOptions, extensions: frozenset[str], ancesto
 def _list(folder: str, options: WalkOptions, extensions: frozenset[str]) -> tuple[list[str], set[str]]:
     """The sorted names in `folder` worth visiting (filtered while listing), and which are directories.
 
-    Only names are kept, not `DirEntry` objects: one flat folder of 100,000 files costs a few MB.
+    Only names are kept, not `DirEntry` objects, so a flat folder of 100,000 files stays cheap to hold
+    (docs/performance.md, "Defaults").
     """
     names: list[str] = []
     subdirs: set[str] = set()

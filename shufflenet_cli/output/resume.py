@@ -172,8 +172,10 @@ def skip_done(
     """--resume: drop as many occurrences of each path as already have a record. `tally["skipped"]`
     counts the dropped ones, `tally["failed"]` those whose record is an error (of a path's records,
     the errors first)."""
-    left, left_failed = Counter(), Counter()
-    for counts, into in ((done, left), (failed or {}, left_failed)):
+    left: Counter[str] = Counter()
+    left_failed: Counter[str] = Counter()
+    pairs: tuple[tuple[Counter[str], Counter[str]], ...] = ((done, left), (failed or Counter(), left_failed))
+    for counts, into in pairs:
         for path, n in counts.items():
             into[_same_path(path)] += n
     for item in inputs:

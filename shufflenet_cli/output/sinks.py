@@ -111,7 +111,7 @@ class Sink:
             with self._console.capture() as table:
                 self._console.print(render_table(records, show_header=first, widths=self._table_widths))
             self._write(table.get())
-        else:
+        elif self._renderer is not None:
             self._write(self._renderer.render(records))
 
     def close(self, complete: bool = True) -> Path | None:
