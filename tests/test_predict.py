@@ -71,7 +71,7 @@ def test_default_matches_the_reference_on_large_jpegs_and_fast_decode_does_not(c
     assert_parity(default.json(), big, _model(random_weights))
     assert cli(*base, "--exact-decode").json() == default.json()  # the default, said out loud
     # --fast-decode decodes these at half scale (DCT scaling), then resizes exactly: not identical
-    # (top-1 differs on 4-6% of real photos, all near-ties: docs/benchmarks.md).
+    # (top-1 differs on 4-6% of real photos, all near-ties: docs/decoding.md).
     drafted = cli(*base, "--fast-decode").json()
     for a, b in zip(default.json(), drafted, strict=True):
         assert a["predictions"] != b["predictions"]
