@@ -24,25 +24,24 @@ from shufflenet_cli.decode.preprocess import Preprocess
 from shufflenet_cli.labels import labels_for
 from shufflenet_cli.models import ModelSpec
 from shufflenet_cli.options import PredictOptions
-from shufflenet_cli.tuning import Tuning, default_tuning
+from shufflenet_cli.tuning import Tuning
 
 
 class Ready(NamedTuple):
     backend: Backend
     labels: list[str]
-    tuning: Tuning
 
 
-def ready(spec: ModelSpec, opts: PredictOptions, prep: Preprocess, device: Any) -> Ready:
-    """The backend on `device` (as `device.resolve` gave it), its labels and the run's tuning: the
-    torch-free path where it applies and finds a checked export, else the usual one.
+def ready(spec: ModelSpec, opts: PredictOptions, prep: Preprocess, device: Any, tuning: Tuning) -> Ready:
+    """The backend on `device` (as `device.resolve` gave it) with `tuning.threads`, and its labels:
+    the torch-free path where it applies and finds a checked export, else the usual one.
     torchvision's cached weights file is hashed at most once per run."""
     source = _torch_free_source(spec, opts, device)
     if source is not None:
-        fast = _torch_free_backend(spec, opts, prep, source)
+        fast = _torch_free_backend(spec, opts, prep, source, tuning)
         if fast is not None:
             return fast
-    return _load(spec, opts, prep, devices.as_torch(device), source)
+    return _load(spec, opts, prep, devices.as_torch(device), tuning, source)
 
 
 # ------------------------------------------------------------------ the weights file's identity
@@ -104,7 +103,9 @@ def _torch_free_source(spec: ModelSpec, opts: PredictOptions, device: Any) -> _H
         return None
 
 
-def _torch_free_backend(spec: ModelSpec, opts: PredictOptions, prep: Preprocess, source: _Hashed) -> Ready | None:
+def _torch_free_backend(
+    spec: ModelSpec, opts: PredictOptions, prep: Preprocess, source: _Hashed, tuning: Tuning
+) -> Ready | None:
     """The backend of a checked ONNX export of torchvision's cached weights file, found by the file's
     sha256, without importing torch or torchvision; None where there is none (then the usual path
     runs: it loads the model, exports and checks as needed)."""
@@ -114,20 +115,21 @@ def _torch_free_backend(spec: ModelSpec, opts: PredictOptions, prep: Preprocess,
         return None
     onnx_file, num_classes = found
     labels = labels_for(opts.labels, num_classes)
-    tuning = default_tuning("cpu", opts)
     try:
         backend = onnx_runtime.OnnxBackend(
             None, devices.CPU, prep.mean, prep.std, prep.crop, threads=tuning.threads, onnx_file=onnx_file
         )
     except Exception:  # noqa: BLE001 - a damaged file: the usual path exports it again
         return None
-    return Ready(backend, labels, tuning)
+    return Ready(backend, labels)
 
 
 # ------------------------------------------------------------------------------ the usual path
 
 
-def _load(spec: ModelSpec, opts: PredictOptions, prep: Preprocess, device: Any, known: _Hashed | None) -> Ready:
+def _load(
+    spec: ModelSpec, opts: PredictOptions, prep: Preprocess, device: Any, tuning: Tuning, known: _Hashed | None
+) -> Ready:
     """The model loaded with torch on `device` (a torch.device) and its backend made. torchvision's
     cached weights file is hashed only where onnxruntime may run it on the CPU; `known` (the
     torch-free lookup's hash) is reused where it is the same file, unchanged since."""
@@ -142,7 +144,6 @@ def _load(spec: ModelSpec, opts: PredictOptions, prep: Preprocess, device: Any, 
         source = _hash(weights.download(spec, progress=False), known)
     model = weights.load_model(spec, opts.weights)
     labels = labels_for(opts.labels, int(model.fc.out_features))
-    tuning = default_tuning(device.type, opts)
     # CPU: the inference threads. CUDA: torch's CPU threads in this process (the batch's host-side
     # copies), which would otherwise be one per core and contend with the decode workers for them.
     torch.set_num_threads(tuning.threads)
@@ -157,7 +158,7 @@ def _load(spec: ModelSpec, opts: PredictOptions, prep: Preprocess, device: Any, 
         cuda_graphs=opts.cuda_graphs,
     )
     _record_checked_export(spec, backend, source, model)
-    return Ready(backend, labels, tuning)
+    return Ready(backend, labels)
 
 
 def _record_checked_export(spec: ModelSpec, backend: Any, source: _Hashed | None, model: Any) -> None:

@@ -14,7 +14,6 @@ DEFAULT_EXTENSIONS = frozenset(
 )
 
 
-
 @functools.cache
 def register_plugins() -> None:
     """Once per process: let Pillow open HEIF/HEIC and JPEG XL where their plugins are installed.

@@ -23,6 +23,7 @@ import numpy as np
 
 from shufflenet_cli.backends.base import Backend
 from shufflenet_cli.decode import near_ties
+from shufflenet_cli.decode.gpu import JpegBatchDecoder
 from shufflenet_cli.decode.workers import Decoded, Prepare, decode_in_order
 from shufflenet_cli.inputs.paths import STALL, Input
 from shufflenet_cli.outcome import Stats
@@ -45,7 +46,7 @@ def run(
     threshold: float = 0.0,
     stats: Stats | None = None,
     should_stop: Callable[[], bool] = lambda: False,
-    gpu: Any = None,
+    gpu: JpegBatchDecoder | None = None,
     recheck: Prepare | None = None,
 ) -> Iterator[list[Record]]:
     """Yield the records of each chunk of `batch_size` inputs (failed ones in their place), in input order.
@@ -57,51 +58,30 @@ def run(
     recheck: the exact decode that drafted near-ties are redone with (near_ties.py); None: no check.
     """
     stats = stats if stats is not None else Stats()
-    rechecks = None
-    if recheck is not None:
-        stats.rechecked, rechecks = 0, near_ties.Rechecks(recheck, workers)
-    window = max(batch_size * 2, workers * 4)
-    chunk: list[Decoded] = []
-    held: deque[_Batch] = deque()  # classified, in order; the oldest may wait for its near-ties
-    stack = gpu.stack if gpu is not None else Stacker()
-    decoded_in_order = decode_in_order(inputs, prep, workers, window, processes)
-
-    def classify(chunk: list[Decoded]) -> None:
-        held.append(_classify(chunk, backend, topk, stats, stack, gpu, rechecks))
-
-    def ready(everything: bool) -> Iterator[list[Record]]:
-        while held and (everything or held[0].ready() or len(held) > MAX_HELD):
-            yield _finish(held.popleft(), backend, labels, topk, threshold, stats)
-
+    rechecks = near_ties.Rechecks(recheck, workers) if recheck is not None else None
+    if rechecks is not None:
+        stats.rechecked = 0
+    batches = _InFlight(
+        backend, labels, topk, threshold, stats, gpu.stack if gpu is not None else Stacker(), gpu, rechecks
+    )
+    decoded_in_order = decode_in_order(inputs, prep, workers, max(batch_size * 2, workers * 4), processes)
     try:
         try:
-            while True:
-                t0 = time.perf_counter()
-                decoded = next(decoded_in_order, None)
-                stalled = decoded is not None and decoded.input is STALL
-                if not stalled:  # a stall is a wait for inputs, not for the workers
-                    stats.wait_s += time.perf_counter() - t0
-                if decoded is None:
-                    break
+            while (decoded := _next(decoded_in_order, stats)) is not None:
                 if should_stop():  # the classified batches go out whole; the chunk being filled does not
-                    yield from ready(everything=True)
+                    yield from batches.ready(everything=True)
                     return
-                if stalled:
-                    if chunk:
-                        classify(chunk)
-                        chunk = []
-                    yield from ready(everything=True)
+                if decoded.input is STALL:
+                    batches.classify()
+                    yield from batches.ready(everything=True)
                     continue
-                chunk.append(decoded)
-                stats.decode_s += decoded.decode_s
-                stats.preprocess_s += decoded.preprocess_s
-                if len(chunk) >= batch_size:
-                    classify(chunk)
-                    chunk = []
-                yield from ready(everything=False)  # at every input: records leave once their near-ties are done
-            if chunk and not should_stop():
-                classify(chunk)
-            yield from ready(everything=True)
+                batches.add(decoded, batch_size)
+                yield from batches.ready(
+                    everything=False
+                )  # at every input: records leave once their near-ties are done
+            if not should_stop():
+                batches.classify()
+            yield from batches.ready(everything=True)
             stats.end()  # before the workers stop
         finally:
             # Closed here, not when garbage-collected: an exception while its workers stop (a second
@@ -110,6 +90,54 @@ def run(
     finally:
         if rechecks is not None:
             rechecks.close()
+
+
+def _next(decoded_in_order: Iterator[Decoded], stats: Stats) -> Decoded | None:
+    """The next decoded input, the wait for it counted (a stall is a wait for inputs, not for the workers)."""
+    t0 = time.perf_counter()
+    decoded = next(decoded_in_order, None)
+    if decoded is None or decoded.input is not STALL:
+        stats.wait_s += time.perf_counter() - t0
+    return decoded
+
+
+class _InFlight:
+    """The chunk being filled, and the classified batches whose records have not left yet."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        labels: list[str],
+        topk: int,
+        threshold: float,
+        stats: Stats,
+        stack: Callable[[list[Any]], Any],
+        gpu: JpegBatchDecoder | None,
+        rechecks: near_ties.Rechecks | None,
+    ) -> None:
+        self.backend, self.labels, self.topk, self.threshold = backend, labels, topk, threshold
+        self.stats, self.stack, self.gpu, self.rechecks = stats, stack, gpu, rechecks
+        self.chunk: list[Decoded] = []
+        self.held: deque[_Batch] = deque()  # classified, in order; the oldest may wait for its near-ties
+
+    def add(self, decoded: Decoded, batch_size: int) -> None:
+        self.chunk.append(decoded)
+        self.stats.decode_s += decoded.decode_s
+        self.stats.preprocess_s += decoded.preprocess_s
+        if len(self.chunk) >= batch_size:
+            self.classify()
+
+    def classify(self) -> None:
+        """The chunk so far through the model (nothing where it is empty)."""
+        if self.chunk:
+            self.held.append(
+                _classify(self.chunk, self.backend, self.topk, self.stats, self.stack, self.gpu, self.rechecks)
+            )
+            self.chunk = []
+
+    def ready(self, everything: bool) -> Iterator[list[Record]]:
+        while self.held and (everything or self.held[0].ready() or len(self.held) > MAX_HELD):
+            yield _finish(self.held.popleft(), self.backend, self.labels, self.topk, self.threshold, self.stats)
 
 
 # Batches whose records may wait for their near-ties' second decodes while later ones are classified;
@@ -142,8 +170,8 @@ def _classify(
     topk: int,
     stats: Stats,
     stack: Callable[[list[Any]], Any],
-    gpu: Any = None,
-    rechecks: Any = None,
+    gpu: JpegBatchDecoder | None = None,
+    rechecks: near_ties.Rechecks | None = None,
 ) -> _Batch:
     """The chunk through the model; its drafted near-ties handed to `rechecks` (near_ties.Rechecks)."""
     if gpu is not None:

@@ -15,12 +15,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import IO, Any, NamedTuple
+from typing import IO, NamedTuple
 
 from rich.console import Console
 
 from shufflenet_cli import device as devices
 from shufflenet_cli import pipeline
+from shufflenet_cli.backends.base import Backend
+from shufflenet_cli.decode.gpu import JpegBatchDecoder, JpegReader
 from shufflenet_cli.decode.preprocess import Preprocess
 from shufflenet_cli.decode.workers import Prepare
 from shufflenet_cli.engine import Ready, ready
@@ -37,6 +39,7 @@ from shufflenet_cli.output.sinks import Sink
 from shufflenet_cli.output.summary import summary_line
 from shufflenet_cli.records import Record
 from shufflenet_cli.signals import StopFlag
+from shufflenet_cli.tuning import Tuning, default_tuning
 
 REPORT_THUMBNAIL = 160  # pixels, longer side, in the HTML report
 
@@ -56,9 +59,11 @@ def predict(
         return _nothing_left(opts, spec, todo)
     prep = Preprocess.from_spec(spec, decode=opts.decode, thumbnail_size=REPORT_THUMBNAIL if opts.report else None)
     with Outputs.open(opts, spec, stdout, todo.completed.cut_at) as outputs:  # an unwritable path fails at once
-        run = ready(spec, opts, prep, devices.resolve(opts.device))
+        device = devices.resolve(opts.device)  # once: the backend has it, and the GPU decoder takes it from there
+        tuning = default_tuning(device.type, opts)
+        run = ready(spec, opts, prep, device, tuning)
         decoders = make_decoders(opts, prep, run.backend)
-        stats, interrupted = loop(todo, decoders, run, opts, outputs, err, _show_bar(opts, stdout))
+        stats, interrupted = loop(todo, decoders, run, tuning, opts, outputs, err, _show_bar(opts, stdout))
         partial = outputs.sink.close(complete=not interrupted)
     if partial is not None:
         err.print(
@@ -66,9 +71,7 @@ def predict(
         )
     code = EXIT_INTERRUPTED if interrupted else _exit_code(stats.failed, todo.earlier["failed"])
     described = run.backend.describe() + ("; JPEG decode: nvJPEG on the GPU" if decoders.gpu is not None else "")
-    outcome = Outcome(
-        code, stats, described, run.tuning, interrupted, todo.earlier["failed"], todo.earlier["skipped"]
-    )
+    outcome = Outcome(code, stats, described, tuning, interrupted, todo.earlier["failed"], todo.earlier["skipped"])
     outputs.close_report(outcome)
     return outcome
 
@@ -200,17 +203,15 @@ class Decoders(NamedTuple):
     exact decode that drafted near-ties are redone with, or None where nothing is checked."""
 
     prepare: Prepare
-    gpu: Any  # decode.gpu.JpegBatchDecoder | None (that module imports torch where it is used)
+    gpu: JpegBatchDecoder | None
     recheck: Prepare | None
 
 
-def make_decoders(opts: PredictOptions, prep: Preprocess, backend: Any) -> Decoders:
+def make_decoders(opts: PredictOptions, prep: Preprocess, backend: Backend) -> Decoders:
     """`prep` itself, or for --gpu-decode a JpegReader and its JpegBatchDecoder on the backend's
     device (the one `device.resolve` gave, checked by `engine.ready`)."""
     if not opts.gpu_decode:
         return Decoders(prep, None, prep.exact() if prep.decode == "checked" else None)
-    from shufflenet_cli.decode.gpu import JpegBatchDecoder, JpegReader
-
     if prep.decode == "checked":  # the JPEGs that nvJPEG leaves to Pillow: exact, as nvJPEG's are
         prep = prep.exact(thumbnail=True)
     return Decoders(JpegReader(prep), JpegBatchDecoder(prep, backend.device), None)
@@ -223,6 +224,7 @@ def loop(
     todo: Todo,
     decoders: Decoders,
     run: Ready,
+    tuning: Tuning,
     opts: PredictOptions,
     outputs: Outputs,
     err: Console,
@@ -241,9 +243,9 @@ def loop(
                 decoders.prepare,
                 run.backend,
                 run.labels,
-                batch_size=run.tuning.batch_size,
-                workers=run.tuning.workers,
-                processes=run.tuning.processes,
+                batch_size=tuning.batch_size,
+                workers=tuning.workers,
+                processes=tuning.processes,
                 topk=min(max(opts.topk, 1), 1000),
                 threshold=opts.threshold,
                 stats=stats,

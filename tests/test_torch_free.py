@@ -145,15 +145,15 @@ def _ready():
     """engine.ready for x0_5 on the CPU, as `predict -m x0_5 --device cpu --threads 1` gets it."""
     from shufflenet_cli import engine
     from shufflenet_cli.decode.preprocess import Preprocess
+    from shufflenet_cli.device import CPU
     from shufflenet_cli.models import resolve_model
     from shufflenet_cli.options import PredictOptions
 
-    from shufflenet_cli.device import CPU
+    from shufflenet_cli.tuning import default_tuning
 
     spec = resolve_model("x0_5")
-    return engine.ready(
-        spec, PredictOptions(paths=[], model="x0_5", device="cpu", threads=1), Preprocess.from_spec(spec), CPU
-    )
+    opts = PredictOptions(paths=[], model="x0_5", device="cpu", threads=1)
+    return engine.ready(spec, opts, Preprocess.from_spec(spec), CPU, default_tuning("cpu", opts))
 
 
 @pytest.fixture
@@ -178,13 +178,13 @@ def test_weights_file_is_hashed_once_per_run(cached_weights, hashed):
 
     from shufflenet_cli.backends.onnx_export import find_checked_export
 
-    backend, _, _ = _ready()  # the run that exports, checks and writes the sidecar
+    backend, _ = _ready()  # the run that exports, checks and writes the sidecar
     assert backend.name == "onnxruntime" and backend.exported and not backend.torch_free
     assert hashed == [cached_weights]  # the torch-free lookup's hash, reused for the sidecar
     digest = hashlib.sha256(cached_weights.read_bytes()).hexdigest()
     assert find_checked_export("shufflenet_v2_x0_5", digest, [cached_weights.parent]) is not None
     hashed.clear()
-    backend, _, _ = _ready()  # the torch-free run
+    backend, _ = _ready()  # the torch-free run
     assert backend.torch_free
     assert hashed == [cached_weights]
 
@@ -201,18 +201,18 @@ def test_weights_file_replaced_while_loading_gets_no_sidecar(cached_weights, has
         return real_load(spec, weights_path)
 
     monkeypatch.setattr(weights, "load_model", load_after_replacing)
-    backend, _, _ = _ready()
+    backend, _ = _ready()
     assert backend.name == "onnxruntime" and backend.exported  # of the new file's weights
     assert hashed == [cached_weights]
     # the digest is the old file's: a sidecar would name the new weights' export under it
     assert not list(cached_weights.parent.glob("shufflenet_v2_x0_5.weights-*.json"))
     monkeypatch.setattr(weights, "load_model", real_load)
     hashed.clear()
-    backend, _, _ = _ready()  # the next run opens the cached export and records it under the right digest
+    backend, _ = _ready()  # the next run opens the cached export and records it under the right digest
     assert not backend.exported and not backend.torch_free
     assert hashed == [cached_weights]
     assert len(list(cached_weights.parent.glob("shufflenet_v2_x0_5.weights-*.json"))) == 1
-    backend, _, _ = _ready()
+    backend, _ = _ready()
     assert backend.torch_free
 
 

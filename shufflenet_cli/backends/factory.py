@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from shufflenet_cli.backends import onnx_runtime
-from shufflenet_cli.backends.base import Backend
+from shufflenet_cli.backends.base import Backend, Normalisation
 from shufflenet_cli.backends.torch_backend import TorchBackend
 from shufflenet_cli.errors import ShufflenetError, UsageError
 from shufflenet_cli.options import BACKENDS, PRECISIONS
@@ -25,7 +25,7 @@ def make_backend(
     name: str,
     model: Any,
     device: Any,
-    prep: Any,
+    prep: Normalisation,
     precision: str,
     *,
     threads: int | None = None,

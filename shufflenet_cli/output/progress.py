@@ -12,6 +12,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from rich.console import Console
 
+from shufflenet_cli.outcome import Stats
+
 SHOW_AFTER = 8  # images: a handful finish before a bar would even draw
 
 
@@ -42,7 +44,7 @@ class Bar:
         self._progress: Any = None
         self._task: Any = None
 
-    def advance(self, stats: Any) -> None:
+    def advance(self, stats: Stats) -> None:
         if not self._enabled:
             return
         if self._progress is None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.console import Console
 
+from shufflenet_cli.outcome import Outcome, Stats
 
-def summary_line(outcome: Any) -> str:
+
+def summary_line(outcome: Outcome) -> str:
     s = outcome.stats
     elapsed = max(s.elapsed, 1e-9)
     head = "interrupted: " if outcome.interrupted else ""
@@ -19,7 +19,7 @@ def summary_line(outcome: Any) -> str:
     return line
 
 
-def timings_lines(outcome: Any) -> list[str]:
+def timings_lines(outcome: Outcome) -> list[str]:
     s = outcome.stats
     n = max(s.done, 1)
     ms = lambda seconds: 1000.0 * seconds / n  # noqa: E731
@@ -48,7 +48,7 @@ def timings_lines(outcome: Any) -> list[str]:
     ]
 
 
-def _draft_line(s: Any) -> list[str]:
+def _draft_line(s: Stats) -> list[str]:
     if not s.drafted:
         return []
     line = f"  JPEG DCT scaling: {s.drafted} image(s) decoded at a reduced scale"
@@ -61,10 +61,10 @@ def _draft_line(s: Any) -> list[str]:
     return [line]
 
 
-def print_summary(err: Console, outcome: Any) -> None:
+def print_summary(err: Console, outcome: Outcome) -> None:
     err.print(summary_line(outcome), markup=False, highlight=False)
 
 
-def print_timings(err: Console, outcome: Any) -> None:
+def print_timings(err: Console, outcome: Outcome) -> None:
     for line in timings_lines(outcome):
         err.print(line, markup=False, highlight=False)
