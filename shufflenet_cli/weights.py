@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from shufflenet_cli.atomic import AtomicFile
 from shufflenet_cli.errors import ModelLoadError
 from shufflenet_cli.models import ModelSpec, spec_for_conv5
 
@@ -220,7 +221,6 @@ def install_from_file(source: Path, spec: ModelSpec | None = None) -> tuple[Mode
     cached path and whether it was copied (False: that file was already in the cache).
     """
     import shutil
-    import tempfile
 
     source = Path(source)
     state_dict = read_checkpoint(source)
@@ -248,22 +248,18 @@ def install_from_file(source: Path, spec: ModelSpec | None = None) -> tuple[Mode
         return spec, dest, False
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        copy = AtomicFile(dest, mode=0o644, follow_links=False, suffix=".part")  # 0o644: the cache is shared
     except OSError as exc:
         raise ModelLoadError(f"cannot write to the weights cache {dest.parent}: {_reason(exc)}") from exc
     try:
-        with open(source, "rb") as src, os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(src, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        if sha256_file(Path(tmp)) != actual:
+        with open(source, "rb") as src:
+            shutil.copyfileobj(src, copy.file, 1 << 20)
+        copy.file.flush()
+        if sha256_file(Path(copy.tmp)) != actual:
             raise ModelLoadError(f"{source} changed while it was being copied; nothing was written")
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the cache from other users
-        os.replace(tmp, dest)
+        copy.commit(fsync=True)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise ModelLoadError(f"cannot copy {source} into the weights cache: {_reason(exc)}") from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        copy.discard()
     return spec, dest, True
