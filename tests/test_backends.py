@@ -100,20 +100,12 @@ def torch_logits(model, prep, batch: np.ndarray) -> np.ndarray:
 
 
 def test_onnxruntime_fp32_matches_torch_fp32(prep, batch):
-    from shufflenet_cli.backends.ops import normalize
-
     model = spread_model()
     reference = torch_fp32(model, prep)
     backend = onnx(model, prep)
-    x = normalize(
-        torch.from_numpy(batch),
-        torch.tensor(prep.mean).view(1, 3, 1, 1),
-        torch.tensor(prep.std).view(1, 3, 1, 1),
-        False,
-    )
     from shufflenet_cli.backends.onnx_export import allowed_difference
 
-    ort_logits = backend._session.run(["logits"], {"input": x.numpy()})[0]
+    ort_logits = backend.logits(batch)  # normalised as torch does, bit for bit (test_numpy_normalisation_...)
     ref_logits = torch_logits(model, prep, batch)
     assert np.abs(ort_logits - ref_logits).max() < allowed_difference(np.abs(ref_logits).max())
     assert backend.parity is not None and backend.parity[0] < backend.parity[1]

@@ -1,20 +1,31 @@
-"""Decode workers as processes (the CUDA default) give the same records as threads, in order, and a
-worker that dies costs only the file that killed it."""
+"""From inputs to batches: decode workers as threads or processes (the CUDA default) give the same
+records, in order; a worker that dies costs only the file that killed it; where no worker process can
+start the run goes on in threads; crops come back through shared-memory slots; the batch loop closes a
+chunk after -b inputs, failed ones included, and stacks each batch into one reused buffer.
+
+(Ctrl-C while the worker processes start or stop: test_interrupts.py. The time waiting for them:
+test_timings.py.)"""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from conftest import make_image
+from conftest import HANG, CountingBackend, make_image
 
+from shufflenet_cli import pipeline
+from shufflenet_cli.decode import crop_slots
+from shufflenet_cli.decode.crop_slots import CropSlots
 from shufflenet_cli.decode.preprocess import Preprocess
 from shufflenet_cli.decode.processes import CRASHED, PROCESS_GROUP
-from shufflenet_cli.decode.workers import Decoded, decode_in_order
+from shufflenet_cli.decode.workers import decode_in_order
 from shufflenet_cli.inputs.paths import Input
+
+# --- threads and processes --------------------------------------------------------------------
 
 
 def _folder(tmp_path, n=21):
@@ -35,6 +46,42 @@ def test_processes_match_threads_in_order(tmp_path, prep, window):
     for p, t in zip(processes, threads, strict=True):
         if t.array is not None:
             np.testing.assert_array_equal(p.array, t.array)
+
+
+def test_cli_decode_in_processes(cli, tmp_path, random_weights):
+    paths = [make_image(tmp_path / f"{i}.jpg", size=(90, 70), seed=i) for i in range(10)]
+    args = ("predict", *paths, "-m", "x0_5", "--weights", random_weights, "--device", "cpu", "-f", "json", "-b", "4")
+    threads = cli(*args, "--decode-in", "threads")
+    processes = cli(*args, "--decode-in", "processes", "--timings")
+    assert processes.exit_code == threads.exit_code == 0
+    assert processes.json() == threads.json()
+    assert "(processes)" in processes.stderr
+
+
+def test_every_worker_process_gets_work_even_with_a_small_window():
+    from shufflenet_cli.decode.processes import groups_in_flight
+
+    assert groups_in_flight(workers=16, window=64) == 16  # -b 1 -j 16: 8 groups would idle 8 workers
+    assert groups_in_flight(workers=16, window=256) == 256 // PROCESS_GROUP
+    assert groups_in_flight(workers=0, window=1) == 1
+
+
+@pytest.mark.parametrize("started", [False, True])
+def test_decode_worker_processes_keep_pillows_warnings_off_stderr(started):
+    """As the main process does: a Pillow warning (DecompressionBombWarning, bad metadata) in a worker
+    process printed a raw `warnings.warn(` traceback line to stderr."""
+    code = (
+        "import warnings\n"
+        "from shufflenet_cli.decode.processes import _worker_start\n"
+        + ("_worker_start(None)\n" if started else "")
+        + "warnings.warn_explicit('big picture', UserWarning, 'Image.py', 1, module='PIL.Image')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG)
+    assert proc.returncode == 0, proc.stderr
+    assert ("big picture" in proc.stderr) is not started
+
+
+# --- a worker that dies, workers that cannot start --------------------------------------------
 
 
 class DiesOn:
@@ -58,182 +105,19 @@ def test_a_worker_that_dies_costs_only_its_file(tmp_path, prep):
     assert sum(d.array is not None for d in out) == len(inputs) - 3  # the fatal, the bad and the folder
 
 
-def test_cli_decode_in_processes(cli, tmp_path, random_weights):
-    paths = [make_image(tmp_path / f"{i}.jpg", size=(90, 70), seed=i) for i in range(10)]
-    args = ("predict", *paths, "-m", "x0_5", "--weights", random_weights, "--device", "cpu", "-f", "json", "-b", "4")
-    threads = cli(*args, "--decode-in", "threads")
-    processes = cli(*args, "--decode-in", "processes", "--timings")
-    assert processes.exit_code == threads.exit_code == 0
-    assert processes.json() == threads.json()
-    assert "(processes)" in processes.stderr
+def test_once_a_worker_has_run_a_crash_is_the_files_fault(tmp_path, prep, monkeypatch):
+    """After a task has come back, a crash never sends the run to threads (the file that killed a
+    worker would kill the main process there): no probe, the file alone is a "crashed" record."""
+    from shufflenet_cli.decode.processes import _Pool
 
+    def no_probe(self):
+        raise AssertionError("probed whether workers can start after one had run a task")
 
-CTRL_C_WHILE_STARTING = """
-import signal, sys
-import multiprocessing.forkserver
-from shufflenet_cli.decode.workers import decode_in_order
-from shufflenet_cli.inputs.paths import Input
-from shufflenet_cli.models import resolve_model
-from shufflenet_cli.decode.preprocess import Preprocess
-
-stopped = []
-signal.signal(signal.SIGINT, lambda *_: stopped.append(1))  # the CLI's StopFlag does the same
-multiprocessing.forkserver.set_forkserver_preload(["ctrl_c_on_import"])  # Ctrl-C while the forkserver starts
-prep = Preprocess.from_spec(resolve_model("x0_5"))
-out = list(decode_in_order([Input(p) for p in sys.argv[1:]], prep, workers=2, window=8, processes=True))
-print(len(out), sum(d.array is not None for d in out), len(stopped))
-"""
-
-
-@pytest.mark.parametrize("started", [False, True])
-def test_decode_worker_processes_keep_pillows_warnings_off_stderr(started):
-    """As the main process does: a Pillow warning (DecompressionBombWarning, bad metadata) in a worker
-    process printed a raw `warnings.warn(` traceback line to stderr."""
-    import subprocess
-    import sys
-
-    code = (
-        "import warnings\n"
-        "from shufflenet_cli.decode.processes import _worker_start\n"
-        + ("_worker_start(None)\n" if started else "")
-        + "warnings.warn_explicit('big picture', UserWarning, 'Image.py', 1, module='PIL.Image')\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert ("big picture" in proc.stderr) is not started
-
-
-def test_ctrl_c_while_the_worker_processes_start(tmp_path):
-    """Ctrl-C reaches the whole process group; a new interpreter that gets it while it imports used
-    to die (the forkserver: the parent then failed with EOFError, exit 70, and a traceback)."""
-    import subprocess
-    import sys
-
-    (tmp_path / "ctrl_c_on_import.py").write_text(
-        "import os, signal, time\nos.killpg(os.getpgid(0), signal.SIGINT)\ntime.sleep(0.2)\n"
-    )
-    paths = [str(make_image(tmp_path / f"{i}.jpg", size=(60, 50), seed=i)) for i in range(10)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
-    r = subprocess.run(
-        [sys.executable, "-c", CTRL_C_WHILE_STARTING, *paths],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        start_new_session=True,  # its own process group, as a terminal's foreground job
-    )
-    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
-    assert r.stdout.split() == ["10", "10", "1"]  # every file decoded; the parent saw the Ctrl-C once
-
-
-SLOW_DECODER = """
-import time
-
-import numpy as np
-
-from shufflenet_cli.decode.preprocess import Crop
-
-
-def slow(path):
-    time.sleep(0.2)
-    return Crop(np.zeros((4, 4, 3), np.uint8), 0.0, 0.0)
-"""
-
-CTRL_C_WHILE_STOPPING = """
-import os, signal, threading
-from shufflenet_cli.decode.workers import decode_in_order
-from shufflenet_cli.inputs.paths import Input
-from slow_decoder import slow
-
-signal.signal(signal.SIGINT, signal.default_int_handler)
-decoded = decode_in_order([Input(str(i)) for i in range(64)], slow, workers=2, window=32, processes=True)
-next(decoded)  # the first two groups are done; the next two are running
-threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()  # the second Ctrl-C, while they finish
-try:
-    decoded.close()
-except KeyboardInterrupt:
-    print("interrupted")
-"""
-
-
-def test_ctrl_c_while_the_worker_processes_stop(tmp_path):
-    """A second Ctrl-C while closing waits for the running groups: the process exits (it used to hang
-    at exit, joining workers that never got their stop signal)."""
-    import subprocess
-    import sys
-
-    (tmp_path / "slow_decoder.py").write_text(SLOW_DECODER)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CTRL_C_WHILE_STOPPING],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # with its forkserver and workers
-        proc.communicate()
-        pytest.fail("hung after the second Ctrl-C")
-    assert proc.returncode == 0 and out.split() == ["interrupted"], err
-
-
-def test_an_exception_while_decoding_stops_reaches_the_caller(monkeypatch):
-    """pipeline.run closes the decoder itself: a KeyboardInterrupt raised while the workers stop (a
-    second Ctrl-C) reaches the caller, instead of "Exception ignored" and a traceback on stderr."""
-    from shufflenet_cli import pipeline
-
-    def decoded(*args):
-        try:
-            yield Decoded(Input("a.jpg"), error="unreadable")
-            yield Decoded(Input("b.jpg"), error="unreadable")
-        finally:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(pipeline, "decode_in_order", decoded)
-    checks = []
-    stop_at_the_second = lambda: checks.append(1) or len(checks) > 1  # noqa: E731 - the first Ctrl-C
-    with pytest.raises(KeyboardInterrupt):
-        list(pipeline.run([], None, None, [], batch_size=4, should_stop=stop_at_the_second))
-
-
-def test_every_worker_process_gets_work_even_with_a_small_window():
-    from shufflenet_cli.decode.processes import groups_in_flight
-
-    assert groups_in_flight(workers=16, window=64) == 16  # -b 1 -j 16: 8 groups would idle 8 workers
-    assert groups_in_flight(workers=16, window=256) == 256 // PROCESS_GROUP
-    assert groups_in_flight(workers=0, window=1) == 1
-
-
-def test_the_main_loop_counts_its_wait_for_slow_decoding(monkeypatch):
-    """--timings' "waiting for decoded images": the time the main loop spends on the next decoded
-    input, which says the workers are the bottleneck, and nothing else. Here each input takes 50 ms
-    to arrive (0.2 s in all) and each batch of two 150 ms to classify (0.3 s), which is not waiting."""
-    import time
-
-    from shufflenet_cli import pipeline
-    from shufflenet_cli.outcome import Stats
-
-    def slow(*args):
-        for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
-            time.sleep(0.05)
-            yield Decoded(Input(name), np.zeros((2, 2, 3), np.uint8))
-
-    class SlowBackend:
-        def topk(self, batch, k):
-            time.sleep(0.15)
-            return np.full((len(batch), 1), 1.0, np.float32), np.zeros((len(batch), 1), np.int64)
-
-    monkeypatch.setattr(pipeline, "decode_in_order", slow)
-    stats = Stats()
-    chunks = pipeline.run([], None, SlowBackend(), ["only"], batch_size=2, topk=1, stats=stats)
-    records = [r for chunk in chunks for r in chunk]
-    assert [r.path for r in records] == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
-    assert stats.inference_s >= 0.29
-    assert 0.19 <= stats.wait_s < 0.45  # the inference (0.3 s) is not counted as waiting
+    monkeypatch.setattr(_Pool, "starts", no_probe)
+    inputs = _folder(tmp_path, n=3 * PROCESS_GROUP)
+    fatal = inputs[PROCESS_GROUP + 2].path
+    out = list(decode_in_order(inputs, DiesOn(prep, fatal), workers=1, window=8, processes=True))
+    assert [d.input.path for d in out if d.error == CRASHED] == [fatal]
 
 
 def _cannot_start_in_a_worker(prep):
@@ -297,16 +181,124 @@ def test_the_cli_prints_its_own_warnings_as_one_line(cli, tmp_path, random_weigh
     assert "ShufflenetWarning" not in r.stderr and "warnings.warn" not in r.stderr
 
 
-def test_once_a_worker_has_run_a_crash_is_the_files_fault(tmp_path, prep, monkeypatch):
-    """After a task has come back, a crash never sends the run to threads (the file that killed a
-    worker would kill the main process there): no probe, the file alone is a "crashed" record."""
-    from shufflenet_cli.decode.processes import _Pool
+# --- shared-memory crop slots -----------------------------------------------------------------
 
-    def no_probe(self):
-        raise AssertionError("probed whether workers can start after one had run a task")
 
-    monkeypatch.setattr(_Pool, "starts", no_probe)
-    inputs = _folder(tmp_path, n=3 * PROCESS_GROUP)
-    fatal = inputs[PROCESS_GROUP + 2].path
-    out = list(decode_in_order(inputs, DiesOn(prep, fatal), workers=1, window=8, processes=True))
-    assert [d.input.path for d in out if d.error == CRASHED] == [fatal]
+SHAPE = (6, 5, 3)
+
+
+def _child_writes(name: str, count: int, slot: int, value: int) -> bool:
+    crop_slots.attach(name, count, SHAPE)
+    return crop_slots.put(slot, np.full(SHAPE, value, np.uint8)) and not crop_slots.put(
+        slot, np.zeros((2, 2, 3), np.uint8)
+    )
+
+
+def test_a_worker_process_writes_and_the_main_process_reads():
+    slots = CropSlots(4, SHAPE)
+    try:
+        ids = slots.take(3)
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(1) as pool:
+            assert pool.apply(_child_writes, (slots.name, 4, ids[1], 77))
+        got = slots.read(ids[1])
+        assert got.shape == SHAPE and (got == 77).all()
+        got[:] = 0  # a copy: the slot can be reused at once
+        assert (slots.read(ids[1]) == 77).all()
+        slots.release(ids)
+        assert sorted(slots.take(4)) == [0, 1, 2, 3]
+        with pytest.raises(RuntimeError):
+            slots.take(1)
+    finally:
+        slots.close()
+
+
+def test_close_unlinks_the_block():
+    from multiprocessing import shared_memory
+
+    slots = CropSlots(2, SHAPE)
+    name = slots.name
+    slots.close()
+    with pytest.raises(FileNotFoundError):
+        shared_memory.SharedMemory(name=name)
+
+
+def test_decode_many_puts_crops_in_their_slots(tmp_path):
+    """The worker side, run in this process: crops go into the slots, errors stay records."""
+    from shufflenet_cli.decode.preprocess import Preprocess
+    from shufflenet_cli.decode.workers import decode_many, decode_one
+    from shufflenet_cli.inputs.paths import Input
+    from shufflenet_cli.models import resolve_model
+
+    prep = Preprocess.from_spec(resolve_model("x0_5"))
+    items = [Input(str(make_image(tmp_path / f"{i}.jpg", size=(90, 70), seed=i))) for i in range(2)]
+    items.insert(1, Input(str(tmp_path / "missing.jpg")))
+    slots = CropSlots(4, (prep.crop, prep.crop, 3))
+    try:
+        crop_slots.attach(slots.name, slots.count, slots.shape)
+        ids = slots.take(3)
+        out = decode_many(prep, items, ids)
+        assert [d.slot for d in out] == [ids[0], None, ids[2]]
+        assert out[0].array is None and out[1].error and out[2].array is None
+        np.testing.assert_array_equal(slots.read(ids[2]), decode_one(prep, items[2]).array)
+    finally:
+        crop_slots._worker_view = None
+        crop_slots._worker_shm.close()
+        slots.close()
+
+
+# --- into batches -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_many_failing_inputs_still_stream(tmp_path, workers):
+    """10 unreadable files then 1 good one, -b 2: a chunk closes after 2 inputs, failed ones included,
+    so the first records come out before the last input is even listed."""
+    bad = []
+    for i in range(10):
+        path = tmp_path / f"bad{i:02d}.jpg"
+        path.write_bytes(b"")
+        bad.append(str(path))
+    good = str(make_image(tmp_path / "good.jpg", size=(16, 16)))
+    listed: list[str] = []
+
+    def inputs():
+        for path in [*bad, good]:
+            listed.append(path)
+            yield Input(path)
+
+    prep = Preprocess(8, 8, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    backend = CountingBackend()
+    labels = [f"class{i}" for i in range(3)]
+    chunks, listed_at_first_chunk = [], None
+    for records in pipeline.run(inputs(), prep, backend, labels, batch_size=2, workers=workers, topk=3):
+        if listed_at_first_chunk is None:
+            listed_at_first_chunk = len(listed)
+        chunks.append(records)
+
+    assert [len(c) for c in chunks] == [2, 2, 2, 2, 2, 1]  # never more than batch_size records
+    assert [r.path for c in chunks for r in c] == [*bad, good]
+    assert all(r.error and "empty" in r.error for c in chunks[:5] for r in c)
+    assert chunks[-1][0].ok and len(chunks[-1][0].predictions) == 3
+    assert backend.batches == [1]  # only the good image reaches the model
+    assert good not in listed[:listed_at_first_chunk]  # the first records came before the end of the input
+
+
+def test_batches_are_stacked_into_one_reused_buffer():
+    """pipeline.Stacker: np.stack's result, in memory kept from batch to batch (a smaller last
+    batch uses the front of it; another crop shape gets a new buffer)."""
+    from shufflenet_cli.pipeline import Stacker
+
+    rng = np.random.default_rng(0)
+    stack = Stacker()
+    first = [rng.integers(0, 256, (4, 4, 3), dtype=np.uint8) for _ in range(5)]
+    a = stack(first)
+    np.testing.assert_array_equal(a, np.stack(first))
+    second = [rng.integers(0, 256, (4, 4, 3), dtype=np.uint8) for _ in range(3)]
+    b = stack(second)
+    np.testing.assert_array_equal(b, np.stack(second))
+    assert np.shares_memory(a, b) and b.shape == (3, 4, 4, 3)
+    other = [rng.integers(0, 256, (2, 2, 3), dtype=np.uint8) for _ in range(5)]
+    c = stack(other)
+    np.testing.assert_array_equal(c, np.stack(other))
+    assert not np.shares_memory(a, c)

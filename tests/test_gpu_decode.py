@@ -21,10 +21,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import DOG, make_image, random_state_dict
-from PIL import Image
+from PIL import Image, ImageOps
 
 from shufflenet_cli.decode.gpu import JpegBatchDecoder, JpegReader, check_available, read_jpeg, upright
-from shufflenet_cli.decode.images import _TRANSPOSE
 from shufflenet_cli.decode.preprocess import Preprocess
 from shufflenet_cli.inputs.paths import Input
 from shufflenet_cli.models import resolve_model
@@ -160,9 +159,9 @@ def test_an_mpo_cut_short_goes_to_the_batch_decoder_only_while_its_photo_is_whol
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_upright_is_pillows_transpose(orientation):
     hwc = np.random.default_rng(orientation).integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
-    want = Image.fromarray(hwc)
-    if orientation in _TRANSPOSE:
-        want = want.transpose(_TRANSPOSE[orientation])
+    stored = Image.fromarray(hwc)
+    stored.getexif()[0x0112] = orientation  # EXIF orientation
+    want = ImageOps.exif_transpose(stored)
     got = upright(torch.from_numpy(hwc).permute(2, 0, 1), orientation).permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(got, np.asarray(want))
 

@@ -1,59 +1,22 @@
-"""Every path: directory walks, hidden files, symlinks, odd names, stdin, missing paths, --ext.
+"""Every path on the command line: directory walks, hidden files, symlinks, odd names, missing paths,
+--ext, glob patterns, and a walk that is lazy. (Paths on stdin: test_stdin.py.)
 
 Each test builds its own tree in tmp_path and parses the json/jsonl/csv the CLI prints.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
-import json
 import os
-import threading
 from pathlib import Path
 
 import pytest
-from conftest import CliResult, make_image
+from conftest import parse_records, printed_paths, put
 
 from shufflenet_cli.inputs import paths as inputs_mod
-from shufflenet_cli.inputs.paths import WalkOptions, iter_inputs, read_path_list
+from shufflenet_cli.inputs.paths import WalkOptions, iter_inputs
 
 JPG = frozenset({"jpg"})
-
-
-def put(path: Path | bytes, seed: int = 0) -> str:
-    """Write a tiny 24x24 JPEG at `path` (str path or bytes path), creating folders; return the path as a str."""
-    name = os.fsdecode(path)  # undecodable bytes become surrogates, which open() turns back into the bytes
-    make_image(Path(name), size=(24, 24), seed=seed)
-    return name
-
-
-def parse_records(r: CliResult, fmt: str = "jsonl") -> list[dict]:
-    text = r.stdout_bytes.decode("utf-8")  # strict UTF-8: no raw bytes in JSON
-    return json.loads(text) if fmt == "json" else [json.loads(line) for line in text.splitlines()]
-
-
-def printed_paths(r: CliResult, fmt: str = "jsonl") -> list[str]:
-    """The paths of the records on stdout, in order (CSV: one per image, not one per row)."""
-    if fmt == "csv":
-        text = r.stdout_bytes.decode("utf-8", "surrogateescape")  # CSV carries the file name's raw bytes
-        rows = list(csv.reader(io.StringIO(text, newline="")))
-        assert rows[0][0] == "path"
-        return [path for path, _ in itertools.groupby(row[0] for row in rows[1:])]
-    return [rec["path"] for rec in parse_records(r, fmt)]
-
-
-@pytest.fixture
-def run(cli, random_weights):
-    """`shufflenet predict ARGS -m x0_5 --weights random` through conftest's `cli`."""
-
-    def invoke(*args: str | Path, fmt: str = "jsonl", input: bytes | None = None) -> CliResult:
-        argv = ["predict", "-m", "x0_5", "--weights", str(random_weights), "-f", fmt, "-k", "2", "-j", "1"]
-        argv += ["--threads", "1", "-q", *[os.fsdecode(a) for a in args]]  # given last: they win
-        return cli(*argv, input=input)
-
-    return invoke
 
 
 @pytest.fixture
@@ -151,23 +114,7 @@ def test_ext_limits_directories_but_not_explicit_files(run, tmp_path):
     assert printed_paths(everything) == [str(d / n) for n in ("C.JPG", "a.jpg", "b.png", "c.bmp")]
 
 
-# --- odd names ----------------------------------------------------------------------------------
-
-ODD_NAMES = [
-    b"with space.jpg",
-    b"new\nline.jpg",
-    b"quo\"te's,comma.jpg",
-    "ünï 猫 🐈.jpg".encode(),
-    b"bad\xff\xfename.jpg",
-]
-
-
-@pytest.fixture
-def odd_dir(tmp_path) -> tuple[Path, list[str]]:
-    d = tmp_path / "odd"
-    raw_dir = os.fsencode(d)
-    paths = [put(os.path.join(raw_dir, name), seed=i) for i, name in enumerate(ODD_NAMES)]
-    return d, sorted(paths)
+# --- odd names (conftest.odd_dir) ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("fmt", ["json", "jsonl", "csv"])
@@ -177,48 +124,6 @@ def test_odd_and_non_utf8_names_come_out_intact(run, odd_dir, fmt):
     assert r.exit_code == 0, r.stderr
     got = printed_paths(r, fmt)
     assert got == expected  # json.loads gives back os.fsdecode(raw bytes), surrogates included
-
-
-def test_stdin_one_path_per_line(run, odd_dir):
-    d, expected = odd_dir
-    listed = [p for p in expected if "\n" not in p]
-    data = b"".join(os.fsencode(p) + b"\n" for p in listed) + b"\n"  # a blank line is ignored
-    r = run("-", input=data)
-    assert r.exit_code == 0, r.stderr
-    assert printed_paths(r) == listed
-
-
-def test_stdin_null_separated(run, odd_dir):
-    d, expected = odd_dir
-    order = expected[::-1]  # the order given, not sorted
-    data = b"\0".join(os.fsencode(p) for p in order) + b"\0"
-    r = run("-", "--null", input=data, fmt="csv")
-    assert r.exit_code == 0, r.stderr
-    assert printed_paths(r, "csv") == order
-
-
-def test_stdin_directory_and_missing_path(run, tmp_path):
-    a = put(tmp_path / "dir" / "a.jpg")
-    data = f"{tmp_path / 'dir'}\r\n{tmp_path / 'gone.jpg'}\r\n".encode()
-    r = run("-", input=data)
-    assert r.exit_code == 1, r.stderr
-    records = parse_records(r)
-    assert [rec["path"] for rec in records] == [a, str(tmp_path / "gone.jpg")]
-    assert "predictions" in records[0] and "error" in records[1]
-
-
-def test_read_path_list_yields_before_the_pipe_closes():
-    """`find | shufflenet predict -`: the first path is used while the producer is still writing."""
-    r, w = os.pipe()
-    got: list[str] = []
-    with open(r, "rb") as reader, open(w, "wb", buffering=0) as writer:
-        writer.write(b"first.jpg\n")
-        t = threading.Thread(target=lambda: got.append(next(read_path_list(reader))), daemon=True)
-        t.start()
-        t.join(timeout=10)
-        writer.write(b"second.jpg\n")
-        assert got == ["first.jpg"], "read_path_list waited for more input than one line"
-    t.join(timeout=10)
 
 
 # --- missing paths ------------------------------------------------------------------------------

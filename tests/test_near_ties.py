@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DOG
+from conftest import DOG, HANG
 from PIL import Image
 
 from shufflenet_cli.decode import near_ties
@@ -59,7 +59,7 @@ def test_rechecks_decode_again_and_apply_classifies_the_rows_in_one_batch_keepin
     rechecks = near_ties.Rechecks(exact, threads=2)
     try:
         futures = rechecks.submit([paths[r] for r in (0, 2, 3)])
-        arrays = [f.result(timeout=10)[0] for f in futures]
+        arrays = [f.result(timeout=HANG)[0] for f in futures]
     finally:
         rechecks.close()
     assert sorted(decoded) == ["a.jpg", "d.jpg", "gone.jpg"]
@@ -158,7 +158,7 @@ def test_a_named_pipe_is_drafted_only_where_it_need_not_be_read_again(tmp_path, 
     try:
         crop = Preprocess(prep.resize, prep.crop, prep.mean, prep.std, decode=mode)(str(fifo))
     finally:
-        writer.join(timeout=10)
+        writer.join(timeout=HANG)
     assert crop.drafted is drafted
     file_crop = Preprocess(prep.resize, prep.crop, prep.mean, prep.std, decode=mode)(str(tmp_path / "big.jpg"))
     assert file_crop.drafted  # the same bytes from a file are drafted in both modes
@@ -284,7 +284,7 @@ def test_later_batches_are_classified_while_a_near_tie_is_decoded_again():
             return super().topk(batch, k, one_off)
 
     waited = []
-    prepare = _names_prepare(names, lambda: waited.append(later_classified.wait(timeout=10)))
+    prepare = _names_prepare(names, lambda: waited.append(later_classified.wait(timeout=HANG)))
     backend = Backend()
     records = [r for batch in _run(names, prepare, backend) for r in batch]
     assert waited == [True]  # big0's second decode ended only after small2 had been classified

@@ -1,4 +1,5 @@
-"""`--report FILE`: the pure HTML builders, the file handling, the CLI, and a headless Chromium check."""
+"""`--report FILE`: the pure HTML builders, the file handling, the CLI, and a headless Chromium check.
+(With --resume: test_resume.py.)"""
 
 from __future__ import annotations
 
@@ -7,11 +8,10 @@ import re
 import shutil
 import stat
 import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import make_image
+from conftest import HANG, ReportPage, leftovers, make_image
 
 from shufflenet_cli.errors import OutputError
 from shufflenet_cli.output.display import clean_text
@@ -28,51 +28,6 @@ from shufflenet_cli.output.report import (
 from shufflenet_cli.records import Prediction, Record
 
 JPEG = bytes.fromhex("ffd8ffe000104a46494600")  # not a whole picture: only its bytes are checked here
-
-
-class Page(HTMLParser):
-    """What a test needs from a report: the <img> sources, text by class, every attribute value."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.imgs: list[str] = []
-        self.attrs_seen: list[str] = []
-        self.by_class: dict[str, list[str]] = {}
-        self.rows: list[list[str]] = []
-        self._open: list[tuple[str, str | None]] = []
-        self._cell: list[str] | None = None
-        self.feed(text)
-        self.close()
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        self.attrs_seen += [v or "" for v in a.values()]
-        if tag == "img":
-            self.imgs.append(a.get("src") or "")
-            return
-        if tag == "tr":
-            self.rows.append([])
-        if tag == "td":
-            self._cell = []
-        self._open.append((tag, a.get("class")))
-        if a.get("class"):
-            self.by_class.setdefault(a["class"], []).append("")
-
-    def handle_endtag(self, tag):
-        if tag == "td" and self._cell is not None:
-            self.rows[-1].append("".join(self._cell))
-            self._cell = None
-        while self._open:
-            if self._open.pop()[0] == tag:
-                break
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
-        for _, cls in reversed(self._open):
-            if cls:
-                self.by_class[cls][-1] += data
-                break
 
 
 def rec(path: str = "a.jpg", probs=(0.9, 0.1), labels=("cat", "dog"), thumbnail: bytes | None = JPEG) -> Record:
@@ -115,7 +70,7 @@ def test_bars_one_bar_per_prediction_with_width_and_label():
     assert re.findall(r'style="width:([\d.]+)%"', out) == ["75.00", "20.00", "5.00"]
     assert "&lt;script&gt;" in out and "<script>" not in out
     assert "a &amp; b" in out
-    page = Page(out)
+    page = ReportPage(out)
     assert page.by_class["label"] == ["tabby", "<script>", "a & b"]
     assert page.by_class["pct"] == ["75.0%", "20.0%", "5.0%"]
 
@@ -127,7 +82,7 @@ def test_bars_nothing_above_threshold():
 def test_card_embeds_thumbnail_and_escapes_path():
     path = 'dir/<x> & "q"\n' + os.fsdecode(b"\xff.jpg")
     out = card_html(rec(path=path))
-    page = Page(out)
+    page = ReportPage(out)
     assert page.imgs == ["data:image/jpeg;base64,/9j/4AAQSkZJRgA="]
     assert page.by_class["path"] == ['dir/<x> & "q"\\n\ufffd.jpg']
     assert "<x>" not in out and "\n\ufffd" not in out
@@ -141,13 +96,13 @@ def test_card_without_thumbnail_has_no_img():
 
 def test_error_row_lists_path_and_escaped_error():
     out = error_row_html(Record(path="bad <1>.jpg", error='truncated & "broken"'))
-    assert Page(out).rows == [["bad <1>.jpg", 'truncated & "broken"']]
+    assert ReportPage(out).rows == [["bad <1>.jpg", 'truncated & "broken"']]
     assert "&lt;1&gt;" in out and "&amp;" in out
 
 
 def test_head_has_summary_title_and_no_external_references():
     out = head_html("model <x>", "3 classified, 1 failed", "generated now")
-    page = Page(out + "</body></html>")
+    page = ReportPage(out + "</body></html>")
     assert page.by_class["summary"] == ["3 classified, 1 failed"]
     assert "<title>model &lt;x&gt;</title>" in out
     assert "Content-Security-Policy" in out
@@ -157,10 +112,6 @@ def test_head_has_summary_title_and_no_external_references():
 # --- file handling -----------------------------------------------------------------------------------
 
 
-def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
-
-
 def test_report_assembles_on_close_and_leaves_no_temp_files(tmp_path):
     target = tmp_path / "r.html"
     report = HtmlReport(target, title="t")
@@ -168,7 +119,7 @@ def test_report_assembles_on_close_and_leaves_no_temp_files(tmp_path):
     report.add([rec("two.jpg")])
     assert not target.exists()  # nothing at the target until the page is whole
     report.close("2 classified, 1 failed")
-    page = Page(target.read_text(encoding="utf-8"))
+    page = ReportPage(target.read_text(encoding="utf-8"))
     assert len(page.imgs) == 2
     assert page.by_class["path"] == ["one.jpg", "two.jpg"]
     assert page.rows[-1] == ["bad.jpg", "broken"]
@@ -207,9 +158,9 @@ def test_report_into_a_fifo_is_written_into_not_replaced(tmp_path, monkeypatch):
     report = HtmlReport(fifo, title="t")
     report.add([rec("one.jpg")])
     report.close("1 classified, 0 failed")
-    reader.join(timeout=10)
+    reader.join(timeout=HANG)
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode), "the FIFO was replaced by a regular file"
-    assert got and Page(got[0].decode()).by_class["summary"] == ["1 classified, 0 failed"]
+    assert got and ReportPage(got[0].decode()).by_class["summary"] == ["1 classified, 0 failed"]
     assert leftovers(tmp_path) == [] and leftovers(temp) == []
 
 
@@ -224,7 +175,7 @@ def test_report_through_a_symlink_replaces_the_file_it_points_to_and_keeps_its_m
     report.add([rec("one.jpg")])
     report.close("1 classified, 0 failed")
     assert link.is_symlink() and os.readlink(link) == str(real)
-    assert Page(real.read_text()).by_class["summary"] == ["1 classified, 0 failed"]
+    assert ReportPage(real.read_text()).by_class["summary"] == ["1 classified, 0 failed"]
     assert stat.S_IMODE(real.stat().st_mode) == 0o640
     assert leftovers(tmp_path) == [] and leftovers(real.parent) == []
 
@@ -276,7 +227,7 @@ def test_cli_report_has_images_errors_and_summary(report_run):
     assert r.exit_code == 1, r.stderr  # one input failed
     assert len(r.jsonl()) == 5  # stdout still carries the results
     text = target.read_text(encoding="utf-8")
-    page = Page(text)
+    page = ReportPage(text)
     assert len(page.imgs) == 4
     assert all(src.startswith("data:image/jpeg;base64,/9j/") for src in page.imgs)
     names = sorted(os.path.basename(p) for p in page.by_class["path"])
@@ -298,39 +249,6 @@ def test_cli_report_unwritable_is_one_error_line(cli, images, random_weights, tm
     assert len(errors) == 1 and errors[0].startswith("Error: cannot write --report ")
     assert "Hint: " in r.stderr
     assert "Traceback" not in r.stderr
-
-
-def test_cli_report_with_resume_counts_the_skipped_and_is_written_when_nothing_is_left(cli, random_weights, tmp_path):
-    """--resume: the page shows this run's images and says how many inputs the output already had;
-    with none left, the page still appears (replacing an earlier run's), empty but for that summary."""
-    folder = tmp_path / "in"
-    for i in range(3):
-        make_image(folder / f"{i}.jpg", size=(80, 60), seed=i)
-    out, target = tmp_path / "out.jsonl", tmp_path / "report.html"
-    base = ("predict", folder, "-m", "x0_5", "--weights", random_weights, "-o", out)
-    assert cli(*base).exit_code == 0
-    out.write_bytes(b"".join(out.read_bytes().splitlines(keepends=True)[:2]))  # the last record lost
-
-    r = cli(*base, "--resume", "--report", target)
-    assert r.exit_code == 0, r.stderr
-    page = Page(target.read_text(encoding="utf-8"))
-    assert [os.path.basename(p) for p in page.by_class["path"]] == ["2.jpg"]
-    summary = page.by_class["summary"][0]
-    assert re.fullmatch(
-        r"1 classified, 0 failed in .*; 2 input\(s\) skipped, already in the output \(--resume\)",
-        summary,
-    )
-    assert summary in r.stderr
-
-    target.write_text("an earlier run's page")
-    r = cli(*base, "--resume", "--report", target)
-    assert r.exit_code == 0, r.stderr
-    assert "nothing left to do" in r.stderr
-    page = Page(target.read_text(encoding="utf-8"))
-    assert page.imgs == [] and "path" not in page.by_class
-    assert page.by_class["summary"][0].startswith("0 classified, 0 failed")
-    assert "3 input(s) skipped, already in the output (--resume)" in page.by_class["summary"][0]
-    assert leftovers(tmp_path) == []
 
 
 # --- in a real browser -------------------------------------------------------------------------------
@@ -359,7 +277,7 @@ def test_every_image_renders_in_headless_chromium(report_run, tmp_path):
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         f"--user-data-dir={tmp_path / 'chromium-profile'}", "--dump-dom", probed.as_uri(),
     ]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=HANG).stdout
     assert re.search(r'<p id="probe">images=4 loaded=4</p>', out), out[-2000:]
 
 
@@ -379,7 +297,7 @@ def test_report_to_dev_stdout_appended_to_a_log_keeps_the_log(tmp_path):
         "print('after', flush=True)\n"
     )
     with open(log, "a") as out:
-        subprocess.run([sys.executable, "-c", code], stdout=out, check=True, timeout=60)
+        subprocess.run([sys.executable, "-c", code], stdout=out, check=True, timeout=HANG)
     text = log.read_text()
     assert text.startswith("OLD LOG\nbefore\n<!DOCTYPE html>") and text.endswith("</html>\nafter\n")
 
@@ -389,7 +307,6 @@ def test_report_paths_that_cannot_be_a_file_are_clean_errors(cli, random_weights
     (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
     r = cli("predict", images[0], "-m", "x0_5", "--weights", random_weights, "--report", tmp_path / "loop1")
     assert r.exit_code == 2 and "cannot write --report" in r.stderr and "Traceback" not in r.stderr
-    from pathlib import Path
 
     from shufflenet_cli.options import PredictOptions, validate
 

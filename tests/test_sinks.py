@@ -1,51 +1,189 @@
-"""Results that cannot be written as they should: odd file names in CSV, a full disk, a closed stdout,
-a reader that goes away (`| head`). Every format, the table too, follows the README's exit codes."""
+"""Writing results: records reach stdout or --output batch by batch; json to a file only whole, and
+atomically; a failed run keeps the earlier file; results are never written over a picture; a full
+disk, a closed stdout and a reader that goes away (`| head`) follow the README's exit codes, in every
+format, the table too."""
 
 from __future__ import annotations
 
 import csv
+import io
+import json
 import os
+import stat
 import subprocess
 import sys
-from collections import Counter
 from typing import IO
 
 import pytest
-from conftest import make_image
-from test_inputs import run  # noqa: F401  (run is a fixture)
-from test_streaming import folder_of, records, spy_batches
+from conftest import HANG, csv_records, folder_of, make_image, put, sample_records, spy_batches
 
+from shufflenet_cli import pipeline
 from shufflenet_cli.errors import WriteError
-from shufflenet_cli.output.resume import completed_paths
 from shufflenet_cli.output.sinks import Sink
+from shufflenet_cli.records import Prediction, Record
+
+# --- records appear as each batch finishes ----------------------------------------------------
 
 
-def test_resume_csv_recognises_names_with_carriage_returns(run, tmp_path, monkeypatch):  # noqa: F811
-    d = tmp_path / "imgs"
-    names = ["a.jpg", "b\rc.jpg", "d\r\ne.jpg", "f\ng.jpg", "\rh.jpg", "i.jpg"]
-    data = make_image(d / "x.jpg", size=(16, 16)).read_bytes()
-    (d / "x.jpg").unlink()
-    for name in names:
-        (d / name).write_bytes(data)
-    paths = sorted(str(d / name) for name in names)
-    out = tmp_path / "out.csv"
-    assert run(d, "-o", out, fmt="csv").exit_code == 0
-
-    with open(out, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))[1:]
-    assert [row[0] for row in rows[::2]] == paths  # two rows (-k 2) per record, none split
-    assert all(len(row) == 6 for row in rows)
-
-    assert completed_paths(out, "csv").records == Counter(paths[:-1])  # csv: the last record is always redone
-    classified: list[str] = []
-    spy_batches(monkeypatch, lambda batch: classified.extend(rec.path for rec in batch))
-    before = out.read_bytes()
-    assert run(d, "--resume", "-o", out, fmt="csv").exit_code == 0
-    assert classified == paths[-1:]
-    assert out.read_bytes() == before
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_each_batch_reaches_a_pipe_before_the_next(fmt):
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    with open(w, "wb") as pipe:  # buffered, like a real stdout
+        sink = Sink(fmt, stdout=pipe)
+        sink.write(sample_records("a.jpg"))
+        first = os.read(r, 1 << 16).decode()
+        sink.write(sample_records("b.jpg"))
+        second = os.read(r, 1 << 16).decode()
+        sink.close()
+    os.close(r)
+    if fmt == "jsonl":
+        assert [json.loads(line)["path"] for line in first.splitlines()] == ["a.jpg"]
+        assert [json.loads(line)["path"] for line in second.splitlines()] == ["b.jpg"]
+    else:
+        assert csv_records(first) == [("a.jpg", 2)]
+        assert list(csv.reader(io.StringIO(second)))[0][0] == "b.jpg"
 
 
-# --- a full disk, a closed stdout ---------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_output_file_grows_batch_by_batch(run, tmp_path, monkeypatch, fmt):
+    d, paths = folder_of(tmp_path, 4)
+    out = tmp_path / f"out.{fmt}"
+    seen: list[int] = []  # records already on disk each time a new batch comes out of the pipeline
+
+    def count_on_disk(batch):
+        text = out.read_text()
+        seen.append(len(text.splitlines()) if fmt == "jsonl" else len(csv_records(text)) if text else 0)
+
+    spy_batches(monkeypatch, count_on_disk)
+    r = run(d, "-b", "1", "-o", out, fmt=fmt)
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout_bytes == b""
+    assert seen == [0, 1, 2, 3]  # each batch is on disk before the next one is classified
+    text = out.read_text()
+    got = (
+        [json.loads(line)["path"] for line in text.splitlines()]
+        if fmt == "jsonl"
+        else [p for p, _ in csv_records(text)]
+    )
+    assert got == paths
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv"])
+def test_output_replaces_an_earlier_file_only_once_results_come(run, tmp_path, fmt):
+    d, paths = folder_of(tmp_path, 2)
+    out = tmp_path / f"out.{fmt}"
+    out.write_text("earlier results\n")
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    failed = run(d, "-o", out, "--weights", bad, fmt=fmt)  # the model never loads
+    assert failed.exit_code == 3, failed.stderr
+    assert out.read_text() == "earlier results\n"
+    never = tmp_path / f"never.{fmt}"
+    assert run(d, "-o", never, "--weights", bad, fmt=fmt).exit_code == 3
+    assert sorted(os.listdir(tmp_path)) == sorted(["imgs", "bad.pth", out.name])  # no empty file, no temp file
+
+    r = run(d, "-o", out, fmt=fmt)
+    assert r.exit_code == 0, r.stderr
+    text = out.read_text()
+    if fmt == "csv":
+        assert [p for p, _ in csv_records(text)] == paths
+    else:
+        got = json.loads(text) if fmt == "json" else [json.loads(line) for line in text.splitlines()]
+        assert [rec["path"] for rec in got] == paths
+
+
+# --- --output FILE for json: atomic -----------------------------------------------------------
+
+
+def test_json_output_appears_only_at_the_end(run, tmp_path, monkeypatch):
+    d, paths = folder_of(tmp_path, 3)
+    out = tmp_path / "results.json"
+    present: list[bool] = []
+    spy_batches(monkeypatch, lambda batch: present.append(out.exists()))
+    r = run(d, "-b", "1", "-o", out, fmt="json")
+    assert r.exit_code == 0, r.stderr
+    assert present == [False, False, False]
+    assert [rec["path"] for rec in json.loads(out.read_text())] == paths
+    assert sorted(os.listdir(tmp_path)) == ["imgs", "results.json"]  # no temp file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
+
+
+def test_failed_run_leaves_the_previous_json_untouched(run, tmp_path, monkeypatch):
+    d, _ = folder_of(tmp_path, 4)
+    out = tmp_path / "results.json"
+    out.write_text('["previous"]\n')
+    real_run = pipeline.run
+
+    def fails_at_the_third_batch(*args, **kwargs):
+        for n, batch in enumerate(real_run(*args, **kwargs)):
+            if n == 2:
+                raise RuntimeError("backend blew up")
+            yield batch
+
+    monkeypatch.setattr(pipeline, "run", fails_at_the_third_batch)
+    r = run(d, "-b", "1", "-o", out, fmt="json")
+    assert r.exit_code == 70  # an unexpected failure
+    assert "backend blew up" in r.stderr
+    assert out.read_text() == '["previous"]\n'
+    assert sorted(os.listdir(tmp_path)) == ["imgs", "results.json"]
+
+
+def test_interrupted_json_output_keeps_the_old_file_and_leaves_a_partial(tmp_path):
+    out = tmp_path / "results.json"
+    out.write_text('["previous"]\n')
+    sink = Sink("json", out)
+    sink.write([Record("a.jpg", (Prediction(1, 3, "x", 0.5),))])
+    partial = sink.close(complete=False)
+    assert out.read_text() == '["previous"]\n'
+    assert partial == out.resolve().with_name("results.json.partial")
+    assert [r["path"] for r in json.loads(partial.read_text())] == ["a.jpg"]
+
+    again = Sink("json", out)  # the run done again, to the end: the partial file is stale, and goes
+    again.write([Record("a.jpg", (Prediction(1, 3, "x", 0.5),))])
+    assert again.close() is None
+    assert [r["path"] for r in json.loads(out.read_text())] == ["a.jpg"] and not partial.exists()
+
+
+# --- results that cannot be written -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv"])
+@pytest.mark.parametrize("where", ["missing_dir", "is_dir"])
+def test_unwritable_output_is_a_clear_error(run, tmp_path, fmt, where):
+    img = put(tmp_path / "a.jpg")
+    out = tmp_path / "no" / "such" / "dir" / f"out.{fmt}" if where == "missing_dir" else tmp_path
+    r = run(img, "-o", out, fmt=fmt)
+    assert r.exit_code == 2
+    assert r.stdout_bytes == b""
+    lines = r.stderr.splitlines()
+    assert lines[0].startswith(f"Error: cannot write --output {out}"), r.stderr
+    assert "Traceback" not in r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["a.jpg"]
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (("-o", "{d}/first.jpg"), "--output {d}/first.jpg: its name says it is an image (.jpg)"),
+        (("--report", "{d}/r.PNG"), "--report {d}/r.PNG: its name says it is an image (.png)"),
+        (("-o", "{d}/same.jsonl", "--report", "{d}/./same.jsonl"), "--output and --report name the same file"),
+    ],
+)
+def test_results_are_not_written_over_a_picture_or_over_each_other(cli, random_weights, tmp_path, args, said):
+    """`shufflenet predict -o *.jpg` in a shell makes the first photo FILE: refused, the photo kept."""
+    photo = make_image(tmp_path / "first.jpg", size=(80, 60))
+    before = photo.read_bytes()
+    args = [a.format(d=tmp_path) for a in args]
+    r = cli("predict", photo, "-m", "x0_5", "--weights", random_weights, "-f", "jsonl", *args)
+    assert r.exit_code == 2 and r.stdout == ""
+    assert said.format(d=tmp_path) in r.stderr and "Traceback" not in r.stderr
+    assert photo.read_bytes() == before and not (tmp_path / "same.jsonl").exists()
+
+
+# --- a full disk, a closed stdout -------------------------------------------------------------
 
 
 def _shufflenet(random_weights, *args: object) -> list[str]:
@@ -78,13 +216,21 @@ def test_results_that_stdout_refuses_are_not_left_in_its_buffer(monkeypatch, fmt
         monkeypatch.setattr(sys, "stdout", stream)  # here, not in a fixture: pytest sets its own for the test
         sink = Sink(fmt)
         with pytest.raises(error) as raised:
-            sink.write(records("a.jpg"))
+            sink.write(sample_records("a.jpg"))
             sink.close()
         sink.abort()  # does not raise: the error being handled stays the one reported
         monkeypatch.undo()
         if error is WriteError:
             assert raised.value.message == "cannot write results: No space left on device"  # type: ignore[attr-defined]
-    # Closed (as Python flushes and closes stdout at exit) without an error: nothing of the sink's was left in it.
+
+
+def test_a_write_failure_mid_run_is_exit_74(run, tmp_path):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    d, _ = folder_of(tmp_path, 2)
+    r = run(d, "-o", "/dev/full")
+    assert r.exit_code == 74
+    assert "cannot write" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.parametrize("fmt", ["table", "jsonl"])
@@ -95,12 +241,12 @@ def test_a_full_disk_on_stdout_is_exit_74(random_weights, tmp_path, fmt):
     d, _ = folder_of(tmp_path, 2)
     with open("/dev/full", "wb") as full:
         cmd = _shufflenet(random_weights, d, "-q", "-f", fmt)
-        proc = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, env=_buffered(), timeout=120)
+        proc = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, env=_buffered(), timeout=HANG)
     assert proc.returncode == 74, proc.stderr.decode()
     assert proc.stderr.decode().splitlines() == ["Error: cannot write results: No space left on device"]
 
 
-def test_a_table_to_a_full_disk_is_exit_74(run, tmp_path):  # noqa: F811
+def test_a_table_to_a_full_disk_is_exit_74(run, tmp_path):
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full here")
     d, _ = folder_of(tmp_path, 2)
@@ -113,7 +259,7 @@ def test_a_table_to_a_full_disk_is_exit_74(run, tmp_path):  # noqa: F811
 def test_a_closed_stdout_is_exit_74(random_weights, tmp_path, fmt):
     d, _ = folder_of(tmp_path, 2)
     cmd = ["sh", "-c", 'exec "$0" "$@" >&-', *_shufflenet(random_weights, d, "-f", fmt)]  # stdout closed
-    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_buffered(), timeout=120)
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_buffered(), timeout=HANG)
     assert proc.returncode == 74, proc.stderr.decode()
     assert proc.stderr.decode().splitlines() == [
         "Error: cannot write results: standard output is closed",
@@ -121,7 +267,7 @@ def test_a_closed_stdout_is_exit_74(random_weights, tmp_path, fmt):
     ]
 
 
-# --- the reader goes away (`| head`) ------------------------------------------------------------
+# --- the reader goes away (`| head`) ----------------------------------------------------------
 
 
 @pytest.mark.parametrize("fmt", ["table", "json", "jsonl", "csv"])
@@ -133,29 +279,10 @@ def test_a_reader_that_goes_away_stops_the_run_quietly_with_0(random_weights, tm
         try:
             assert proc.stdout.readline()  # type: ignore[union-attr]
             proc.stdout.close()  # type: ignore[union-attr]
-            code = proc.wait(timeout=120)
+            code = proc.wait(timeout=HANG)
         finally:
             if proc.poll() is None:
                 proc.kill()
         stderr = proc.stderr.read().decode()  # type: ignore[union-attr]
     assert code == 0, stderr
     assert stderr == ""  # no traceback, no "Exception ignored", and no summary: the run stopped early
-
-
-@pytest.mark.parametrize(
-    "args, said",
-    [
-        (("-o", "{d}/first.jpg"), "--output {d}/first.jpg: its name says it is an image (.jpg)"),
-        (("--report", "{d}/r.PNG"), "--report {d}/r.PNG: its name says it is an image (.png)"),
-        (("-o", "{d}/same.jsonl", "--report", "{d}/./same.jsonl"), "--output and --report name the same file"),
-    ],
-)
-def test_results_are_not_written_over_a_picture_or_over_each_other(cli, random_weights, tmp_path, args, said):
-    """`shufflenet predict -o *.jpg` in a shell makes the first photo FILE: refused, the photo kept."""
-    photo = make_image(tmp_path / "first.jpg", size=(80, 60))
-    before = photo.read_bytes()
-    args = [a.format(d=tmp_path) for a in args]
-    r = cli("predict", photo, "-m", "x0_5", "--weights", random_weights, "-f", "jsonl", *args)
-    assert r.exit_code == 2 and r.stdout == ""
-    assert said.format(d=tmp_path) in r.stderr and "Traceback" not in r.stderr
-    assert photo.read_bytes() == before and not (tmp_path / "same.jsonl").exists()

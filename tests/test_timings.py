@@ -1,18 +1,47 @@
-"""--timings' rate after the first batch: the one-time costs (workers starting, the first forward
-pass's set-up) kept apart from the rate a long run settles at."""
+"""--timings: the rate after the first batch (the one-time costs, workers starting and the first
+forward pass's set-up, kept apart from the rate a long run settles at) and the time the main loop
+waits for decoded images.
+
+Time here is a fake clock that moves only when a fake decoder or backend "works": the numbers are
+exact on any machine, however busy, and still show a second counted in the wrong place."""
 
 from __future__ import annotations
 
 import re
-import time
 
 import numpy as np
+import pytest
 
-from shufflenet_cli import pipeline
+from shufflenet_cli import outcome, pipeline
 from shufflenet_cli.decode.workers import Decoded
 from shufflenet_cli.inputs.paths import Input
 from shufflenet_cli.outcome import Stats
 from shufflenet_cli.output.summary import timings_lines
+
+
+class FakeClock:
+    """time.perf_counter for the pipeline and Stats; `work(s)` moves it on by s seconds."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def work(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(pipeline, "time", fake)
+    monkeypatch.setattr(outcome, "time", fake)
+    return fake
+
+
+def new_stats(clock: FakeClock) -> Stats:
+    return Stats(started=clock.perf_counter())  # the field's default reads the real clock
 
 
 class SlowFirstBatch:
@@ -20,12 +49,13 @@ class SlowFirstBatch:
 
     name, precision = "fake", "fp32"
 
-    def __init__(self) -> None:
+    def __init__(self, clock: FakeClock) -> None:
         self.calls = 0
+        self.clock = clock
 
     def topk(self, batch, k):
         self.calls += 1
-        time.sleep(0.4 if self.calls == 1 else 0.01)
+        self.clock.work(0.4 if self.calls == 1 else 0.01)
         n = len(batch)
         return np.full((n, k), 1.0 / k, np.float32), np.tile(np.arange(k), (n, 1))
 
@@ -45,54 +75,34 @@ class Outcome:
         self.backend = "fake"
 
 
-def test_the_rate_after_the_first_batch_leaves_the_slow_start_out(monkeypatch):
+def test_the_rate_after_the_first_batch_leaves_the_slow_start_out(monkeypatch, clock):
     monkeypatch.setattr(pipeline, "decode_in_order", _decoded)
-    stats = Stats()
+    stats = new_stats(clock)
     records = [
         r
-        for chunk in pipeline.run([], None, SlowFirstBatch(), ["a", "b"], batch_size=4, topk=2, stats=stats)
+        for chunk in pipeline.run([], None, SlowFirstBatch(clock), ["a", "b"], batch_size=4, topk=2, stats=stats)
         for r in chunk
     ]
     assert len(records) == 40 and stats.first_batch is not None
     seconds, done = stats.first_batch
     assert seconds >= 0.4 and done == 4
     overall = stats.done / stats.elapsed
-    assert stats.after_first_batch > 2 * overall  # 36 images in about 0.09 s vs 40 in about 0.5 s
+    assert stats.after_first_batch > 2 * overall  # 36 images in 0.09 s vs 40 in 0.49 s
     text = "\n".join(timings_lines(Outcome(stats)))
     assert f"first batch done after {seconds:.2f} s" in text
     shown = float(re.search(r"; ([0-9.]+) images/s after it", text).group(1))
     assert shown > 2 * overall
 
 
-def test_a_single_batch_has_no_rate_after_it(monkeypatch):
+def test_a_single_batch_has_no_rate_after_it(monkeypatch, clock):
     monkeypatch.setattr(pipeline, "decode_in_order", lambda *a: (d for d in list(_decoded())[:3]))
-    stats = Stats()
-    list(pipeline.run([], None, SlowFirstBatch(), ["a", "b"], batch_size=4, topk=2, stats=stats))
+    stats = new_stats(clock)
+    list(pipeline.run([], None, SlowFirstBatch(clock), ["a", "b"], batch_size=4, topk=2, stats=stats))
     assert stats.first_batch is not None and stats.after_first_batch is None
     assert "the only batch" in "\n".join(timings_lines(Outcome(stats)))
 
 
-def test_batches_are_stacked_into_one_reused_buffer():
-    """pipeline.Stacker: np.stack's result, in memory kept from batch to batch (a smaller last
-    batch uses the front of it; another crop shape gets a new buffer)."""
-    from shufflenet_cli.pipeline import Stacker
-
-    rng = np.random.default_rng(0)
-    stack = Stacker()
-    first = [rng.integers(0, 256, (4, 4, 3), dtype=np.uint8) for _ in range(5)]
-    a = stack(first)
-    np.testing.assert_array_equal(a, np.stack(first))
-    second = [rng.integers(0, 256, (4, 4, 3), dtype=np.uint8) for _ in range(3)]
-    b = stack(second)
-    np.testing.assert_array_equal(b, np.stack(second))
-    assert np.shares_memory(a, b) and b.shape == (3, 4, 4, 3)
-    other = [rng.integers(0, 256, (2, 2, 3), dtype=np.uint8) for _ in range(5)]
-    c = stack(other)
-    np.testing.assert_array_equal(c, np.stack(other))
-    assert not np.shares_memory(a, c)
-
-
-def test_the_first_batch_is_the_first_forward_pass_not_a_chunk_of_failures(monkeypatch):
+def test_the_first_batch_is_the_first_forward_pass_not_a_chunk_of_failures(monkeypatch, clock):
     def failures_then_images(*args):
         for i in range(4):
             yield Decoded(Input(f"bad{i}.jpg"), error="unreadable")
@@ -100,8 +110,32 @@ def test_the_first_batch_is_the_first_forward_pass_not_a_chunk_of_failures(monke
             yield Decoded(Input(f"{i}.jpg"), np.zeros((2, 2, 3), np.uint8))
 
     monkeypatch.setattr(pipeline, "decode_in_order", failures_then_images)
-    stats = Stats()
-    list(pipeline.run([], None, SlowFirstBatch(), ["a", "b"], batch_size=4, topk=2, stats=stats))
+    stats = new_stats(clock)
+    list(pipeline.run([], None, SlowFirstBatch(clock), ["a", "b"], batch_size=4, topk=2, stats=stats))
     assert stats.first_batch is not None and stats.first_batch[1] == 8  # 4 failed, then 4 classified
     assert stats.first_batch[0] >= 0.4  # the slow first forward pass is inside it
     assert stats.ended is not None and stats.elapsed == stats.ended - stats.started
+
+
+def test_the_main_loop_counts_its_wait_for_slow_decoding(monkeypatch, clock):
+    """--timings' "waiting for decoded images": the time the main loop spends on the next decoded
+    input, which says the workers are the bottleneck, and nothing else. Here each input takes 50 ms
+    to arrive (0.2 s in all) and each batch of two 150 ms to classify (0.3 s), which is not waiting."""
+
+    def slow(*args):
+        for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+            clock.work(0.05)
+            yield Decoded(Input(name), np.zeros((2, 2, 3), np.uint8))
+
+    class SlowBackend:
+        def topk(self, batch, k):
+            clock.work(0.15)
+            return np.full((len(batch), 1), 1.0, np.float32), np.zeros((len(batch), 1), np.int64)
+
+    monkeypatch.setattr(pipeline, "decode_in_order", slow)
+    stats = new_stats(clock)
+    chunks = pipeline.run([], None, SlowBackend(), ["only"], batch_size=2, topk=1, stats=stats)
+    records = [r for chunk in chunks for r in chunk]
+    assert [r.path for r in records] == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+    assert stats.inference_s == pytest.approx(0.3)
+    assert stats.wait_s == pytest.approx(0.2)  # the inference (0.3 s) is not counted as waiting

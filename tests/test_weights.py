@@ -1,4 +1,5 @@
-"""Loading weights: torch's cache under torchvision's file name, --weights files and their wrappers, errors."""
+"""Loading weights: torch's cache under torchvision's file name, --weights files and their wrappers, errors,
+and weights whose scores are not numbers."""
 
 from __future__ import annotations
 
@@ -40,6 +41,14 @@ def test_offline_without_cached_weights_is_exit_3_with_one_clear_message(cli, im
 
 
 EXACT, FP16 = 1e-6, 1e-2  # fp16 storage rounds the weights (~5e-4 relative)
+
+
+def test_predict_jsonl_with_weights_file(cli, images, random_weights):
+    r = cli("predict", *images, "-m", "x0_5", "--weights", random_weights, "-f", "jsonl", "-k", "3")
+    assert r.exit_code == 0, r.stderr
+    recs = r.jsonl()
+    assert [rec["path"] for rec in recs] == [str(p) for p in images]
+    assert all(len(rec["predictions"]) == 3 for rec in recs)
 
 
 @pytest.mark.parametrize(
@@ -157,3 +166,28 @@ def test_verbose_adds_the_cause_and_debug_the_traceback(cli, images, tmp_path):
     assert debug.exit_code == 3  # the traceback, then the same error lines and exit code
     assert "Traceback (most recent call last):" in debug.stderr and "ModelLoadError" in debug.stderr
     assert "Error: cannot read weights file" in debug.stderr and "Cause:" in debug.stderr
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_weights_that_give_nan_or_inf_are_named_never_an_empty_success(tmp_path, cli, images, bad, backend):
+    """A damaged weights file whose scores are NaN or infinite: each image gets an error record that
+    says so (exit 1) with torch; onnxruntime's export check refuses the model (exit 3). Never an empty
+    list of predictions counted as classified, and no numpy warning on stderr."""
+    if backend == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    state = random_state_dict("x0_5")
+    state["fc.bias"][5] = bad
+    path = tmp_path / "damaged.pth"
+    torch.save(state, path)
+    r = cli("predict", *images[:2], "-m", "x0_5", "--weights", path, "--backend", backend, "-f", "jsonl")
+    assert "Traceback" not in r.stderr and "RuntimeWarning" not in r.stderr
+    if backend == "torch":
+        assert r.exit_code == 1, r.stderr
+        assert r.stdout.endswith("\n"), r.stdout[-200:]
+        records = r.jsonl()
+        assert len(records) == 2 and all("not a number (NaN or infinity)" in rec["error"] for rec in records)
+        assert "0 classified, 2 failed" in r.stderr
+    else:
+        assert r.exit_code == 3, r.stderr
+        assert "not numbers (NaN or infinity)" in r.stderr and r.stdout == ""

@@ -1,0 +1,22 @@
+"""The `shufflenet` command line: parse options, call the library, map failures to exit codes.
+
+Only typer and the project's light modules are imported at start-up, so `--help` never loads torch.
+`app.py` holds the Typer application and the error handling; each command lives in its own module.
+"""
+
+from __future__ import annotations
+
+from shufflenet_cli.cli import commands, predict
+from shufflenet_cli.cli.app import app
+
+# The commands, in the order `shufflenet --help` lists them.
+app.command()(predict.predict)
+app.command()(commands.models)
+app.command()(commands.download)
+app.command()(commands.info)
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,82 @@
+"""The Typer application, and how every command ends: expected failures become `Error:`/`Hint:`
+lines on stderr and their exit code; stdout carries results only.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from shufflenet_cli import __version__
+from shufflenet_cli.errors import ShufflenetError
+
+app = typer.Typer(
+    help="Classify images with torchvision's ImageNet-pretrained ShuffleNet v2.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+)
+
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug
+
+
+def err_console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(err: Console, exc: ShufflenetError, verbose: bool) -> None:
+    """One or two plain lines on stderr: what happened, and what to do."""
+    err.print(f"Error: {exc.message}", markup=False)
+    if exc.hint:
+        err.print(f"Hint: {exc.hint}", markup=False)
+    if verbose and exc.__cause__ is not None:
+        err.print(f"Cause: {type(exc.__cause__).__name__}: {exc.__cause__}", markup=False)
+
+
+@contextmanager
+def handled(err: Console, verbose: bool, debug: bool) -> Iterator[None]:
+    """Expected failures become `Error:`/`Hint:` lines and their exit code; --debug prints the
+    traceback before them (the exit code stays the same: a script's checks do not change with it)."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except ShufflenetError as exc:
+        if debug:
+            _print_traceback(err)
+        fail(err, exc, verbose or debug)
+        raise typer.Exit(code=exc.exit_code) from None
+    except BrokenPipeError:
+        raise typer.Exit(code=0) from None
+    except Exception as exc:  # noqa: BLE001
+        if debug:
+            _print_traceback(err)
+        err.print(f"Error: unexpected failure: {type(exc).__name__}: {exc}", markup=False)
+        if not debug:
+            err.print("Hint: run again with --debug for the traceback, and report it", markup=False)
+        raise typer.Exit(code=EXIT_INTERNAL) from None
+
+
+def _print_traceback(err: Console) -> None:
+    err.print(traceback.format_exc(), markup=False, end="")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"shufflenet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Classify images with torchvision's ImageNet-pretrained ShuffleNet v2."""

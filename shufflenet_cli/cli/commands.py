@@ -1,0 +1,121 @@
+"""`shufflenet models`, `download` and `info`: each reads the library and prints, results on stdout."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+from rich.console import Console
+
+from shufflenet_cli.cli.app import err_console, handled
+from shufflenet_cli.models import DEFAULT_MODEL
+
+
+class TableOrJson(str, Enum):
+    table = "table"
+    json = "json"
+
+
+_VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Add the underlying exception to error messages.")]
+_DebugOpt = Annotated[bool, typer.Option(help="Also print the traceback of an error (same exit code).")]
+_TableOrJsonOpt = Annotated[TableOrJson, typer.Option("--format", "-f", help="table for people, json for scripts.")]
+
+
+def models(
+    fmt: _TableOrJsonOpt = TableOrJson.table,
+    verbose: _VerboseOpt = False,
+    debug: _DebugOpt = False,
+) -> None:
+    """List the four widths: parameters, GFLOPs, ImageNet accuracy, file size, and whether the weights are cached.
+
+    The figures are torchvision's own weights metadata. The default width is marked.
+    """
+
+    with handled(err_console(), verbose, debug):
+        from shufflenet_cli.catalog import model_rows, models_json, render_models_table
+
+        rows = model_rows()
+        if fmt is TableOrJson.json:
+            typer.echo(models_json(rows))
+        else:
+            Console(highlight=False).print(render_models_table(rows))
+
+
+def download(
+    names: Annotated[
+        Optional[List[str]],
+        typer.Argument(
+            metavar="MODEL",
+            help=f"Widths to fetch: x0_5, x1_0, x1_5, x2_0 "
+            f"[default: {DEFAULT_MODEL}; with --from: the width in the file].",
+            show_default=False,
+        ),
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Fetch all four widths.")] = False,
+    from_: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--from",
+            metavar="FILE",
+            help="Copy this local weights file into the cache instead of downloading, after checking its sha256 "
+            "against the prefix in torchvision's file name (for machines without internet).",
+        ),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a download progress bar on stderr (only on a terminal).")] = True,
+    verbose: _VerboseOpt = False,
+    debug: _DebugOpt = False,
+) -> None:
+    """Fetch weights into torch's cache ahead of time, with torchvision's hash check.
+
+    Prints the cached path of each width on stdout, one per line; progress and notes go to stderr.
+    Exit codes: 0 all in the cache, 2 usage error or unknown model, 3 a download or check failed.
+    """
+    err = err_console()
+
+    with handled(err, verbose, debug):
+        from shufflenet_cli import weights
+        from shufflenet_cli.errors import UsageError
+        from shufflenet_cli.models import MODELS, resolve_model
+
+        if all_ and names:
+            raise UsageError("give model names or --all, not both")
+        if from_ is not None:
+            if all_ or (names and len(names) > 1):
+                raise UsageError("--from FILE copies one width", hint="name at most one model with --from")
+            spec = resolve_model(names[0]) if names else None
+            spec, path, copied = weights.install_from_file(from_, spec)
+            note = f"copied {from_} (sha256 checked)" if copied else "already in the cache; left as it was"
+            err.print(f"{spec.key}: {note}", markup=False)
+            typer.echo(str(path))
+            return
+        specs = list(MODELS.values()) if all_ else [resolve_model(n) for n in names or [DEFAULT_MODEL]]
+        show = progress and sys.stderr is not None and sys.stderr.isatty()
+        for spec in dict.fromkeys(specs):
+            if weights.is_cached(spec):
+                err.print(f"{spec.key}: already in the cache", markup=False)
+            else:
+                if not weights.offline():
+                    err.print(f"{spec.key}: downloading {weights.weights_url(spec)}", markup=False)
+                weights.download(spec, progress=show)
+                err.print(f"{spec.key}: downloaded (sha256 checked)", markup=False)
+            typer.echo(str(weights.cache_path(spec)))
+
+
+def info(
+    fmt: _TableOrJsonOpt = TableOrJson.table,
+    verbose: _VerboseOpt = False,
+    debug: _DebugOpt = False,
+) -> None:
+    """Show versions, devices (CPU threads, CUDA), the weights cache and the available backends."""
+
+    with handled(err_console(), verbose, debug):
+        from shufflenet_cli.environment import collect_info, info_json, render_info
+
+        data = collect_info()
+        if fmt is TableOrJson.json:
+            typer.echo(info_json(data))
+        else:
+            Console(highlight=False).print(render_info(data))
