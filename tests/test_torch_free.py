@@ -148,7 +148,6 @@ def _ready():
     from shufflenet_cli.device import CPU
     from shufflenet_cli.models import resolve_model
     from shufflenet_cli.options import PredictOptions
-
     from shufflenet_cli.tuning import default_tuning
 
     spec = resolve_model("x0_5")
