@@ -504,3 +504,40 @@ def test_info_renderer_shows_cuda_devices():
     assert rows["cuda:0"] == "NVIDIA H100 80GB HBM3, 79.1 GB, sm 9.0"
     assert rows["x1_0"] == "cached"
     assert rows["offline"] == "no"
+
+
+def test_every_predict_option_reaches_the_library_options(monkeypatch, tmp_path):
+    """Each command-line option lands in PredictOptions, by its own name or as the CLI words it."""
+    from dataclasses import fields
+
+    from typer.testing import CliRunner
+
+    from shufflenet_cli import runner
+    from shufflenet_cli.cli import app
+    from shufflenet_cli.options import PredictOptions
+    from shufflenet_cli.outcome import Outcome, Stats
+
+    seen: list[PredictOptions] = []
+
+    def capture(opts, **kwargs):
+        seen.append(opts)
+        return Outcome(0, Stats())
+
+    monkeypatch.setattr(runner, "predict", capture)
+    args = (
+        "a.jpg b -m x0_5 --weights w.pth --labels l.txt --device cpu -b 7 -j 3 --decode-in processes --threads 2 "
+        "-k 4 --threshold 0.25 -o out.csv --resume --no-recursive --hidden --ext jpg,png -0 --backend torch "
+        "--precision bf16 --fast-decode --gpu-decode --no-cuda-graphs --report r.html --timings --no-progress -q"
+    ).split()
+    result = CliRunner().invoke(app, ["predict", *args])
+    assert result.exit_code == 0, result.output
+    expected = PredictOptions(
+        paths=["a.jpg", "b"], model="x0_5", weights=Path("w.pth"), labels=Path("l.txt"), device="cpu",
+        batch_size=7, workers=3, threads=2, topk=4, threshold=0.25, fmt="csv", output=Path("out.csv"),
+        resume=True, recursive=False, hidden=True, ext="jpg,png", null=True, precision="bf16", backend="torch",
+        report=Path("r.html"), decode="fast", gpu_decode=True, decode_in="processes", cuda_graphs=False,
+        timings=True, progress=False, quiet=True,
+    )  # fmt: skip
+    assert seen == [expected]
+    for f in fields(PredictOptions):  # every field is set off its default above, so none can be dropped unseen
+        assert getattr(expected, f.name) != f.default, f.name

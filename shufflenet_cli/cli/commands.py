@@ -5,13 +5,15 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated, Callable, List, Optional, TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 
 from shufflenet_cli.cli.app import err_console, handled
 from shufflenet_cli.models import DEFAULT_MODEL
+
+T = TypeVar("T")
 
 
 class TableOrJson(str, Enum):
@@ -37,11 +39,7 @@ def models(
     with handled(err_console(), verbose, debug):
         from shufflenet_cli.catalog import model_rows, models_json, render_models_table
 
-        rows = model_rows()
-        if fmt is TableOrJson.json:
-            typer.echo(models_json(rows))
-        else:
-            Console(highlight=False).print(render_models_table(rows))
+        _table_or_json(fmt, model_rows(), models_json, render_models_table)
 
 
 def download(
@@ -114,8 +112,14 @@ def info(
     with handled(err_console(), verbose, debug):
         from shufflenet_cli.environment import collect_info, info_json, render_info
 
-        data = collect_info()
-        if fmt is TableOrJson.json:
-            typer.echo(info_json(data))
-        else:
-            Console(highlight=False).print(render_info(data))
+        _table_or_json(fmt, collect_info(), info_json, render_info)
+
+
+def _table_or_json(
+    fmt: TableOrJson, data: T, as_json: Callable[[T], str], as_table: Callable[[T], RenderableType]
+) -> None:
+    """Results on stdout: JSON for scripts, or a table for people."""
+    if fmt is TableOrJson.json:
+        typer.echo(as_json(data))
+    else:
+        Console(highlight=False).print(as_table(data))

@@ -6,6 +6,8 @@ The runner is imported when the command runs, so `--help` never loads it (nor nu
 from __future__ import annotations
 
 import sys
+from dataclasses import fields
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -18,6 +20,7 @@ from shufflenet_cli.options import PredictOptions
 
 
 def predict(
+    ctx: typer.Context,
     paths: params.PathsArg,
     model: params.ModelOpt = DEFAULT_MODEL,
     weights: params.WeightsOpt = None,
@@ -64,35 +67,7 @@ def predict(
     err = err_console()
     with handled(err, verbose, debug):
         chosen_format = choose_format(fmt.value if fmt else None, json_, out)
-    opts = PredictOptions(
-        paths=paths,
-        model=model,
-        weights=weights,
-        labels=labels,
-        device=device,
-        batch_size=batch_size,
-        workers=workers,
-        threads=threads,
-        topk=topk,
-        threshold=threshold,
-        fmt=chosen_format,
-        output=out,
-        resume=resume,
-        recursive=recursive,
-        hidden=hidden,
-        ext=ext,
-        null=null,
-        precision=precision.value,
-        backend=backend.value,
-        report=report,
-        decode=_decode_mode(exact_decode, fast_decode),
-        gpu_decode=gpu_decode,
-        cuda_graphs=cuda_graphs,
-        decode_in=decode_in.value,
-        timings=timings,
-        progress=progress,
-        quiet=quiet,
-    )
+    opts = _options(ctx, chosen_format, out)
     stdin = sys.stdin.buffer if "-" in paths and sys.stdin is not None else None
     with handled(err, verbose, debug), signals.sigterm_as_ctrl_c():
         outcome = run_predict(opts, stdin=stdin, stderr=err)
@@ -103,6 +78,16 @@ def predict(
     if timings:
         print_timings(err, outcome)
     raise typer.Exit(code=outcome.exit_code)
+
+
+def _options(ctx: typer.Context, fmt: str, output: Path | None) -> PredictOptions:
+    """The library's options from the command line's: each option of the same name as given (a
+    choice by its value), then the three the command line words differently."""
+    given = {name: v.value if isinstance(v, Enum) else v for name, v in ctx.params.items()}
+    same = {f.name: given[f.name] for f in fields(PredictOptions) if f.name in given}
+    same["paths"] = list(same["paths"])
+    decode = _decode_mode(given["exact_decode"], given["fast_decode"])
+    return PredictOptions(**{**same, "fmt": fmt, "output": output, "decode": decode})
 
 
 def _decode_mode(exact: bool, fast: bool) -> str:
