@@ -98,33 +98,35 @@ class OnnxBackend:
         self._pool: ThreadPoolExecutor | None = None
         if self.streams > 1:
             self._pool = ThreadPoolExecutor(self.streams - 1, thread_name_prefix="onnxruntime")
-        self.exported = False  # True when this run exported (and checked) the model
-        self.cache_path: Path | None = None
-        self.parity: tuple[float, float] | None = None  # (difference, allowed) when this run checked
+        self.exporter = "" if onnx_file is not None else exporter or onnx_export.exporter_name()
+        opened = self._open(ort, model, crop, weights_path, onnx_file)
+        self._session = opened.session
+        self.cache_path = opened.cache_path  # the .onnx file in use (None: not saved anywhere)
+        self.exported = opened.exported  # True when this run exported (and checked) the model
+        self.parity = opened.parity  # (difference, allowed) when this run checked
+
+    def _open(
+        self, ort: Any, model: Any, crop: int, weights_path: Path | None, onnx_file: Path | None
+    ) -> onnx_export.Opened:
+        """A session of `onnx_file` as it is (found checked by its sidecar), or of the model's checked export."""
         if onnx_file is not None:
-            self.exporter = ""
-            self._session = self._new_session(ort, str(onnx_file))
-            self.cache_path = Path(onnx_file)
-        else:
-            self.exporter = exporter or onnx_export.exporter_name()
-            opened = onnx_export.open_checked(
-                lambda source: self._new_session(ort, source),
-                model,
-                crop,
-                weights_path,
-                self.exporter,
-                self._mean,
-                self._std,
-            )
-            self._session, self.cache_path = opened.session, opened.cache_path
-            self.exported, self.parity = opened.exported, opened.parity
+            return onnx_export.Opened(self._new_session(ort, str(onnx_file)), Path(onnx_file), False, None)
+        return onnx_export.open_checked(
+            lambda source: self._new_session(ort, source),
+            model,
+            crop,
+            weights_path,
+            self.exporter,
+            self._mean,
+            self._std,
+        )
 
     @staticmethod
-    def _providers(ort: Any, device: Any) -> list[str]:
+    def _providers(ort: Any, device: Any) -> list[Any]:
         if device.type == "cpu":
             return ["CPUExecutionProvider"]
         if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-            return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]  # type: ignore[list-item]
+            return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
         raise UsageError(
             f"this onnxruntime has no execution provider for {device}",
             hint="use --backend torch (or --device cpu)",
