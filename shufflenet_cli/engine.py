@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from shufflenet_cli import device as devices
 from shufflenet_cli import weights
-from shufflenet_cli.backends import onnx_export, onnx_runtime
+from shufflenet_cli.backends import onnx_cache, onnx_runtime
 from shufflenet_cli.backends.base import Backend
 from shufflenet_cli.backends.factory import make_backend
 from shufflenet_cli.decode.preprocess import Preprocess
@@ -109,8 +109,8 @@ def _torch_free_backend(
     """The backend of a checked ONNX export of torchvision's cached weights file, found by the file's
     sha256, without importing torch or torchvision; None where there is none (then the usual path
     runs: it loads the model, exports and checks as needed)."""
-    folders = [source.path.parent, onnx_export.user_cache_dir()]
-    found = onnx_export.find_checked_export(spec.arch, source.sha256, folders)
+    folders = [source.path.parent, onnx_cache.user_cache_dir()]
+    found = onnx_cache.find_checked_export(spec.arch, source.sha256, folders)
     if found is None:
         return None
     onnx_file, num_classes = found
@@ -173,4 +173,4 @@ def _record_checked_export(spec: ModelSpec, backend: Any, source: _Hashed | None
             return
     except OSError:
         return
-    onnx_export.write_sidecar(backend.cache_path, spec.arch, source.sha256, int(model.fc.out_features))
+    onnx_cache.write_sidecar(backend.cache_path, spec.arch, source.sha256, int(model.fc.out_features))

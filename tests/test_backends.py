@@ -400,12 +400,12 @@ def test_without_a_weights_file_the_export_goes_to_torchs_checkpoints(_offline_p
 
 
 def test_unwritable_weights_folder_falls_back_to_the_user_cache(tmp_path, prep, monkeypatch):
-    from shufflenet_cli.backends import onnx_export
+    from shufflenet_cli.backends import onnx_cache
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     locked = tmp_path / "readonly"
-    real = onnx_export.save
-    monkeypatch.setattr(onnx_export, "save", lambda path, data: path.parent != locked and real(path, data))
+    real = onnx_cache.save
+    monkeypatch.setattr(onnx_cache, "save", lambda path, data: path.parent != locked and real(path, data))
     backend = onnx(spread_model(), prep, weights_path=locked / "w.pth")
     assert backend.cache_path.parent == tmp_path / "xdg" / "shufflenet-cli"
 

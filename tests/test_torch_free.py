@@ -175,7 +175,7 @@ def hashed(monkeypatch, tmp_path) -> list[Path]:
 def test_weights_file_is_hashed_once_per_run(cached_weights, hashed):
     import hashlib
 
-    from shufflenet_cli.backends.onnx_export import find_checked_export
+    from shufflenet_cli.backends.onnx_cache import find_checked_export
 
     backend, _ = _ready()  # the run that exports, checks and writes the sidecar
     assert backend.name == "onnxruntime" and backend.exported and not backend.torch_free
@@ -279,7 +279,7 @@ def test_changed_weights_file_misses_and_exports_again(cached_weights, tmp_path)
 
 
 def test_sidecar_from_other_versions_is_not_used(cached_weights, tmp_path):
-    from shufflenet_cli.backends.onnx_export import find_checked_export
+    from shufflenet_cli.backends.onnx_cache import find_checked_export
     from shufflenet_cli.weights import sha256_file
 
     image = make_image(tmp_path / "img.jpg", size=(300, 200), seed=5, quality=90)

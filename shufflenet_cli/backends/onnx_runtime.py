@@ -3,7 +3,7 @@ in single-threaded slices, or with onnxruntime's CUDA provider.
 
 Normalisation is the torch backend's arithmetic (`normalize_numpy`, bit for bit) and softmax is the
 torch backend's own code, so the two backends differ only in the network's arithmetic. Where the
-export was found by `onnx_export.find_checked_export` (`onnx_file=`), nothing here imports torch.
+export was found by `onnx_cache.find_checked_export` (`onnx_file=`), nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from shufflenet_cli.backends import onnx_export
+from shufflenet_cli.backends import onnx_cache, onnx_export
 from shufflenet_cli.backends.onnx_export import INPUT, OUTPUT
 from shufflenet_cli.backends.ops import normalize_numpy, topk_numpy, topk_to_numpy
 from shufflenet_cli.device import CPU, CpuDevice  # noqa: F401 - CpuDevice: re-exported for callers
@@ -107,11 +107,11 @@ class OnnxBackend:
 
     def _open(
         self, ort: Any, model: Any, crop: int, weights_path: Path | None, onnx_file: Path | None
-    ) -> onnx_export.Opened:
+    ) -> onnx_cache.Opened:
         """A session of `onnx_file` as it is (found checked by its sidecar), or of the model's checked export."""
         if onnx_file is not None:
-            return onnx_export.Opened(self._new_session(ort, str(onnx_file)), Path(onnx_file), False, None)
-        return onnx_export.open_checked(
+            return onnx_cache.Opened(self._new_session(ort, str(onnx_file)), Path(onnx_file), False, None)
+        return onnx_cache.open_checked(
             lambda source: self._new_session(ort, source),
             model,
             crop,
