@@ -2,7 +2,7 @@
 
 Importing this module does not import torch; `builder()` and `weights()` do. The few facts a run needs
 without torch (torchvision's weights file name, the eval transform's sizes, mean and std) are plain
-constants here; tests/test_backends.py proves each one equal to torchvision's.
+constants here; tests/test_torch_free.py proves each one equal to torchvision's.
 """
 
 from __future__ import annotations

@@ -174,7 +174,7 @@ def test_onnxruntime_runs_a_cpu_slice_in_small_runs_with_each_image_in_its_place
     model = spread_model()
     backend = onnx(model, prep)
     ten = np.concatenate([batch, batch[:2, ::-1]])  # 10 distinct images (two flipped): the last run is short
-    sizes, run = [], backend._session.run
+    sizes, run = [], backend.session.run
 
     def spy(outputs, feeds, *args, **kwargs):
         (x,) = feeds.values()
@@ -182,7 +182,7 @@ def test_onnxruntime_runs_a_cpu_slice_in_small_runs_with_each_image_in_its_place
         sizes.append(len(x))
         return run(outputs, feeds, *args, **kwargs)
 
-    backend._session.run = spy
+    backend.session.run = spy
     logits = backend.logits(ten)
     assert sizes == [min(CPU_RUN_IMAGES, len(ten) - i) for i in range(0, len(ten), CPU_RUN_IMAGES)]
     assert len(sizes) > 1
@@ -278,7 +278,7 @@ def test_cuda_graph_replay_is_bit_for_bit_the_eager_step(prep, batch, precision,
         got, want = graphed.topk(x, 5), eager.topk(x, 5)
         np.testing.assert_array_equal(got[1], want[1])
         np.testing.assert_array_equal(got[0], want[0])
-    assert len(graphed._graphs.captured) == 1 and graphed._graphs.failed is None
+    assert len(graphed.graphs.captured) == 1 and graphed.graphs.failed is None
     assert "CUDA graphs" in graphed.describe() and "CUDA graphs" not in eager.describe()
 
 
@@ -295,10 +295,10 @@ def test_one_off_batches_run_eagerly_and_take_no_graph_slot(prep, batch):
     for b in [batch[:2], batch[:2], batch[:3], batch[:3], batch, batch]:
         got, want = graphed.topk(b, 5, one_off=True), eager.topk(b, 5)
         np.testing.assert_array_equal(got[1], want[1])
-    assert not graphed._graphs.captured and not graphed._graphs.seen and graphed._graphs.replayed == 0
+    assert not graphed.graphs.captured and not graphed.graphs.seen and graphed.graphs.replayed == 0
     for b in [batch, batch, batch]:
         graphed.topk(b, 5)
-    assert len(graphed._graphs.captured) == 1 and graphed._graphs.replayed == 2
+    assert len(graphed.graphs.captured) == 1 and graphed.graphs.replayed == 2
 
 
 @pytest.mark.parametrize(
@@ -336,7 +336,7 @@ def test_graphs_capture_a_shape_the_second_time_and_give_up_after_a_failed_captu
         def run(self, batch):
             return ("replayed", batch.shape[0])
 
-    monkeypatch.setattr(cuda_graphs, "_Captured", FakeCapture)
+    monkeypatch.setattr(cuda_graphs, "Captured", FakeCapture)
     steps = cuda_graphs.GraphedSteps("cuda", step=None)
     b = lambda n: np.zeros((n, 4, 4, 3), np.uint8)  # noqa: E731
     assert [steps.topk(b(8), 5) for _ in range(3)] == [None, ("replayed", 8), ("replayed", 8)]

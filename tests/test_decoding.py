@@ -72,8 +72,8 @@ def test_decode_worker_processes_keep_pillows_warnings_off_stderr(started):
     process printed a raw `warnings.warn(` traceback line to stderr."""
     code = (
         "import warnings\n"
-        "from shufflenet_cli.decode.processes import _worker_start\n"
-        + ("_worker_start(None)\n" if started else "")
+        "from shufflenet_cli.decode.processes import worker_start\n"
+        + ("worker_start(None)\n" if started else "")
         + "warnings.warn_explicit('big picture', UserWarning, 'Image.py', 1, module='PIL.Image')\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG)
@@ -108,12 +108,12 @@ def test_a_worker_that_dies_costs_only_its_file(tmp_path, prep):
 def test_once_a_worker_has_run_a_crash_is_the_files_fault(tmp_path, prep, monkeypatch):
     """After a task has come back, a crash never sends the run to threads (the file that killed a
     worker would kill the main process there): no probe, the file alone is a "crashed" record."""
-    from shufflenet_cli.decode.processes import _Pool
+    from shufflenet_cli.decode.processes import WorkerPool
 
     def no_probe(self):
         raise AssertionError("probed whether workers can start after one had run a task")
 
-    monkeypatch.setattr(_Pool, "starts", no_probe)
+    monkeypatch.setattr(WorkerPool, "starts", no_probe)
     inputs = _folder(tmp_path, n=3 * PROCESS_GROUP)
     fatal = inputs[PROCESS_GROUP + 2].path
     out = list(decode_in_order(inputs, DiesOn(prep, fatal), workers=1, window=8, processes=True))
@@ -242,8 +242,7 @@ def test_decode_many_puts_crops_in_their_slots(tmp_path):
         assert out[0].array is None and out[1].error and out[2].array is None
         np.testing.assert_array_equal(slots.read(ids[2]), decode_one(prep, items[2]).array)
     finally:
-        crop_slots._worker_view = None
-        crop_slots._worker_shm.close()
+        crop_slots.detach()
         slots.close()
 
 

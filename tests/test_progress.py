@@ -44,9 +44,9 @@ def test_bar_shows_count_rate_and_total_on_a_terminal():
         for _ in range(40):
             stats.classified += 1
             bar.advance(stats)
-        bar._counter._thread.join()  # the background count is in: the next update carries the total
+        bar.wait_for_count()  # the background count is in: the next update carries the total
         bar.advance(stats)
-        bar._progress.refresh()
+        bar.refresh()
     out = buf.getvalue()
     assert "images/s" in out
     assert "40/40" in out
@@ -54,7 +54,7 @@ def test_bar_shows_count_rate_and_total_on_a_terminal():
 
 def test_counter_counts_in_the_background():
     counted = Counter(lambda: range(40))
-    counted._thread.join()
+    counted.wait()
     assert counted.total == 40
 
 
@@ -74,7 +74,7 @@ def test_counter_failure_leaves_total_unknown():
         raise OSError("gone")
 
     c = Counter(broken)
-    c._thread.join()
+    c.wait()
     assert c.total is None
 
 

@@ -30,7 +30,7 @@ DeviceStep = Callable[[Any, int], Any]
 class GraphedSteps:
     def __init__(self, device: Any, step: DeviceStep) -> None:
         self.device, self.step = device, step
-        self.captured: dict[tuple, _Captured] = {}
+        self.captured: dict[tuple, Captured] = {}
         self.seen: Counter[tuple] = Counter()
         self.failed: str | None = None
         self.replayed = 0  # batches
@@ -47,7 +47,7 @@ class GraphedSteps:
             if self.seen[key] < 2 or len(self.captured) >= MAX_SHAPES:
                 return None
             try:
-                captured = _Captured(self.device, self.step, batch, k)
+                captured = Captured(self.device, self.step, batch, k)
             except Exception as exc:  # noqa: BLE001 - a graph is an optimisation: eager still runs
                 self.failed = f"{type(exc).__name__}: {exc}"
                 return None
@@ -56,7 +56,7 @@ class GraphedSteps:
         return captured.run(batch)
 
 
-class _Captured:
+class Captured:
     """One shape: a fixed input buffer on the device (and a pinned one in host memory, for numpy
     batches), the graph, and its output."""
 

@@ -100,7 +100,7 @@ class OnnxBackend:
             self._pool = ThreadPoolExecutor(self.streams - 1, thread_name_prefix="onnxruntime")
         self.exporter = "" if onnx_file is not None else exporter or onnx_export.exporter_name()
         opened = self._open(ort, model, crop, weights_path, onnx_file)
-        self._session = opened.session
+        self.session = opened.session
         self.cache_path = opened.cache_path  # the .onnx file in use (None: not saved anywhere)
         self.exported = opened.exported  # True when this run exported (and checked) the model
         self.parity = opened.parity  # (difference, allowed) when this run checked
@@ -151,7 +151,7 @@ class OnnxBackend:
         `CPU_RUN_IMAGES` images at a time; releases the GIL."""
         step = CPU_RUN_IMAGES if self.device.type == "cpu" else max(1, len(batch))
         runs = [batch[i : i + step] for i in range(0, max(1, len(batch)), step)]  # an empty batch: one empty run
-        parts = [self._session.run([OUTPUT], {INPUT: normalize_numpy(r, self._mean_np, self._std_np)})[0] for r in runs]
+        parts = [self.session.run([OUTPUT], {INPUT: normalize_numpy(r, self._mean_np, self._std_np)})[0] for r in runs]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def topk(self, batch: np.ndarray, k: int, one_off: bool = False) -> tuple[np.ndarray, np.ndarray]:

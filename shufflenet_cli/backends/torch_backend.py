@@ -55,11 +55,11 @@ class TorchBackend:
         # measured faster than splitting every layer across the threads, and far faster while other
         # processes load the machine (docs/performance.md, "How the CPU defaults were chosen").
         self.streams = 1 if self._cuda else max(1, int(self.threads or torch.get_num_threads()))
-        self._graphs = None
+        self.graphs = None
         if self._cuda and self.cuda_graphs:
             from shufflenet_cli.backends.cuda_graphs import GraphedSteps
 
-            self._graphs = GraphedSteps(self.device, self.device_topk)
+            self.graphs = GraphedSteps(self.device, self.device_topk)
         self._pool = None
         if self.streams > 1:
             from concurrent.futures import ThreadPoolExecutor
@@ -96,8 +96,8 @@ class TorchBackend:
         one_off: runs eagerly, and its shape is not counted towards a CUDA graph capture."""
         import torch
 
-        if self._graphs is not None and not one_off:
-            replayed = self._graphs.topk(batch, k)
+        if self.graphs is not None and not one_off:
+            replayed = self.graphs.topk(batch, k)
             if replayed is not None:
                 return replayed
         parts = min(self.streams, len(batch))
@@ -112,8 +112,8 @@ class TorchBackend:
     def describe(self) -> str:
         layout = "channels_last" if self.channels_last else "contiguous"
         runs = f" ({self.streams} x 1-thread runs per batch)" if not self._cuda else ""
-        if self._graphs is not None:
-            failed, replayed = self._graphs.failed, self._graphs.replayed
+        if self.graphs is not None:
+            failed, replayed = self.graphs.failed, self.graphs.replayed
             runs = f", CUDA graphs ({replayed} batch{'es' if replayed != 1 else ''} replayed)"
             if failed:
                 runs = f", CUDA graphs off after a failed capture ({failed}); {replayed} replayed before"

@@ -60,6 +60,15 @@ def attach(name: str, count: int, shape: tuple[int, ...]) -> None:
     _worker_view = np.ndarray((count, *shape), dtype=np.uint8, buffer=_worker_shm.buf)
 
 
+def detach() -> None:
+    """Undo `attach` (a worker's block is otherwise released when the process ends)."""
+    global _worker_view, _worker_shm
+    _worker_view = None
+    if _worker_shm is not None:
+        _worker_shm.close()
+        _worker_shm = None
+
+
 def put(slot: int, array: np.ndarray) -> bool:
     """In a worker: write a crop into its slot; False where it does not fit (then it is pickled)."""
     if _worker_view is None or array.shape != _worker_view.shape[1:] or array.dtype != np.uint8:

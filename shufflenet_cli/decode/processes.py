@@ -29,7 +29,7 @@ PROCESS_GROUP = 8  # inputs per task handed to a worker process: amortises the h
 CRASHED = "the decoder crashed on this file (its worker process died)"
 
 
-def _worker_start(slots: tuple[str, int, tuple[int, ...]] | None) -> None:
+def worker_start(slots: tuple[str, int, tuple[int, ...]] | None) -> None:
     ignore_in_worker()
     warnings.filterwarnings("ignore", module="PIL")  # as in the main process (runner.py): a metadata or
     # size warning is not for stderr; the image still counts, or its error record says what is wrong
@@ -42,11 +42,11 @@ def _process_pool(workers: int, slots: CropSlots | None) -> Executor:
     method = "forkserver" if sys.platform.startswith("linux") else "spawn"
     shared = (slots.name, slots.count, slots.shape) if slots is not None else None
     return ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context(method), initializer=_worker_start, initargs=(shared,)
+        workers, mp_context=multiprocessing.get_context(method), initializer=worker_start, initargs=(shared,)
     )
 
 
-class _Pool:
+class WorkerPool:
     """A process pool that starts again after a worker dies; `submit(items, slots)` -> a future of
     their Decoded list. Crops come back through `slots` (shared memory) where the crop size is known."""
 
@@ -139,7 +139,7 @@ def in_processes(inputs: Iterable[Input], prep: Prepare, workers: int, window: i
     inputs = iter(inputs)
     left: list[Input] | None = None
     try:
-        yield from _run_groups(inputs, _Pool(prep, workers, slots), limit)
+        yield from _run_groups(inputs, WorkerPool(prep, workers, slots), limit)
     except WorkersCannotStart as exc:
         left = exc.left
     finally:
@@ -156,7 +156,7 @@ def in_processes(inputs: Iterable[Input], prep: Prepare, workers: int, window: i
     yield from in_threads(itertools.chain(left, inputs), prep, workers, window)
 
 
-def _run_groups(inputs: Iterator[Input], pool: _Pool, limit: int) -> Iterator[Decoded]:
+def _run_groups(inputs: Iterator[Input], pool: WorkerPool, limit: int) -> Iterator[Decoded]:
     """Raises WorkersCannotStart (having taken from `inputs` only what it lists) where no worker can run."""
     pending: deque[tuple[list[Input], list[int] | None, Future[list[Decoded]]]] = deque()
     group: list[Input] = []

@@ -25,6 +25,10 @@ class Counter:
         self._thread = threading.Thread(target=self._count, args=(make_items,), daemon=True, name="count")
         self._thread.start()
 
+    def wait(self) -> None:
+        """Until the count is in (or has given up)."""
+        self._thread.join()
+
     def _count(self, make_items: Callable[[], Iterable[Any]]) -> None:
         n = 0
         try:
@@ -80,6 +84,16 @@ class Bar:
         )
         self._progress.start()
         self._task = self._progress.add_task("predict", total=None, rate=0.0)
+
+    def wait_for_count(self) -> None:
+        """Until the background count of the inputs is in (the next update then carries the total)."""
+        if self._counter is not None:
+            self._counter.wait()
+
+    def refresh(self) -> None:
+        """Draw the bar now, not at its next tick."""
+        if self._progress is not None:
+            self._progress.refresh()
 
     def stop(self) -> None:
         if self._progress is not None:
