@@ -41,6 +41,8 @@ from shufflenet_cli.records import Record
 from shufflenet_cli.signals import StopFlag
 from shufflenet_cli.tuning import Tuning, default_tuning
 
+RecordsHook = Callable[[list[Record]], None]  # a caller watching each batch of records as it is written
+
 REPORT_THUMBNAIL = 160  # pixels, longer side, in the HTML report
 
 
@@ -49,8 +51,10 @@ def predict(
     stdin: IO[bytes] | None = None,
     stdout: IO[bytes] | None = None,
     stderr: Console | None = None,
+    on_records: RecordsHook | None = None,
 ) -> Outcome:
-    """Classify `opts.paths` and write their records; the outcome carries the exit code."""
+    """Classify `opts.paths` and write their records; the outcome carries the exit code.
+    `on_records` sees each batch of records, in input order, once it is written (`evaluate` counts them)."""
     err = stderr or Console(stderr=True)
     spec = resolve_model(opts.model)
     validate(opts)
@@ -58,7 +62,7 @@ def predict(
     if todo.nothing_left:
         return _nothing_left(opts, spec, todo)
     prep = Preprocess.from_spec(spec, decode=opts.decode, thumbnail_size=REPORT_THUMBNAIL if opts.report else None)
-    with Outputs.open(opts, spec, stdout, todo.completed.cut_at) as outputs:  # an unwritable path fails at once
+    with Outputs.open(opts, spec, stdout, todo.completed, on_records) as outputs:  # an unwritable path fails at once
         device = devices.resolve(opts.device)  # once: the backend has it, and the GPU decoder takes it from there
         tuning = default_tuning(device.type, opts)
         run = ready(spec, opts, prep, device, tuning)
@@ -101,7 +105,7 @@ def find_inputs(opts: PredictOptions, stdin: IO[bytes] | None, err: Console) -> 
     inputs: Iterator[Input] = iter_inputs(opts.paths, walk, stdin=stdin, null=opts.null)
     completed = Completed(Counter(), Counter())
     if opts.resume and opts.output is not None:
-        completed = completed_paths(opts.output, opts.fmt)
+        completed = completed_paths(opts.output, opts.fmt, opts.csv_safe)
     todo = Todo(inputs, walk, completed)
     done, failed = completed.records, completed.failed
     if not done:
@@ -157,14 +161,22 @@ def _exit_code(failed: int, earlier_failed: int) -> int:
 class Outputs:
     """The sink and the optional report, opened before any work and removed again if the run fails."""
 
-    def __init__(self, sink: Sink, report: HtmlReport | None) -> None:
-        self.sink, self.report = sink, report
+    def __init__(self, sink: Sink, report: HtmlReport | None, on_records: RecordsHook | None = None) -> None:
+        self.sink, self.report, self.on_records = sink, report, on_records
 
     @classmethod
-    def open(cls, opts: PredictOptions, spec: ModelSpec, stdout: IO[bytes] | None, cut_at: int | None) -> Outputs:
-        sink = Sink(opts.fmt, opts.output, opts.resume, stdout=stdout, cut_at=cut_at)
+    def open(
+        cls,
+        opts: PredictOptions,
+        spec: ModelSpec,
+        stdout: IO[bytes] | None,
+        completed: Completed,
+        on_records: RecordsHook | None = None,
+    ) -> Outputs:
+        """Each file locked for the run (output/locks.py): a second run on it stops here, with exit 2."""
+        sink = Sink(opts.fmt, opts.output, opts.resume, stdout=stdout, completed=completed, csv_safe=opts.csv_safe)
         try:
-            return cls(sink, _open_report(opts, spec))
+            return cls(sink, _open_report(opts, spec), on_records)
         except BaseException:
             sink.abort()
             raise
@@ -173,6 +185,8 @@ class Outputs:
         self.sink.write(records)
         if self.report is not None:
             self.report.add(records)
+        if self.on_records is not None:  # after the sink: a record is counted once it is out
+            self.on_records(records)
 
     def close_report(self, outcome: Outcome) -> None:
         """Write the report's page, with the run's summary at its top."""

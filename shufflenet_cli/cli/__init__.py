@@ -6,11 +6,12 @@ Only typer and the project's light modules are imported at start-up, so `--help`
 
 from __future__ import annotations
 
-from shufflenet_cli.cli import commands, predict
+from shufflenet_cli.cli import commands, evaluate, predict
 from shufflenet_cli.cli.app import app
 
 # The commands, in the order `shufflenet --help` lists them.
 app.command()(predict.predict)
+app.command()(evaluate.evaluate)
 app.command()(commands.models)
 app.command()(commands.download)
 app.command()(commands.info)
