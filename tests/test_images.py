@@ -9,13 +9,15 @@ codec sits between the source pixels and the decoded ones.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import types
 
 import imagegen as gen
 import numpy as np
 import pytest
-from conftest import make_image
+from conftest import HANG, make_image
 from PIL import Image, ImageCms, JpegImagePlugin, features
 
 from shufflenet_cli.decode import images, near_ties, preprocess
@@ -470,6 +472,63 @@ def test_a_picture_far_longer_than_wide_is_classified_without_a_giant_resize(
     assert r.stdout.endswith("\n"), r.stdout[-200:]
     records = r.jsonl()
     assert len(records) == 1 and "error" not in records[0] and records[0]["predictions"]
+
+
+def _deep(mode: str, side: int) -> Image.Image:
+    """A side x side picture in a deep mode: a ramp across, with NaN and infinities in the float one."""
+    ramp = np.tile(np.arange(side, dtype=np.int64) * 65535 // max(side - 1, 1), (side, 1))
+    if mode == "I;16":
+        return Image.fromarray(ramp.astype(np.uint16))
+    if mode == "I":
+        return Image.fromarray((ramp * 1000 - 5_000_000).astype(np.int32))
+    values = ramp.astype(np.float32) / 65535 * 7.5 - 2.0
+    values[0, :3] = [np.nan, np.inf, -np.inf]
+    return Image.fromarray(values)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_deep_pictures_convert_tile_by_tile_to_the_same_pixels(mode, monkeypatch):
+    """Tiles (a few pixels each here, across row ends) give what one whole-picture conversion gives."""
+    img = _deep(mode, 37)
+    whole = pixels(images.to_rgb(img, 65535 if mode == "I;16" else None))
+    monkeypatch.setattr(images, "TILE_PIXELS", 5)
+    assert np.array_equal(pixels(images.to_rgb(img, 65535 if mode == "I;16" else None)), whole)
+    assert len(list(images._tiles((37, 37)))) > 37  # really in tiles
+
+
+# VmHWM: this process's own peak (ru_maxrss would carry pytest's over the exec), in KiB
+_PEAK = """import re, sys
+import numpy
+from PIL import Image
+from shufflenet_cli.decode.images import load_rgb
+from shufflenet_cli.image_formats import register_plugins
+def peak():
+    with open("/proc/self/status") as f:
+        return int(re.search(r"VmHWM:\\s*(\\d+)", f.read())[1])
+register_plugins(); Image.init()
+before = peak()
+size = load_rgb(sys.argv[1]).size
+print(before, peak(), *size)
+"""
+
+
+@pytest.mark.parametrize(("mode", "suffix"), [("I;16", ".png"), ("I", ".tif"), ("F", ".tif")])
+def test_a_deep_picture_decodes_in_a_small_multiple_of_its_8_bit_size(tmp_path, mode, suffix):
+    """A 16-bit, 32-bit or float picture's decode (in a child process: its peak memory over what it
+    held before) stays within 4x the picture's 8-bit RGB size; float64 copies of the whole took 10x."""
+    if not os.path.exists("/proc/self/status"):
+        pytest.skip("reads its peak memory from Linux's /proc")
+    side = 4000
+    path = gen.save(_deep(mode, side), tmp_path / f"deep{suffix}")
+    assert opened(path).mode == mode
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK, str(path)], capture_output=True, text=True, timeout=HANG, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    before, peak, w, h = map(int, out.stdout.split())
+    assert (w, h) == (side, side)
+    rgb_bytes = side * side * 3
+    assert (peak - before) * 1024 <= 4 * rgb_bytes, f"{(peak - before) * 1024 / rgb_bytes:.1f}x the 8-bit RGB size"
 
 
 # --- formats ------------------------------------------------------------------------------------
