@@ -8,19 +8,30 @@ from pathlib import Path
 from shufflenet_cli.errors import ModelLoadError
 
 
+def split_lines(text: str) -> list[str]:
+    """Lines ended by \\n or \\r\\n only. Not str.splitlines(), which also ends a line at U+2028,
+    a form feed, \\x1c and others: a name holding one would count as two, shifting every later label
+    onto the wrong class while the count still matched."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":  # the last line's own \n
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
 def imagenet_labels() -> list[str]:
     """The 1000 ImageNet class names; line i is class index i."""
-    text = resources.files("shufflenet_cli").joinpath("imagenet_classes.txt").read_text("utf-8")
-    return text.splitlines()
+    data = resources.files("shufflenet_cli").joinpath("imagenet_classes.txt").read_bytes()
+    return split_lines(data.decode("utf-8"))
 
 
 def read_labels(path: Path) -> list[str]:
     """Custom class names, one per line (blank trailing lines ignored)."""
     try:
-        text = Path(path).read_text("utf-8-sig")  # a byte-order mark (Windows editors) is not part of a label
+        # bytes, not read_text: its universal newlines would end a line at a lone \r too
+        text = Path(path).read_bytes().decode("utf-8-sig")  # a byte-order mark (Windows editors) is not part of a label
     except (OSError, UnicodeDecodeError) as exc:
         raise ModelLoadError(f"cannot read labels file {path}: {exc}") from exc
-    lines = text.splitlines()
+    lines = split_lines(text)
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:

@@ -146,6 +146,37 @@ def test_custom_classifier_needs_matching_labels(cli, images, tmp_path):
     assert "10 classes" in mismatch.stderr and "1000 names" in mismatch.stderr
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x0c", "\x0b", "\x1c", "\x85", "\r"])
+def test_labels_split_on_newlines_only(tmp_path, separator):
+    """A hostile file of 999 lines, one holding another line break str.splitlines() knows, passed as
+    1,000 and shifted every later label by one."""
+    from shufflenet_cli.errors import ModelLoadError
+    from shufflenet_cli.labels import labels_for, read_labels
+
+    names = [f"class-{i}" for i in range(999)]
+    names[10] = f"class-10{separator}class-10b"
+    path = tmp_path / "labels.txt"
+    path.write_bytes("\n".join(names).encode() + b"\n")
+    assert read_labels(path) == names
+    with pytest.raises(ModelLoadError, match="999 names"):
+        labels_for(path, 1000)
+
+
+def test_labels_keep_their_crlf_and_bom_handling(tmp_path):
+    from shufflenet_cli.labels import read_labels
+
+    path = tmp_path / "labels.txt"
+    path.write_bytes(b"\xef\xbb\xbfa\r\nb\nc\r\n\r\n\n")
+    assert read_labels(path) == ["a", "b", "c"]
+
+
+def test_packaged_imagenet_labels_are_a_thousand():
+    from shufflenet_cli.labels import imagenet_labels
+
+    labels = imagenet_labels()
+    assert len(labels) == 1000 and labels[1] == "goldfish"
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_a_gpu_is_exit_3(cli, images, random_weights):
     r = cli("predict", images[0], "-m", "x0_5", "--weights", random_weights, "--device", "cuda")
