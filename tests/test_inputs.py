@@ -304,6 +304,22 @@ def test_walk_yields_before_listing_the_whole_tree(tmp_path, monkeypatch, patter
     assert len(list(it)) == 39
 
 
+@pytest.mark.parametrize("pattern", ["", "**/*.jpg", "**"])  # a folder walked, or a glob pattern
+def test_a_tree_deeper_than_pythons_recursion_limit_is_walked_in_order(tmp_path, pattern):
+    """1,200 folders, one in another (short names: the deepest path stays under PATH_MAX), an image
+    every 100 levels: a recursive walk or glob ended in RecursionError (exit 70, no output)."""
+    root = tmp_path / "r"
+    folder, expected = str(root), []
+    for level in range(1200):
+        os.mkdir(folder)
+        if level % 100 == 0:
+            expected.append(os.path.join(folder, "a.jpg"))
+            Path(expected[-1]).write_bytes(b"")
+        folder = os.path.join(folder, "d")
+    got = list(iter_inputs([os.path.join(root, pattern) if pattern else str(root)], WalkOptions(extensions=JPG)))
+    assert [(i.path, i.error) for i in got] == [(p, None) for p in expected]
+
+
 def test_walk_of_an_endless_tree_starts_at_once(monkeypatch):
     """A fake tree with no bottom: only a lazy walk can hand out its first files."""
 

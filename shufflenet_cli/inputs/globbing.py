@@ -23,11 +23,13 @@ import fnmatch
 import functools
 import os
 import re
-from typing import Callable, Iterator
+from collections import OrderedDict
+from typing import Callable, Iterator, NamedTuple, Union
 
 _MAGIC = re.compile(r"[*?[]")
 
 Folders = frozenset  # of (st_dev, st_ino): the folders a match lies in
+_CHAINS_KEPT = 4096  # folders whose chain is remembered
 
 
 def has_magic(text: str) -> bool:
@@ -45,7 +47,7 @@ def iglob(pattern: str, hidden: bool = False) -> Iterator[tuple[str, bool, Folde
     parts = tuple(n for i, n in enumerate(names) if not (n == "**" and i and names[i - 1] == "**"))
     matcher = _Matcher(hidden)
     seen: set[str] | None = set() if parts.count("**") > 1 else None  # only there can one path match twice
-    for path in matcher.match(anchor, parts):
+    for path in _depth_first(matcher.match(anchor, parts)):
         is_dir = os.path.isdir(path)
         if (folders_only and not is_dir) or matcher.under_covered(path, anchor):
             continue
@@ -63,18 +65,28 @@ class _Matcher:
         self.hidden = hidden
         self.covered: set[str] = set()  # matched folders: their insides are the caller's walk
         # one stat per distinct folder, however many matches and `**` levels lie below it
-        self._real_chain = functools.lru_cache(maxsize=4096)(self._chain_of_real)
+        self._chains: OrderedDict[str, Folders] = OrderedDict()  # the most recently used last
 
     def chain(self, folder: str) -> Folders:
         """(device, inode) of `folder` as it really is (links resolved) and of each folder above it, to
         the root: the folders a walk from `folder` must not climb back into."""
-        return self._real_chain(os.path.realpath(folder or os.curdir))
-
-    def _chain_of_real(self, real: str) -> Folders:
-        parent = os.path.dirname(real)
-        above = self._real_chain(parent) if parent != real else frozenset()
-        key = _key(real)
-        return above | {key} if key is not None else above
+        real = os.path.realpath(folder or os.curdir)
+        head: str | None = real
+        todo: list[str] = []  # up to the nearest folder whose chain is known, without recursion
+        while head is not None and head not in self._chains:
+            todo.append(head)
+            parent = os.path.dirname(head)
+            head = parent if parent != head else None
+        above: Folders = frozenset() if head is None else self._chains[head]
+        if head is not None:
+            self._chains.move_to_end(head)
+        for path in reversed(todo):
+            key = _key(path)
+            above = above | {key} if key is not None else above
+            self._chains[path] = above
+            if len(self._chains) > _CHAINS_KEPT:
+                self._chains.popitem(last=False)
+        return above
 
     def under_covered(self, path: str, anchor: str) -> bool:
         head = os.path.dirname(path)
@@ -86,8 +98,8 @@ class _Matcher:
                 break
         return False
 
-    def match(self, base: str, parts: tuple[str, ...]) -> Iterator[str]:
-        """Paths under `base` matching `parts`, in walk order."""
+    def match(self, base: str, parts: tuple[str, ...]) -> Steps:
+        """Paths under `base` matching `parts`, in walk order (through _depth_first)."""
         if not parts:
             yield base
             return
@@ -106,24 +118,24 @@ class _Matcher:
                 path = os.path.join(base, name)
                 dot = name.startswith(".")
                 if (hidden_here or not dot) and here(name):  # `**` as no folder at all
-                    yield from self.follow(path, rest[1:])
+                    yield _Into(self.follow(path, rest[1:]))
                 if is_dir and (self.hidden or not dot) and path not in self.covered:
                     if _key(path) not in inside:  # not a symlink back up the tree
-                        yield from self.match(path, parts)  # `**` as this folder and more
+                        yield _Into(self.match(path, parts))  # `**` as this folder and more
             return
         if has_magic(part):
             for name, is_dir in self.entries(base, part):
-                yield from self.follow(os.path.join(base, name), rest, is_dir)
+                yield _Into(self.follow(os.path.join(base, name), rest, is_dir))
             return
         path = os.path.join(base, part)
         if rest or os.path.lexists(path):
-            yield from self.follow(path, rest)
+            yield _Into(self.follow(path, rest))
 
-    def follow(self, path: str, rest: tuple[str, ...], is_dir: bool | None = None) -> Iterator[str]:
+    def follow(self, path: str, rest: tuple[str, ...], is_dir: bool | None = None) -> Steps:
         if not rest:
             yield path
         elif path not in self.covered and (os.path.isdir(path) if is_dir is None else is_dir):
-            yield from self.match(path, rest)
+            yield _Into(self.match(path, rest))
 
     def entries(self, folder: str, part: str | None) -> list[tuple[str, bool]]:
         """(name, is a folder) for the names in `folder` that `part` matches, sorted; hidden ones only
@@ -138,6 +150,29 @@ class _Matcher:
             return []
         found.sort()
         return found
+
+
+class _Into(NamedTuple):
+    """A matcher step's nested step, whose matches come next, in its place."""
+
+    steps: Iterator[str | _Into]
+
+
+Steps = Iterator[Union[str, _Into]]
+
+
+def _depth_first(steps: Steps) -> Iterator[str]:
+    """The matches of `steps` and of the steps nested in them, in order, on a stack of their own: nested
+    generators on Python's stack end in RecursionError some thousand folders down."""
+    stack = [steps]
+    while stack:
+        step = next(stack[-1], None)
+        if step is None:
+            stack.pop()
+        elif isinstance(step, _Into):
+            stack.append(step.steps)
+        else:
+            yield step
 
 
 def _is_dir(entry: os.DirEntry) -> bool:

@@ -169,32 +169,60 @@ def walk(
     root: str, options: WalkOptions, extensions: frozenset[str], lineage: frozenset = frozenset()
 ) -> Iterator[Input]:
     """Image files under `root` in sorted order, following symlinks but never into a cycle.
-    `lineage`: folders (device, inode) that `root` lies in (a glob's match), never entered again."""
+    `lineage`: folders (device, inode) that `root` lies in (a glob's match), never entered again.
+
+    Depth first on a stack of its own, not Python's: a recursive walk ends in RecursionError some
+    thousand folders down."""
     try:
         st = os.stat(root)
         lineage = lineage - {(st.st_dev, st.st_ino)}  # root itself is walked, as asked
     except OSError:
-        pass  # _walk reports it
-    yield from _walk(root, options, extensions, ancestors=lineage)
+        pass  # _enter reports it
+    inside = set(lineage)  # the folders being walked, and the lineage: never entered again
+    stack: list[_Open] = []
+    opened: _Open | Input | None = _enter(root, options, extensions, inside)
+    while True:
+        if isinstance(opened, Input):
+            yield opened
+        elif opened is not None:
+            stack.append(opened)
+        if not stack:
+            return
+        top = stack[-1]
+        name = next(top.names, None)
+        opened = None
+        if name is None:
+            stack.pop()
+            inside.discard(top.key)
+        elif name in top.subdirs:
+            opened = _enter(os.path.join(top.folder, name), options, extensions, inside)
+        else:
+            opened = Input(os.path.join(top.folder, name))
 
 
-def _walk(folder: str, options: WalkOptions, extensions: frozenset[str], ancestors: frozenset) -> Iterator[Input]:
+@dataclass
+class _Open:
+    """A folder being walked: the names in it still to visit."""
+
+    folder: str
+    key: tuple[int, int]  # (device, inode)
+    names: Iterator[str]
+    subdirs: set[str]
+
+
+def _enter(folder: str, options: WalkOptions, extensions: frozenset[str], inside: set) -> _Open | Input | None:
+    """`folder` opened for the walk; None if it is one being walked already (a symlink back up the
+    tree); an error Input if it cannot be listed."""
     try:
         st = os.stat(folder)
         key = (st.st_dev, st.st_ino)
-        if key in ancestors:
-            return  # a symlink back up the tree: already being walked
+        if key in inside:
+            return None
         names, subdirs = _list(folder, options, extensions)
     except OSError as exc:
-        yield Input(folder, error=f"cannot list directory: {exc.strerror or exc}")
-        return
-    ancestors = ancestors | {key}
-    for name in names:
-        path = os.path.join(folder, name)
-        if name in subdirs:
-            yield from _walk(path, options, extensions, ancestors)
-        else:
-            yield Input(path)
+        return Input(folder, error=f"cannot list directory: {exc.strerror or exc}")
+    inside.add(key)
+    return _Open(folder, key, iter(names), subdirs)
 
 
 def _list(folder: str, options: WalkOptions, extensions: frozenset[str]) -> tuple[list[str], set[str]]:
