@@ -26,6 +26,7 @@ EXTRA_CSS = """<style>
 table.figures { border-collapse: collapse; background: var(--card); border: 1px solid var(--line); }
 table.figures th, table.figures td { padding: 6px 12px; border-top: 1px solid var(--line); text-align: right; }
 table.figures th:first-child, table.figures td:first-child { text-align: left; }
+.pairs th:nth-child(2), .pairs td:nth-child(2) { text-align: left; }
 .classes { columns: 360px; column-gap: 24px; }
 .classes li { break-inside: avoid; }
 .truth { margin: 0 0 4px; }
@@ -78,7 +79,7 @@ def confusions_html(ev: Evaluation) -> str:
         for c in pairs
     )
     return (
-        '<section><h2>most confused</h2><table class="figures"><tr><th>true</th><th>predicted top-1</th>'
+        '<section><h2>most confused</h2><table class="figures pairs"><tr><th>true</th><th>predicted top-1</th>'
         f"<th>images</th></tr>{rows}</table></section>\n"
     )
 
