@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from shufflenet_cli import device as devices
 from shufflenet_cli import weights
 from shufflenet_cli.backends import onnx_cache, onnx_runtime
-from shufflenet_cli.backends.base import Backend
+from shufflenet_cli.backends.base import Backend, reraise_interrupt
 from shufflenet_cli.backends.factory import make_backend
 from shufflenet_cli.decode.preprocess import Preprocess
 from shufflenet_cli.labels import labels_for
@@ -113,13 +113,20 @@ def _torch_free_backend(
     found = onnx_cache.find_checked_export(spec.arch, source.sha256, folders)
     if found is None:
         return None
-    onnx_file, num_classes = found
-    labels = labels_for(opts.labels, num_classes)
+    labels = labels_for(opts.labels, found.num_classes)
     try:
         backend = onnx_runtime.OnnxBackend(
-            None, devices.CPU, prep.mean, prep.std, prep.crop, threads=tuning.threads, onnx_file=onnx_file
+            None,
+            devices.CPU,
+            prep.mean,
+            prep.std,
+            prep.crop,
+            threads=tuning.threads,
+            onnx_file=found.path,
+            onnx_sha256=found.sha256,
         )
-    except Exception:  # noqa: BLE001 - a damaged file: the usual path exports it again
+    except Exception as exc:  # noqa: BLE001 - a damaged or changed file: the usual path exports it again
+        reraise_interrupt(exc)  # Ctrl-C in onnxruntime's import is not a damaged file
         return None
     return Ready(backend, labels)
 
@@ -166,11 +173,18 @@ def _record_checked_export(spec: ModelSpec, backend: Any, source: _Hashed | None
     weights, write the sidecar that lets the next run find it without torch. Not where the weights
     file's stamp changed since it was hashed (replaced while it was loading): the export may then
     be of other weights than the sha256 says."""
-    if source is None or not isinstance(backend, onnx_runtime.OnnxBackend) or backend.cache_path is None:
+    if (
+        source is None
+        or not isinstance(backend, onnx_runtime.OnnxBackend)
+        or backend.cache_path is None
+        or backend.onnx_sha256 is None
+    ):
         return
     try:
         if _stamp(source.path) != source.stamp:  # replaced while it was loading
             return
     except OSError:
         return
-    onnx_cache.write_sidecar(backend.cache_path, spec.arch, source.sha256, int(model.fc.out_features))
+    onnx_cache.write_sidecar(
+        backend.cache_path, spec.arch, source.sha256, int(model.fc.out_features), backend.onnx_sha256
+    )

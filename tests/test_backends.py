@@ -372,13 +372,22 @@ def spy_export(monkeypatch):
     return calls
 
 
-def test_export_is_cached_next_to_the_weights_file_and_reused(tmp_path, prep, spy_export):
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path, monkeypatch):
+    """$XDG_CACHE_HOME/shufflenet-cli, private to the test: where a --weights file's export goes."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return tmp_path / "xdg" / "shufflenet-cli"
+
+
+def test_export_is_cached_in_the_user_cache_and_reused(tmp_path, prep, spy_export, user_cache):
+    """A --weights file's export goes to the user's cache, never the weights' folder (it may be shared)."""
     weights = tmp_path / "mine.pth"
     weights.write_bytes(b"")  # only its folder and name matter here
     model = spread_model()
     first = onnx(model, prep, weights_path=weights)
     assert first.exported and len(spy_export) == 1
-    assert first.cache_path.parent == tmp_path and first.cache_path.name.startswith("mine.")
+    assert first.cache_path.parent == user_cache and first.cache_path.name.startswith("mine.")
+    assert not list(tmp_path.glob("*.onnx"))
     second = onnx(model, prep, weights_path=weights)
     assert len(spy_export) == 1, "the cached file must be reused, not exported again"
     assert not second.exported and second.cache_path == first.cache_path
@@ -399,22 +408,22 @@ def test_without_a_weights_file_the_export_goes_to_torchs_checkpoints(_offline_p
     assert backend.cache_path.name.startswith("shufflenet_v2_x0_5.")
 
 
-def test_unwritable_weights_folder_falls_back_to_the_user_cache(tmp_path, prep, monkeypatch):
+def test_unwritable_checkpoints_folder_falls_back_to_the_user_cache(_offline_private_cache, prep, monkeypatch):
     from shufflenet_cli.backends import onnx_cache
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    locked = tmp_path / "readonly"
+    locked = _offline_private_cache / "hub" / "checkpoints"
     real = onnx_cache.save
     monkeypatch.setattr(onnx_cache, "save", lambda path, data: path.parent != locked and real(path, data))
-    backend = onnx(spread_model(), prep, weights_path=locked / "w.pth")
-    assert backend.cache_path.parent == tmp_path / "xdg" / "shufflenet-cli"
+    backend = onnx(spread_model(), prep)
+    assert backend.cache_path.parent == onnx_cache.user_cache_dir()
 
 
 def test_a_damaged_cache_file_is_exported_again(tmp_path, prep, spy_export):
     weights = tmp_path / "w.pth"
     first = onnx(spread_model(), prep, weights_path=weights)
     first.cache_path.write_bytes(b"not onnx")
-    second = onnx(spread_model(), prep, weights_path=weights)
+    with pytest.warns(UserWarning, match="changed since it was written"):
+        second = onnx(spread_model(), prep, weights_path=weights)
     assert len(spy_export) == 2 and second.exported
     assert second.cache_path.stat().st_size > 1000
 
@@ -428,7 +437,7 @@ def test_an_export_that_disagrees_with_torch_is_refused_and_not_cached(tmp_path,
     monkeypatch.setattr(onnx_export, "export_bytes", lambda model, crop, exporter=None: real(other, crop, exporter))
     with pytest.raises(ModelLoadError, match="does not match torch"):
         onnx(spread_model(seed=0), prep, weights_path=tmp_path / "w.pth")
-    assert not list(tmp_path.glob("*.onnx"))
+    assert not list(tmp_path.glob("**/*.onnx"))
 
 
 def test_dynamo_exporter_works_too_and_prints_nothing_on_stdout(tmp_path, prep, batch, capfd):

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from shufflenet_cli.backends import onnx_runtime
-from shufflenet_cli.backends.base import Backend, Normalisation
+from shufflenet_cli.backends.base import Backend, Normalisation, reraise_interrupt
 from shufflenet_cli.backends.torch_backend import TorchBackend
 from shufflenet_cli.errors import ShufflenetError, UsageError
 from shufflenet_cli.options import BACKENDS, PRECISIONS
@@ -36,8 +36,8 @@ def make_backend(
 
     threads: CPU inference threads; each batch is cut into this many slices run at once, one
         intra-op thread each (default: torch's current setting, which the runner sets from --threads).
-    weights_path: a --weights file, next to which onnxruntime caches its export (default: torch's
-        checkpoints folder, where torchvision keeps the downloaded weights).
+    weights_path: a --weights file, whose export onnxruntime caches in the user's cache folder
+        (default: torchvision's weights, whose export goes to torch's checkpoints folder).
     cuda_graphs: on CUDA, torch replays each repeated batch shape from a captured graph (cuda_graphs.py).
     """
     if name not in BACKENDS:
@@ -58,10 +58,12 @@ def make_backend(
                 precision=precision,
             )
         except ShufflenetError as exc:
+            reraise_interrupt(exc)
             if name == "onnxruntime":
                 raise
             note = f"auto: onnxruntime not used: {exc.message}"
         except Exception as exc:  # noqa: BLE001 - auto must still classify with torch
+            reraise_interrupt(exc)  # Ctrl-C is never a reason to fall back
             if name == "onnxruntime":
                 raise
             note = f"auto: onnxruntime not used: {type(exc).__name__}: {exc}"

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from shufflenet_cli.backends.base import reraise_interrupt
 from shufflenet_cli.errors import ModelLoadError
 
 PARITY_ATOL = 1e-4  # max abs difference of logits, ONNX Runtime vs torch fp32, on the check batch ...
@@ -115,11 +116,13 @@ def export_bytes(model: Any, crop: int, exporter: str | None = None) -> bytes:
             else:
                 _export_dynamo(cpu_model, example, buf)
     except ImportError as exc:
+        reraise_interrupt(exc)
         raise ModelLoadError(
             f"cannot export the model to ONNX: {exc}",
             hint="pip install 'shufflenet-cli[onnx]' (it brings onnxscript), or use --backend torch",
         ) from exc
     except Exception as exc:  # noqa: BLE001 - any exporter failure is one clear message
+        reraise_interrupt(exc)
         raise ModelLoadError(
             f"cannot export the model to ONNX ({exporter} exporter): {type(exc).__name__}: {exc}",
             hint="use --backend torch",

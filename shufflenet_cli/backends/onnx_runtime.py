@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from shufflenet_cli.backends import onnx_cache, onnx_export
+from shufflenet_cli.backends.base import reraise_interrupt
 from shufflenet_cli.backends.onnx_export import INPUT, OUTPUT
 from shufflenet_cli.backends.ops import normalize_numpy, topk_numpy, topk_to_numpy
 from shufflenet_cli.device import CPU, CpuDevice  # noqa: F401 - CpuDevice: re-exported for callers
-from shufflenet_cli.errors import UsageError
+from shufflenet_cli.errors import ModelLoadError, UsageError
 
 # CPU: a slice is run this many images at a time: fewer page faults and less memory kept by
 # onnxruntime than one run per slice, and faster end to end (docs/performance.md, "onnxruntime: runs
@@ -31,14 +32,18 @@ def available() -> bool:
     """True when onnxruntime can be imported (the `onnx` extra is installed)."""
     try:
         return importlib.util.find_spec("onnxruntime") is not None
-    except (ImportError, ValueError):  # a broken install, or a test that hid the module
+    except (ImportError, ValueError) as exc:  # a broken install, or a test that hid the module
+        reraise_interrupt(exc)
         return False
 
 
 def require() -> Any:
+    """onnxruntime, imported; UsageError where it is not installed, KeyboardInterrupt where Ctrl-C
+    landed in its import (which onnxruntime's extension reports as an ImportError)."""
     try:
         import onnxruntime
-    except ImportError:
+    except ImportError as exc:
+        reraise_interrupt(exc)
         raise UsageError(
             "--backend onnxruntime needs the onnxruntime package, which is not installed",
             hint="pip install 'shufflenet-cli[onnx]', or use --backend torch",
@@ -71,9 +76,12 @@ class OnnxBackend:
         exporter: str | None = None,
         split: bool = True,
         onnx_file: Path | None = None,
+        onnx_sha256: str | None = None,
     ) -> None:
         """onnx_file: open this checked export (see `find_checked_export`) instead of exporting
-        `model` (then None): nothing here imports torch, so `threads` must be given."""
+        `model` (then None): nothing here imports torch, so `threads` must be given. It is opened
+        only where its bytes have the sha256 `onnx_sha256` (the one its sidecar records); else
+        ModelLoadError."""
         ort = require()
         if precision != "fp32":
             raise UsageError(
@@ -99,18 +107,29 @@ class OnnxBackend:
         if self.streams > 1:
             self._pool = ThreadPoolExecutor(self.streams - 1, thread_name_prefix="onnxruntime")
         self.exporter = "" if onnx_file is not None else exporter or onnx_export.exporter_name()
-        opened = self._open(ort, model, crop, weights_path, onnx_file)
+        opened = self._open(ort, model, crop, weights_path, onnx_file, onnx_sha256)
         self.session = opened.session
         self.cache_path = opened.cache_path  # the .onnx file in use (None: not saved anywhere)
         self.exported = opened.exported  # True when this run exported (and checked) the model
         self.parity = opened.parity  # (difference, allowed) when this run checked
+        self.onnx_sha256 = opened.sha256  # the sha256 of the export in use
 
     def _open(
-        self, ort: Any, model: Any, crop: int, weights_path: Path | None, onnx_file: Path | None
+        self,
+        ort: Any,
+        model: Any,
+        crop: int,
+        weights_path: Path | None,
+        onnx_file: Path | None,
+        onnx_sha256: str | None,
     ) -> onnx_cache.Opened:
-        """A session of `onnx_file` as it is (found checked by its sidecar), or of the model's checked export."""
+        """A session of `onnx_file` (found checked by its sidecar) where its bytes are still the
+        ones recorded, or of the model's checked export."""
         if onnx_file is not None:
-            return onnx_cache.Opened(self._new_session(ort, str(onnx_file)), Path(onnx_file), False, None)
+            data = onnx_cache.read_verified(Path(onnx_file), onnx_sha256)
+            if data is None:
+                raise ModelLoadError(f"the cached ONNX export {onnx_file} is not the one its sidecar records")
+            return onnx_cache.Opened(self._new_session(ort, data), Path(onnx_file), False, None, onnx_sha256)
         return onnx_cache.open_checked(
             lambda source: self._new_session(ort, source),
             model,
