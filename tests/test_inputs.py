@@ -309,14 +309,20 @@ def test_a_tree_deeper_than_pythons_recursion_limit_is_walked_in_order(tmp_path,
     """1,200 folders, one in another (short names: the deepest path stays under PATH_MAX), an image
     every 100 levels: a recursive walk or glob ended in RecursionError (exit 70, no output)."""
     root = tmp_path / "r"
-    folder, expected = str(root), []
-    for level in range(1200):
-        os.mkdir(folder)
-        if level % 100 == 0:
-            expected.append(os.path.join(folder, "a.jpg"))
-            Path(expected[-1]).write_bytes(b"")
-        folder = os.path.join(folder, "d")
-    got = list(iter_inputs([os.path.join(root, pattern) if pattern else str(root)], WalkOptions(extensions=JPG)))
+    folders, expected = [str(root)], []
+    try:
+        for level in range(1200):
+            os.mkdir(folders[-1])
+            if level % 100 == 0:
+                expected.append(os.path.join(folders[-1], "a.jpg"))
+                Path(expected[-1]).write_bytes(b"")
+            folders.append(os.path.join(folders[-1], "d"))
+        got = list(iter_inputs([os.path.join(root, pattern) if pattern else str(root)], WalkOptions(extensions=JPG)))
+    finally:  # removed here, bottom up: pytest's own clean-up (shutil.rmtree) recurses, and would fail on it
+        for path in expected:
+            os.unlink(path)
+        for folder in reversed(folders[:-1]):
+            os.rmdir(folder)
     assert [(i.path, i.error) for i in got] == [(p, None) for p in expected]
 
 
