@@ -11,19 +11,71 @@ and `is_stream` tells the callers what must not be renamed over at all: a FIFO, 
 file after `>> log`): those are appended to (renaming would put a regular file where /dev/null was,
 or replace the log). Caches are written with `follow_links=False`: a link in their place is replaced,
 never followed.
+
+A temporary file's name carries a marker, the host and the writer's pid (`.NAME.shufflenet-HOST-PID.
+XXXXXXXX.tmp`): one that a killed run (kill -9, a power cut) left behind is removed by the next
+writer of the same NAME once that pid is gone. Nothing else is ever removed: not a name without the
+marker, not another host's, nor another user's, nor one whose pid is still running.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
+import socket
 import stat
 import tempfile
 from pathlib import Path
 from typing import IO
 
 _DESCRIPTORS = re.compile(r"/dev/(stdout|stderr|fd/\d+)|/proc/(self|\d+)/fd/\d+")
+_MARKER = "shufflenet"
+_HOST = re.sub(r"[^A-Za-z0-9-]", "", socket.gethostname())[:32] or "host"
+
+
+def temp_prefix(name: str, pid: int | None = None) -> str:
+    """How a temporary file for NAME begins: hidden, marked as this tool's, with this host and `pid`
+    (default: this process). mkstemp adds the random part and the suffix."""
+    return f".{name[:80]}.{_MARKER}-{_HOST}-{os.getpid() if pid is None else pid}."
+
+
+def make_temp(folder: Path, name: str, suffix: str = ".tmp") -> tuple[int, str]:
+    """mkstemp (O_EXCL, mode 0600: never through a planted link) in `folder`, named for NAME; the
+    temporary files of NAME that killed runs left there are removed first."""
+    remove_stale_temps(folder, name)
+    return tempfile.mkstemp(prefix=temp_prefix(name), suffix=suffix, dir=folder)
+
+
+def remove_stale_temps(folder: Path, name: str) -> None:
+    """Remove the temporary files for NAME in `folder` that this tool provably made and no one is
+    writing: the marker and this host in the name, the writer's pid gone, a regular file of this user."""
+    mine = re.compile(re.escape(f".{name[:80]}.{_MARKER}-{_HOST}-") + r"(\d+)\.[A-Za-z0-9_]{8}\.[A-Za-z.]+")
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        found = mine.fullmatch(entry.name)
+        if found is None or _running(int(found.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
+                os.unlink(entry.path)
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # another user's process (EPERM), or a pid no system has: kept
+        return True
+    return True
 
 
 def is_stream(path: Path) -> bool:
@@ -69,7 +121,7 @@ class AtomicFile:
     def __init__(self, path: Path, *, mode: int | None = None, follow_links: bool = True, suffix: str = ".tmp"):
         self.path = Path(path)
         self.target = rename_target(self.path) if follow_links else self.path
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name[:80]}.", suffix=suffix, dir=self.target.parent)
+        fd, self.tmp = make_temp(self.target.parent, self.target.name, suffix)
         try:
             os.fchmod(fd, new_file_mode(self.path) if mode is None else mode)
             self.file: IO[bytes] = os.fdopen(fd, "wb")

@@ -39,6 +39,7 @@ class PredictOptions:
     fmt: str = "table"
     output: Path | None = None
     resume: bool = False
+    csv_safe: bool = False  # csv: cells that a spreadsheet would run as formulas start with "'"
     recursive: bool = True
     hidden: bool = False
     ext: str | None = None
@@ -76,6 +77,8 @@ def validate(opts: PredictOptions) -> None:
         raise UsageError(f"unknown decode mode {opts.decode!r}", hint="use " + ", ".join(DECODE_MODES))
     if opts.decode_in not in DECODE_IN:
         raise UsageError(f"unknown --decode-in {opts.decode_in!r}", hint="use " + ", ".join(DECODE_IN))
+    if opts.csv_safe and opts.fmt != "csv":
+        raise UsageError("--csv-safe is for --format csv", hint="leave it out, or write csv")
     if opts.gpu_decode and opts.backend == "onnxruntime":
         raise UsageError("--gpu-decode runs with the torch backend", hint="leave out --backend onnxruntime")
     check_output_names(opts)

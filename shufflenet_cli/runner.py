@@ -62,7 +62,7 @@ def predict(
     if todo.nothing_left:
         return _nothing_left(opts, spec, todo)
     prep = Preprocess.from_spec(spec, decode=opts.decode, thumbnail_size=REPORT_THUMBNAIL if opts.report else None)
-    with Outputs.open(opts, spec, stdout, todo.completed.cut_at, on_records) as outputs:  # an unwritable path fails at once
+    with Outputs.open(opts, spec, stdout, todo.completed, on_records) as outputs:  # an unwritable path fails at once
         device = devices.resolve(opts.device)  # once: the backend has it, and the GPU decoder takes it from there
         tuning = default_tuning(device.type, opts)
         run = ready(spec, opts, prep, device, tuning)
@@ -105,7 +105,7 @@ def find_inputs(opts: PredictOptions, stdin: IO[bytes] | None, err: Console) -> 
     inputs: Iterator[Input] = iter_inputs(opts.paths, walk, stdin=stdin, null=opts.null)
     completed = Completed(Counter(), Counter())
     if opts.resume and opts.output is not None:
-        completed = completed_paths(opts.output, opts.fmt)
+        completed = completed_paths(opts.output, opts.fmt, opts.csv_safe)
     todo = Todo(inputs, walk, completed)
     done, failed = completed.records, completed.failed
     if not done:
@@ -170,10 +170,11 @@ class Outputs:
         opts: PredictOptions,
         spec: ModelSpec,
         stdout: IO[bytes] | None,
-        cut_at: int | None,
+        completed: Completed,
         on_records: RecordsHook | None = None,
     ) -> Outputs:
-        sink = Sink(opts.fmt, opts.output, opts.resume, stdout=stdout, cut_at=cut_at)
+        """Each file locked for the run (output/locks.py): a second run on it stops here, with exit 2."""
+        sink = Sink(opts.fmt, opts.output, opts.resume, stdout=stdout, completed=completed, csv_safe=opts.csv_safe)
         try:
             return cls(sink, _open_report(opts, spec), on_records)
         except BaseException:

@@ -526,7 +526,7 @@ def test_every_predict_option_reaches_the_library_options(monkeypatch, tmp_path)
     monkeypatch.setattr(runner, "predict", capture)
     args = (
         "a.jpg b -m x0_5 --weights w.pth --labels l.txt --device cpu -b 7 -j 3 --decode-in processes --threads 2 "
-        "-k 4 --threshold 0.25 -o out.csv --resume --no-recursive --hidden --ext jpg,png -0 --backend torch "
+        "-k 4 --threshold 0.25 -o out.csv --resume --csv-safe --no-recursive --hidden --ext jpg,png -0 --backend torch "
         "--precision bf16 --fast-decode --gpu-decode --no-cuda-graphs --report r.html --timings --no-progress -q"
     ).split()
     result = CliRunner().invoke(app, ["predict", *args])
@@ -534,10 +534,33 @@ def test_every_predict_option_reaches_the_library_options(monkeypatch, tmp_path)
     expected = PredictOptions(
         paths=["a.jpg", "b"], model="x0_5", weights=Path("w.pth"), labels=Path("l.txt"), device="cpu",
         batch_size=7, workers=3, threads=2, topk=4, threshold=0.25, fmt="csv", output=Path("out.csv"),
-        resume=True, recursive=False, hidden=True, ext="jpg,png", null=True, precision="bf16", backend="torch",
+        resume=True, csv_safe=True, recursive=False, hidden=True, ext="jpg,png", null=True, precision="bf16",
+        backend="torch",
         report=Path("r.html"), decode="fast", gpu_decode=True, decode_in="processes", cuda_graphs=False,
         timings=True, progress=False, quiet=True,
     )  # fmt: skip
     assert seen == [expected]
     for f in fields(PredictOptions):  # every field is set off its default above, so none can be dropped unseen
         assert getattr(expected, f.name) != f.default, f.name
+
+
+@pytest.mark.parametrize("name", ["evil\x1b[2J\x1b]0;owned\x07.pth", "two\nError: forged.pth", "gpj\u202eexe.pth"])
+def test_error_lines_show_control_and_bidi_characters_of_a_path_escaped(cli, images, tmp_path, name):
+    """A path in an `Error:` line reaches the terminal as the table shows it: no escape sequence acts,
+    no newline forges a second line, no RIGHT-TO-LEFT OVERRIDE turns the name around."""
+    missing = tmp_path / name
+    r = cli("predict", images[0], "-m", "x0_5", "--weights", missing)
+    assert r.exit_code == 3, r.stderr
+    shown = name.replace("\x1b", "\\x1b").replace("\x07", "\\x07").replace("\n", "\\n").replace("\u202e", "\\u202e")
+    assert r.stderr.splitlines() == [f"Error: weights file not found: {tmp_path / shown}"]
+
+
+def test_download_from_shows_a_file_name_escaped(cli, monkeypatch, x0_5_file, tmp_path):
+    from shufflenet_cli import weights
+
+    odd = tmp_path / "x\x1b[31m\u202e.pth"
+    odd.write_bytes(x0_5_file.read_bytes())
+    monkeypatch.setattr(weights, "hash_prefix", lambda spec: _sha256(odd)[:10])
+    r = cli("download", "x0_5", "--from", odd)
+    assert r.exit_code == 0, r.stderr
+    assert r.stderr == f"x0_5: copied {tmp_path}/x\\x1b[31m\\u202e.pth (sha256 checked)\n"

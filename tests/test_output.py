@@ -9,7 +9,7 @@ import json
 import pytest
 from rich.console import Console
 
-from shufflenet_cli.output.formats import CSV_HEADER, Csv, JsonArray, JsonLines, render_table
+from shufflenet_cli.output.formats import CSV_HEADER, Csv, JsonArray, JsonLines, render_table, unquote_csv_cell
 from shufflenet_cli.output.sinks import Sink
 from shufflenet_cli.records import Prediction, Record
 
@@ -199,3 +199,37 @@ def test_format_comes_from_the_option_then_the_output_extension():
     assert choose_format(None, True, None) == choose_format("json", True, None) == "json"
     with pytest.raises(UsageError):
         choose_format("csv", True, None)
+
+
+def test_table_shows_bidi_controls_in_names_escaped():
+    """U+202E makes "x\u202egpj.exe" read as "xexe.jpg": the table shows the override instead."""
+    names = ["x\u202egpj.exe", "a\u2066b\u2069c\u200e\u200f\u202a\u202b\u202c\u202d", "line\u2028sep"]
+    out = _plain(render_table([Record(n, GOOD.predictions) for n in names]), width=120)
+    assert not any(ch in out for ch in "\u202e\u2066\u2069\u200e\u200f\u202a\u202b\u202c\u202d\u2028")
+    assert "x\\u202egpj.exe" in out and "a\\u2066b\\u2069c\\u200e\\u200f\\u202a" in out and "line\\u2028sep" in out
+
+
+def test_json_and_csv_keep_the_exact_path_for_machines():
+    name = "x\u202egpj\x1b.exe"
+    assert json.loads(JsonLines().render([Record(name, ())]))["path"] == name
+    assert list(csv.reader(io.StringIO(Csv().render([Record(name, ())]))))[0][0] == name
+
+
+FORMULAS = ['=HYPERLINK("http://x")', "+1", "-2+3", "@SUM(A1)", "\tx", "\rx", "'quoted", "plain.jpg", ""]
+
+
+def test_csv_writes_cells_as_they_are_by_default():
+    """The default is for scripts: the path is the path, whatever it starts with."""
+    rows = list(csv.reader(io.StringIO(Csv(header=False).render([Record(n, ()) for n in FORMULAS]), newline="")))
+    assert [row[0] for row in rows] == FORMULAS
+
+
+def test_csv_safe_starts_formula_cells_with_a_quote_and_reads_back_exactly():
+    records = [Record(n, (Prediction(1, 3, n, 0.5),)) for n in FORMULAS] + [Record("=e", error="-err")]
+    rows = list(csv.reader(io.StringIO(Csv(header=False, safe=True).render(records), newline="")))
+    cells = [row[0] for row in rows[:-1]]
+    assert cells == ["'" + n if n[:1] in "=+-@\t\r'" and n else n for n in FORMULAS]
+    assert [row[3] for row in rows[:-1]] == cells  # labels too (a --labels file is input as well)
+    assert rows[-1] == ["'=e", "", "", "", "", "'-err"]
+    assert all(not cell or cell[0] not in "=+-@\t\r" for row in rows for cell in row)
+    assert [unquote_csv_cell(c) for c in cells] == FORMULAS

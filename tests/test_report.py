@@ -311,3 +311,27 @@ def test_report_paths_that_cannot_be_a_file_are_clean_errors(cli, random_weights
     from shufflenet_cli.options import PredictOptions, validate
 
     validate(PredictOptions([], output=Path("/dev/null"), report=Path("/dev/null")))  # both thrown away: allowed
+
+
+def test_report_shows_bidi_controls_in_names_escaped():
+    page = card_html(rec("x\u202egpj.exe")) + error_row_html(Record("y\u2067z.jpg", error="e\u202ex"))
+    assert not any(ch in page for ch in "\u202e\u2067")
+    assert "x\\u202egpj.exe" in page and "y\\u2067z.jpg" in page and "e\\u202ex" in page
+
+
+def test_report_removes_temporary_files_a_killed_run_left_and_keeps_a_running_ones(tmp_path):
+    import sys
+
+    from shufflenet_cli.atomic import temp_prefix
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait(timeout=HANG)
+    target = tmp_path / "report.html"
+    dead = [tmp_path / (temp_prefix("report.html", child.pid) + f"abcdefgh{s}") for s in (".cards.tmp", ".html.tmp")]
+    live = tmp_path / (temp_prefix("report.html", os.getppid()) + "abcdefgh.errors.tmp")
+    for path in (*dead, live):
+        path.write_text("<article>")
+    report = HtmlReport(target, "t")
+    report.add([rec()])
+    report.close("1 classified")
+    assert leftovers(tmp_path) == [live.name]

@@ -249,3 +249,48 @@ def test_cli_report_with_resume_counts_the_skipped_and_is_written_when_nothing_i
     assert page.by_class["summary"][0].startswith("0 classified, 0 failed")
     assert "3 input(s) skipped, already in the output (--resume)" in page.by_class["summary"][0]
     assert leftovers(tmp_path) == []
+
+
+# --- --csv-safe -------------------------------------------------------------------------------
+
+
+def test_resume_csv_safe_reads_quoted_paths_back_as_the_paths_they_are(run, tmp_path, monkeypatch):
+    names = ["=cmd.jpg", "+x.jpg", "-y.jpg", "@z.jpg", "'q.jpg", "plain.jpg"]
+    data = make_image(tmp_path / "src.jpg", size=(16, 16)).read_bytes()
+    for name in names:
+        (tmp_path / name).write_bytes(data)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out.csv"
+    assert run("-o", out, "--csv-safe", "--", *names, fmt="csv").exit_code == 0
+    with open(out, newline="", encoding="utf-8") as f:
+        cells = [row[0] for row in list(csv.reader(f))[1::TOPK]]
+    assert cells == ["'=cmd.jpg", "'+x.jpg", "'-y.jpg", "'@z.jpg", "''q.jpg", "plain.jpg"]
+    assert completed_paths(out, "csv", csv_safe=True).records == Counter(names[:-1])  # the last is redone
+
+    lines = out.read_bytes().splitlines(keepends=True)
+    out.write_bytes(b"".join(lines[: 1 + 3 * TOPK]))  # three records done
+    classified: list[str] = []
+    spy_batches(monkeypatch, lambda batch: classified.extend(rec.path for rec in batch))
+    r = run("-o", out, "--csv-safe", "--resume", "--", *names, fmt="csv")
+    assert r.exit_code == 0, r.stderr
+    assert classified == names[2:]  # the last of the three, and those after it
+    assert csv_records(out.read_text()) == [(c, TOPK) for c in cells]
+
+
+def test_resume_csv_safe_refuses_a_file_written_without_it(run, tmp_path, monkeypatch):
+    (tmp_path / "=a.jpg").write_bytes(make_image(tmp_path / "src.jpg", size=(16, 16)).read_bytes())
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out.csv"
+    assert run("-o", out, "=a.jpg", "src.jpg", fmt="csv").exit_code == 0
+    before = out.read_bytes()
+    r = run("-o", out, "--csv-safe", "--resume", "=a.jpg", "src.jpg", fmt="csv")
+    assert r.exit_code == 2
+    assert "was written without --csv-safe" in r.stderr
+    assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "jsonl"])
+def test_csv_safe_is_for_csv_only(run, tmp_path, fmt):
+    d, _ = folder_of(tmp_path, 1)
+    r = run(d, "--csv-safe", fmt=fmt)
+    assert r.exit_code == 2 and r.stderr.splitlines()[0] == "Error: --csv-safe is for --format csv"

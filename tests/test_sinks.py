@@ -286,3 +286,153 @@ def test_a_reader_that_goes_away_stops_the_run_quietly_with_0(random_weights, tm
         stderr = proc.stderr.read().decode()  # type: ignore[union-attr]
     assert code == 0, stderr
     assert stderr == ""  # no traceback, no "Exception ignored", and no summary: the run stopped early
+
+
+# --- one run at a time on one file (locks.py) -------------------------------------------------
+
+_HOLD = """
+import fcntl, sys
+f = open(sys.argv[1], "ab")
+fcntl.flock(f, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_second_run_on_an_output_another_process_holds_stops_with_exit_2(run, tmp_path, fmt):
+    """Two `-o FILE --resume` runs at once once wrote every record twice: the second now stops at once."""
+    d, _ = folder_of(tmp_path, 2)
+    out = tmp_path / f"out.{fmt}"
+    assert run(d, "-o", out, fmt=fmt).exit_code == 0
+    out.write_bytes(b"".join(out.read_bytes().splitlines(keepends=True)[:-1]))  # one record left to do
+    before = out.read_bytes()
+    hold = [sys.executable, "-c", _HOLD, str(out)]
+    with subprocess.Popen(hold, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as holder:
+        try:
+            assert holder.stdout.readline() == b"locked\n"  # type: ignore[union-attr]
+            r = run(d, "-o", out, "--resume", fmt=fmt)
+            again = run(d, "-o", out, fmt=fmt)  # not even emptied by a run that would replace it
+        finally:
+            holder.communicate(b"", timeout=HANG)
+    assert r.exit_code == again.exit_code == 2, r.stderr
+    assert r.stderr.splitlines() == [
+        f"Error: --output {out} is in use by another run",
+        "Hint: wait for that run to finish, or give this one another file",
+    ]
+    assert out.read_bytes() == before
+    assert run(d, "-o", out, "--resume", fmt=fmt).exit_code == 0  # the lock went with the other process
+
+
+def test_a_json_output_or_report_being_written_by_another_run_is_not_written_over(run, tmp_path):
+    from shufflenet_cli.output.report import HtmlReport
+
+    d, _ = folder_of(tmp_path, 1)
+    out, page = tmp_path / "out.json", tmp_path / "page.html"
+    first = Sink("json", out)  # a run in progress: its records are not in out.json until it ends
+    r = run(d, "-o", out, fmt="json")
+    assert r.exit_code == 2 and "Error: --output" in r.stderr and "in use by another run" in r.stderr
+    first.close()
+    report = HtmlReport(page, "shufflenet")
+    r = run(d, "-o", tmp_path / "other.json", "--report", page, fmt="json")
+    assert r.exit_code == 2 and f"Error: --report {page} is in use by another run" in r.stderr
+    report.close("done")
+    assert run(d, "-o", out, "--report", page, fmt="json").exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no lock file left
+
+
+def test_resume_stops_where_another_run_wrote_to_the_file_after_it_was_read(tmp_path):
+    """The window between reading FILE (--resume) and locking it: a run that finished in it is seen."""
+    from shufflenet_cli.errors import OutputError
+    from shufflenet_cli.output.resume import completed_paths
+
+    out = tmp_path / "out.jsonl"
+    out.write_text(json.dumps({"path": "a.jpg", "predictions": []}) + "\n")
+    seen = completed_paths(out, "jsonl")
+    with open(out, "a") as other:
+        other.write(json.dumps({"path": "b.jpg", "predictions": []}) + "\n")
+    before = out.read_bytes()
+    with pytest.raises(OutputError, match="changed by another run"):
+        Sink("jsonl", out, resume=True, completed=seen)
+    assert out.read_bytes() == before
+
+
+def test_streams_are_not_locked(tmp_path):
+    first, second = Sink("jsonl", __import__("pathlib").Path("/dev/null")), Sink("json", tmp_path / "x.json")
+    also = Sink("jsonl", __import__("pathlib").Path("/dev/null"))
+    for sink in (first, second, also):
+        sink.write(sample_records("a.jpg"))
+        sink.close()
+
+
+# --- a full disk part-way through a batch -----------------------------------------------------
+
+_FILL_UP = """
+import resource, signal, sys
+from pathlib import Path
+from shufflenet_cli.errors import WriteError
+from shufflenet_cli.output.sinks import Sink
+from shufflenet_cli.records import Prediction, Record
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the limit: EFBIG, as a full disk gives ENOSPC
+fmt, where = sys.argv[1], sys.argv[2]
+sink = Sink(fmt) if where == "-" else Sink(fmt, Path(where))
+def batch(tag):
+    return [Record(f"{tag}{i}.jpg", (Prediction(1, 7, "cock", 0.75), Prediction(2, 8, "hen", 0.25))) for i in range(50)]
+sink.write(batch("a"))
+size = sys.stdout.tell() if where == "-" else Path(where).stat().st_size
+resource.setrlimit(resource.RLIMIT_FSIZE, (size + 100, resource.RLIM_INFINITY))  # room for part of a record
+try:
+    sink.write(batch("b"))
+except WriteError as exc:
+    sink.abort()
+    print(exc.message, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+@pytest.mark.parametrize("where", ["--output", "stdout redirected to a file"])
+def test_a_batch_cut_short_by_a_full_disk_leaves_only_whole_records(tmp_path, fmt, where):
+    out = tmp_path / f"out.{fmt}"
+    cmd = [sys.executable, "-c", _FILL_UP, fmt, str(out) if where == "--output" else "-"]
+    with open(out, "wb") as stdout:
+        proc = subprocess.run(cmd, stdout=stdout if where != "--output" else None, stderr=subprocess.PIPE, timeout=HANG)
+    assert proc.returncode == 0 and proc.stderr.decode() == "cannot write results: File too large\n"
+    text = out.read_text()
+    if fmt == "jsonl":
+        assert [json.loads(line)["path"] for line in text.splitlines()] == [f"a{i}.jpg" for i in range(50)]
+        assert text.endswith("\n")
+    else:
+        assert csv_records(text) == [(f"a{i}.jpg", 2) for i in range(50)]
+        assert text.endswith("\n") and len(text.splitlines()) == 1 + 100
+
+
+# --- temporary files of a killed run (atomic.py) ----------------------------------------------
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait(timeout=HANG)  # reaped: its pid belongs to no process now
+    return child.pid
+
+
+def test_temporary_files_of_a_killed_run_go_with_the_next_run_on_the_same_file(tmp_path):
+    from shufflenet_cli.atomic import temp_prefix
+
+    out = tmp_path / "out.json"
+    with subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE) as live:
+        dead = tmp_path / (temp_prefix("out.json", _dead_pid()) + "k9x_abcd.tmp")  # kill -9 during `-o out.json`
+        running = tmp_path / (temp_prefix("out.json", live.pid) + "abcdefgh.tmp")  # a run still writing
+        other = tmp_path / (temp_prefix("other.json", _dead_pid()) + "abcdefgh.tmp")  # another file's
+        unmarked = tmp_path / ".out.json.abcdefgh.tmp"  # no marker: nothing says this tool made it
+        link = tmp_path / (temp_prefix("out.json", _dead_pid()) + "linkxxxx.tmp")
+        for path in (dead, running, other, unmarked):
+            path.write_text("[\n")
+        link.symlink_to(unmarked)
+        sink = Sink("json", out)
+        sink.write(sample_records("a.jpg"))
+        sink.close()
+        live.communicate(b"", timeout=HANG)
+    assert json.loads(out.read_text())[0]["path"] == "a.jpg"
+    assert not dead.exists()
+    assert running.exists() and other.exists() and unmarked.exists() and link.is_symlink()

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from shufflenet_cli import __version__
 from shufflenet_cli.errors import ShufflenetError
+from shufflenet_cli.output.display import clean_text
 
 app = typer.Typer(
     help="Classify images with torchvision's ImageNet-pretrained ShuffleNet v2.",
@@ -31,12 +32,14 @@ def err_console() -> Console:
 
 
 def fail(err: Console, exc: ShufflenetError, verbose: bool) -> None:
-    """One or two plain lines on stderr: what happened, and what to do."""
-    err.print(f"Error: {exc.message}", markup=False)
+    """One or two plain lines on stderr: what happened, and what to do. A path in them is shown as
+    the table shows it (display.clean_text): a newline or an escape sequence in a file name can
+    neither forge another line nor drive the terminal."""
+    err.print(f"Error: {clean_text(exc.message)}", markup=False)
     if exc.hint:
-        err.print(f"Hint: {exc.hint}", markup=False)
+        err.print(f"Hint: {clean_text(exc.hint)}", markup=False)
     if verbose and exc.__cause__ is not None:
-        err.print(f"Cause: {type(exc.__cause__).__name__}: {exc.__cause__}", markup=False)
+        err.print(f"Cause: {type(exc.__cause__).__name__}: {clean_text(str(exc.__cause__))}", markup=False)
 
 
 @contextmanager
@@ -57,7 +60,7 @@ def handled(err: Console, verbose: bool, debug: bool) -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001
         if debug:
             _print_traceback(err)
-        err.print(f"Error: unexpected failure: {type(exc).__name__}: {exc}", markup=False)
+        err.print(f"Error: unexpected failure: {type(exc).__name__}: {clean_text(str(exc))}", markup=False)
         if not debug:
             err.print("Hint: run again with --debug for the traceback, and report it", markup=False)
         raise typer.Exit(code=EXIT_INTERNAL) from None

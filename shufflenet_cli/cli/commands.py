@@ -77,6 +77,7 @@ def download(
         from shufflenet_cli import weights
         from shufflenet_cli.errors import UsageError
         from shufflenet_cli.models import MODELS, resolve_model
+        from shufflenet_cli.output.display import clean_text
 
         if all_ and names:
             raise UsageError("give model names or --all, not both")
@@ -85,7 +86,11 @@ def download(
                 raise UsageError("--from FILE copies one width", hint="name at most one model with --from")
             spec = resolve_model(names[0]) if names else None
             spec, path, copied = weights.install_from_file(from_, spec)
-            note = f"copied {from_} (sha256 checked)" if copied else "already in the cache; left as it was"
+            note = (
+                f"copied {clean_text(str(from_))} (sha256 checked)"
+                if copied
+                else "already in the cache; left as it was"
+            )
             err.print(f"{spec.key}: {note}", markup=False)
             typer.echo(str(path))
             return

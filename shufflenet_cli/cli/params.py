@@ -106,6 +106,14 @@ ResumeOpt = Annotated[
         "(a killed run may have cut it between its rows)."
     ),
 ]
+CsvSafeOpt = Annotated[
+    bool,
+    typer.Option(
+        help="csv: start a path, label or error that a spreadsheet would run as a formula (=, +, -, @, tab, "
+        "CR; or ') with ' (shown as text, and hidden, by spreadsheets). Give it again with --resume. "
+        "See docs/security.md."
+    ),
+]
 RecursiveOpt = Annotated[bool, typer.Option(help="Search directories recursively.")]
 HiddenOpt = Annotated[bool, typer.Option(help="Include hidden files and folders (names starting with '.').")]
 ExtOpt = Annotated[

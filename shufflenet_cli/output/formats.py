@@ -22,6 +22,21 @@ from shufflenet_cli.records import Record
 
 CSV_HEADER = ("path", "rank", "index", "label", "probability", "error")
 
+# A cell starting with one of these is a formula to a spreadsheet (OWASP: CSV injection); with
+# --csv-safe it gets a leading "'", which spreadsheets show as text and hide. A cell that starts with
+# "'" gets one too, so that reading back (--resume) strips exactly one from any cell that has it.
+CSV_UNSAFE_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe_cell(text: str) -> str:
+    """--csv-safe: `text` as a spreadsheet shows it, never as a formula."""
+    return "'" + text if text[:1] in CSV_UNSAFE_START or text[:1] == "'" else text
+
+
+def unquote_csv_cell(cell: str) -> str:
+    """What `csv_safe_cell` was given."""
+    return cell[1:] if cell[:1] == "'" else cell
+
 
 def _dumps(record: Record) -> str:
     return json.dumps(record.to_dict(), ensure_ascii=False)
@@ -59,14 +74,21 @@ class JsonArray:
 
 
 class Csv:
-    def __init__(self, header: bool = True) -> None:
+    def __init__(self, header: bool = True, safe: bool = False) -> None:
         self._header = header
+        self._safe = safe  # --csv-safe: the text cells (path, label, error) through csv_safe_cell
 
     def header(self) -> str:
         return self._rows([CSV_HEADER]) if self._header else ""
 
     def render(self, records: Iterable[Record]) -> str:
-        return self._rows(row for r in records for row in csv_rows(r))
+        rows = (row for r in records for row in csv_rows(r))
+        if self._safe:  # the numbers are never negative: only the text cells can start a formula
+            rows = (
+                (csv_safe_cell(str(path)), rank, index, csv_safe_cell(str(label)), prob, csv_safe_cell(str(error)))
+                for path, rank, index, label, prob, error in rows
+            )
+        return self._rows(rows)
 
     def footer(self) -> str:
         return ""
@@ -156,13 +178,13 @@ def _text_width(text: Text | str) -> int:
     return max(map(cell_len, lines)) if lines else 0
 
 
-def renderer_for(fmt: str, csv_header: bool = True) -> JsonLines | JsonArray | Csv:
+def renderer_for(fmt: str, csv_header: bool = True, csv_safe: bool = False) -> JsonLines | JsonArray | Csv:
     if fmt == "jsonl":
         return JsonLines()
     if fmt == "json":
         return JsonArray()
     if fmt == "csv":
-        return Csv(header=csv_header)
+        return Csv(header=csv_header, safe=csv_safe)
     raise ValueError(f"no text renderer for {fmt!r}")
 
 

@@ -22,9 +22,10 @@ import time
 from pathlib import Path
 from typing import IO, Iterable
 
-from shufflenet_cli.atomic import AtomicFile, is_stream, rename_target
+from shufflenet_cli.atomic import AtomicFile, is_stream, make_temp, rename_target
 from shufflenet_cli.errors import OutputError, WriteError
 from shufflenet_cli.output.display import clean_text
+from shufflenet_cli.output.locks import LockBeside
 from shufflenet_cli.records import Prediction, Record
 
 # Only inline styles and data: images may load; anything else (a stray URL) is refused by the browser.
@@ -172,23 +173,26 @@ class HtmlReport:
         self.classified = 0
         self.failed = 0
         self._tmp: list[str] = []
+        self._lock: LockBeside | None = None  # a file (not a stream): one run writes it at a time
         if self.path.is_dir():
             raise OutputError(f"cannot write --report {self.path}: it is a directory", hint="give a file name")
         try:
             # a FIFO or a device is written into at the end (its rows wait in the temp folder); a file is replaced
             self._target = None if is_stream(self.path) else rename_target(self.path)
             self._dir = Path(tempfile.gettempdir()) if self._target is None else self._target.parent
+            if self._target is not None:
+                self._lock = LockBeside(self._target, "--report", self.path)
             self._cards = self._temp("cards")
             self._errors = self._temp("errors")
         except OSError as exc:
-            self._remove_temps()
+            self.abort()
             raise OutputError(
                 f"cannot write --report {self.path}: {exc.strerror or exc}",
                 hint="choose a file in an existing folder you can write to",
             ) from exc
 
     def _temp(self, part: str) -> IO[str]:
-        fd, name = tempfile.mkstemp(prefix=f".{self.path.name[:80]}.", suffix=f".{part}.tmp", dir=self._dir)
+        fd, name = make_temp(self._dir, self.path.name, suffix=f".{part}.tmp")
         self._tmp.append(name)
         return os.fdopen(fd, "w", encoding="utf-8", errors="replace", newline="\n")
 
@@ -243,7 +247,7 @@ class HtmlReport:
         out.write(CARDS_CLOSE + PAGE_TAIL)
 
     def abort(self) -> None:
-        """Remove the temporary files; the target is left as it was."""
+        """Remove the temporary files and release the lock; the target is left as it was."""
         for f in (getattr(self, "_cards", None), getattr(self, "_errors", None)):
             if f is not None and not f.closed:
                 try:
@@ -251,6 +255,9 @@ class HtmlReport:
                 except OSError:
                     pass
         self._remove_temps()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _remove_temps(self) -> None:
         while self._tmp:

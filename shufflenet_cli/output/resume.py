@@ -19,7 +19,7 @@ from typing import IO, NamedTuple
 from shufflenet_cli.errors import OutputError, UsageError
 from shufflenet_cli.inputs.paths import STALL, Input
 from shufflenet_cli.options import RESUMABLE
-from shufflenet_cli.output.formats import CSV_HEADER
+from shufflenet_cli.output.formats import CSV_HEADER, CSV_UNSAFE_START, unquote_csv_cell
 
 
 def drop_partial_last_line(path: Path) -> None:
@@ -57,14 +57,21 @@ def truncate_to_complete(path: Path, fmt: str, cut_at: int | None = None) -> Non
 
 class Completed(NamedTuple):
     """The complete records of a results file, per path: all of them, and the error records among them;
-    csv: the byte offset where they end (a killed run's unfinished last record is cut there)."""
+    csv: the byte offset where they end (a killed run's unfinished last record is cut there); the
+    file's size when it was read (None: not read), so that a change by another run before this
+    one holds its lock is seen."""
 
     records: Counter[str]
     failed: Counter[str]
     cut_at: int | None = None
+    size: int | None = None
+
+    @classmethod
+    def unread(cls) -> Completed:
+        return cls(Counter(), Counter())
 
 
-def completed_paths(path: Path, fmt: str) -> Completed:
+def completed_paths(path: Path, fmt: str, csv_safe: bool = False) -> Completed:
     """How many complete records each path has in a jsonl or csv results file, and how many of them
     are error records (for --resume).
 
@@ -73,16 +80,18 @@ def completed_paths(path: Path, fmt: str) -> Completed:
 
     jsonl: every whole line that parses. A last line without its newline was cut mid-write: not done.
     csv: a record is several rows (one per prediction) and a kill can fall between them, so the
-    last record in the file is never counted as done; it is cut and classified again.
+    last record in the file is never counted as done; it is cut and classified again. csv_safe
+    (--csv-safe): paths were written with formats.csv_safe_cell, and are read back without it.
     """
     if fmt not in RESUMABLE:
         raise UsageError("--resume needs --output FILE with --format jsonl or csv")
     if not path.exists():
         return Completed(Counter(), Counter())
     try:
+        size = path.stat().st_size
         if fmt == "csv":
-            return Completed(*_scan_csv(path))
-        return Completed(*_scan_jsonl(path))
+            return Completed(*_scan_csv(path, csv_safe), size=size)
+        return Completed(*_scan_jsonl(path), size=size)
     except OSError as exc:
         raise OutputError(f"cannot read --output {path} to resume: {exc.strerror or exc}") from exc
 
@@ -116,7 +125,7 @@ def _not_results(path: Path, why: str) -> UsageError:
     )
 
 
-def _scan_csv(path: Path) -> tuple[Counter[str], Counter[str], int]:
+def _scan_csv(path: Path, csv_safe: bool = False) -> tuple[Counter[str], Counter[str], int]:
     """Paths of all records but the last, those of them that are errors, and the byte offset where the
     last record begins.
 
@@ -153,6 +162,8 @@ def _scan_csv(path: Path) -> tuple[Counter[str], Counter[str], int]:
                     continue
                 if len(row) != len(CSV_HEADER):
                     raise _not_results(path, f"a row has {len(row)} columns, not {len(CSV_HEADER)}")
+                if csv_safe:
+                    row[0] = _csv_safe_path(path, row[0])
                 if row[0] != last_path or row[1] in ("", "1"):
                     if last_path is not None:
                         done[last_path] += 1
@@ -164,6 +175,17 @@ def _scan_csv(path: Path) -> tuple[Counter[str], Counter[str], int]:
         except csv.Error:
             pass  # a quoted field cut mid-write
     return done, failed, last_start if last_path is not None else keep
+
+
+def _csv_safe_path(path: Path, cell: str) -> str:
+    """A path cell of a --csv-safe file as the path it stands for. A cell that --csv-safe would have
+    quoted, found bare, means FILE was written without it: reading on would skip the wrong inputs."""
+    if cell[:1] in CSV_UNSAFE_START:
+        raise UsageError(
+            f"--resume --csv-safe: {path} was written without --csv-safe ({cell!r}); nothing was appended",
+            hint="resume it the way it was written: without --csv-safe",
+        )
+    return unquote_csv_cell(cell)
 
 
 def skip_done(
