@@ -15,6 +15,7 @@ import os
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 from pathlib import Path
 
@@ -25,7 +26,9 @@ from conftest import HANG, make_image
 from PIL import Image, features
 
 from shufflenet_cli.decode import images, preprocess
+from shufflenet_cli.decode.decoded import Decoded, decode_one
 from shufflenet_cli.decode.images import ImageError, load_rgb
+from shufflenet_cli.inputs.paths import Input
 
 # --- files that are not a decodable picture ---------------------------------------------------
 
@@ -190,6 +193,33 @@ def test_a_named_pipe_in_a_folder_is_an_error_record_not_a_hang(weights, tmp_pat
     assert [rec["path"] for rec in records] == [str(a), str(folder / "b.jpg"), str(c)]
     assert records[1]["error"].startswith("a named pipe (FIFO)")
     assert records[0]["predictions"] and records[2]["predictions"]
+
+
+@pytest.mark.parametrize("sent", [b"", b"\x89PNG\r\n"], ids=["nothing", "a few bytes"])
+def test_a_named_pipe_whose_writer_goes_quiet_is_given_up_on(tmp_path, monkeypatch, sent):
+    """A writer that holds the FIFO open and sends nothing (more) blocked its decode worker for ever:
+    after PIPE_TIMEOUT seconds without a byte, the input is an error record. (In a thread with a hang
+    guard, so that a regression fails instead of hanging the suite.)"""
+    monkeypatch.setattr(images, "PIPE_TIMEOUT", 0.2)
+    fifo = tmp_path / "quiet.png"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR)  # a writer (and a reader) that never closes: no end of file
+    os.write(writer, sent)
+    done: list[Decoded] = []
+    try:
+        worker = threading.Thread(target=lambda: done.append(decode_one(prep_of_x0_5(), Input(str(fifo)))), daemon=True)
+        worker.start()
+        worker.join(timeout=HANG)
+    finally:
+        os.close(writer)
+    assert done, "the read of a silent pipe never ended"
+    assert done[0].error == "a named pipe (FIFO) whose writer sent nothing for 0.2 s: given up on"
+
+
+def prep_of_x0_5() -> preprocess.Preprocess:
+    from shufflenet_cli.models import resolve_model
+
+    return preprocess.Preprocess.from_spec(resolve_model("x0_5"))
 
 
 # --- files that change under us, a decoder that crashes ---------------------------------------

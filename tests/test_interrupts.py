@@ -154,6 +154,61 @@ def test_a_second_ctrl_c_never_splits_a_batch():
     assert [json.loads(line)["path"] for line in text.splitlines()] == ["a.jpg", "b.jpg", "c.jpg"]
 
 
+# The CLI with a read of a silent pipe that never gives up (PIPE_TIMEOUT an hour): only a signal can end it
+_NEVER_GIVES_UP = """import sys
+from shufflenet_cli.decode import images
+images.PIPE_TIMEOUT = 3600.0
+from shufflenet_cli.cli import main
+sys.argv[0] = "shufflenet"
+main()
+"""
+
+
+def test_a_second_ctrl_c_ends_the_run_while_a_decode_worker_is_blocked(tmp_path, random_weights):
+    """A FIFO whose writer holds it open and never writes blocks its decode worker. The first Ctrl-C asks
+    for a stop between batches, which cannot come; the second must end the run at once, exit 130, with
+    the records done so far whole, and the blocked worker thread must not keep the process alive."""
+    first = str(make_image(tmp_path / "a.jpg"))
+    fifo = tmp_path / "b.jpg"
+    os.mkfifo(fifo)
+    holder = os.open(fifo, os.O_RDWR)  # a writer that never writes and never closes
+    cmd = [sys.executable, "-c", _NEVER_GIVES_UP, "predict", first, str(fifo), "-m", "x0_5"]
+    cmd += ["--weights", str(random_weights), "-f", "jsonl", "-b", "1", "-j", "1", "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = _line_within(proc, HANG)
+        assert line is not None and json.loads(line)["path"] == first, proc.stderr.read().decode()  # type: ignore[union-attr]
+        time.sleep(0.5)  # the worker is now in the silent pipe's read
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert proc.poll() is None  # the first Ctrl-C waits for the batch in hand
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=HANG)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("still running after the second Ctrl-C")
+    finally:
+        os.close(holder)
+        if proc.poll() is None:
+            proc.kill()
+    stderr = err.decode()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    assert out == b""  # the first record came before; nothing torn after it
+    assert "interrupted: 1 classified, 0 failed" in stderr
+
+
+def _line_within(proc: subprocess.Popen, seconds: float) -> bytes | None:
+    """The child's next stdout line, or None if none comes within `seconds` (a hang guard)."""
+    got: queue.Queue[bytes] = queue.Queue()
+    threading.Thread(target=lambda: got.put(proc.stdout.readline()), daemon=True).start()  # type: ignore[union-attr]
+    try:
+        return got.get(timeout=seconds) or None
+    except queue.Empty:
+        return None
+
+
 @pytest.mark.parametrize("interrupted", [True, False])
 def test_after_an_interrupted_run_a_second_ctrl_c_is_ignored(cli, images, random_weights, monkeypatch, interrupted):
     """Once the loop has stopped on Ctrl-C, another one must not turn exit 130 into death by signal."""

@@ -28,6 +28,9 @@ _TRANSPOSE = {  # EXIF orientation -> the transpose that makes the stored pixels
 }
 JPEG_FORMATS = ("JPEG", "MPO")  # what libjpeg decodes; MPO: a phone's JPEG with more pictures (a gain map) after it
 _MAX_REPAIR_BYTES = 256 * 2**20  # the second try without metadata reads at most this much of a file
+# A named pipe whose writer holds it open but sends nothing this long is that input's error: long
+# enough for any producer that is producing (a decoder, a network copy), short enough not to stall a run.
+PIPE_TIMEOUT = 30.0
 
 
 class ImageError(Exception):
@@ -91,7 +94,8 @@ def _read_pipe(path: str) -> bytes | None:
 
     Opened without waiting for a writer: a FIFO that no process has open for writing (one left in a
     photo folder) reads as empty and becomes an error record, instead of blocking its decode worker,
-    and with it the whole run, for ever. A pipe being written (`cat photo.jpg | ... /dev/stdin`) is read.
+    and with it the whole run, for ever. A pipe being written (`cat photo.jpg | ... /dev/stdin`) is
+    read; one whose writer sends nothing for PIPE_TIMEOUT seconds is given up on, an error record too.
     """
     try:
         if not stat.S_ISFIFO(os.stat(path).st_mode):
@@ -100,10 +104,9 @@ def _read_pipe(path: str) -> bytes | None:
         return None  # Image.open says what is wrong
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        os.set_blocking(fd, True)
         chunks, size = [], 0
         while size <= _MAX_REPAIR_BYTES:
-            chunk = os.read(fd, 1 << 20)
+            chunk = _read_some(fd)
             if not chunk:
                 break
             chunks.append(chunk)
@@ -115,6 +118,22 @@ def _read_pipe(path: str) -> bytes | None:
     if size > _MAX_REPAIR_BYTES:
         raise ImageError(f"a named pipe (FIFO) carrying over {_MAX_REPAIR_BYTES >> 20} MiB: not read")
     return b"".join(chunks)
+
+
+def _read_some(fd: int) -> bytes:
+    """Up to 1 MiB from a non-blocking pipe, b"" at its end; ImageError after PIPE_TIMEOUT seconds of nothing.
+    The wait is a poll() with a timeout, not a blocked read, so no worker waits on a silent writer for ever."""
+    import select
+
+    while True:
+        try:
+            return os.read(fd, 1 << 20)
+        except BlockingIOError:  # a writer holds it open, nothing to read yet
+            pass
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(PIPE_TIMEOUT * 1000):
+            raise ImageError(f"a named pipe (FIFO) whose writer sent nothing for {PIPE_TIMEOUT:g} s: given up on")
 
 
 def _open(source: str | bytes) -> IO[bytes]:
