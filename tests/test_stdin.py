@@ -4,6 +4,7 @@ written at once, not when a batch fills or stdin closes. (Ctrl-C while waiting: 
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import time
@@ -44,6 +45,31 @@ def test_stdin_directory_and_missing_path(run, tmp_path):
     records = parse_records(r)
     assert [rec["path"] for rec in records] == [a, str(tmp_path / "gone.jpg")]
     assert "predictions" in records[0] and "error" in records[1]
+
+
+def test_a_nul_byte_in_a_newline_list_is_that_paths_error_record(run, tmp_path):
+    """`find -print0 | shufflenet predict -` without --null: the NUL-separated paths arrive as one line
+    with NULs in it, which crashed the run (exit 70, some records missing). That line is one error
+    record, with a hint about --null; the paths on the other lines are classified as usual."""
+    a, b = put(tmp_path / "a.jpg", seed=1), put(tmp_path / "b.jpg", seed=2)
+    printed0 = os.fsencode(a) + b"\0" + os.fsencode(b) + b"\0"
+    data = os.fsencode(a) + b"\n" + printed0 + b"\n" + b"bad\0name.jpg\n" + os.fsencode(b) + b"\n"
+    r = run("-", input=data)
+    assert r.exit_code == 1, r.stderr
+    records = parse_records(r)
+    assert [rec["path"] for rec in records] == [a, os.fsdecode(printed0), "bad\0name.jpg", b]
+    assert "predictions" in records[0] and "predictions" in records[3]
+    assert records[1]["error"].startswith("the path contains a NUL byte")
+    assert "--null" in records[1]["error"]  # it looks NUL-separated
+    assert records[2]["error"] == "the path contains a NUL byte, which no file name can"  # one stray NUL
+
+
+@pytest.mark.parametrize("listed", [True, False])
+def test_a_nul_byte_in_a_path_never_raises(listed):
+    """The same for a path handed to iter_inputs directly (an embedding caller): an error Input."""
+    stdin = io.BytesIO(b"x\0y.jpg\n") if listed else None
+    got = list(iter_inputs(["-"] if listed else ["x\0y.jpg"], WalkOptions(), stdin=stdin))
+    assert [(i.path, i.error) for i in got] == [("x\0y.jpg", "the path contains a NUL byte, which no file name can")]
 
 
 def test_read_path_list_yields_before_the_pipe_closes():

@@ -135,7 +135,9 @@ def _inputs(
 
 
 def _expand(arg: str, options: WalkOptions, extensions: frozenset[str], from_list: bool) -> Iterator[Input]:
-    if os.path.isdir(arg):
+    if "\0" in arg:  # no file name holds one, and os functions raise ValueError on it
+        yield Input(arg, error=_nul_error(arg, from_list))
+    elif os.path.isdir(arg):
         yield from walk(arg, options, extensions)
     elif os.path.lexists(arg):
         yield Input(arg)
@@ -151,6 +153,16 @@ def _expand(arg: str, options: WalkOptions, extensions: frozenset[str], from_lis
             yield Input(arg, error="no file matches this pattern")
     else:
         yield Input(arg, error=_missing(arg))
+
+
+def _nul_error(arg: str, from_list: bool) -> str:
+    """What a path with a NUL byte in it is; from a newline-separated list that looks NUL-separated
+    (`find -print0` without --null: every path in one line, each ended by a NUL), how to read it."""
+    error = "the path contains a NUL byte, which no file name can"
+    pieces = arg.split("\0")
+    if from_list and (arg.endswith("\0") or len(pieces) > 2):
+        error += "; the list looks NUL-separated (find -print0): read it with --null (-0)"
+    return error
 
 
 def _missing(arg: str) -> str:
