@@ -317,3 +317,29 @@ def test_help_does_not_import_torch():
     assert helped.returncode == 0
     for option in ("--labels-from", "--limit", "--predictions", "--report", "--format"):
         assert option in helped.stdout
+
+
+def test_options_reach_the_runner_as_predict_options(cli, monkeypatch, by_index):
+    from shufflenet_cli.evaluation import run
+
+    seen = {}
+
+    def fake(source, opts, predictions=None, stderr=None):
+        seen.update(source=source, opts=opts)
+        raise RuntimeError("stop here: the options are what this test is about")
+
+    monkeypatch.setattr(run, "evaluate", fake)
+    args = ["-b", "7", "--backend", "torch", "--precision", "bf16", "--device", "cpu", "--exact-decode"]
+    r = cli("evaluate", by_index, "--limit", "2", "--ext", "png", "-f", "json", "--hidden", *args)
+    assert r.exit_code == 70 and "stop here" in r.stderr
+    opts = seen["opts"]
+    assert (opts.batch_size, opts.backend, opts.precision, opts.device, opts.decode) == (
+        7,
+        "torch",
+        "bf16",
+        "cpu",
+        "exact",
+    )
+    assert (opts.ext, opts.hidden, opts.fmt, opts.report) == ("png", True, "table", None)  # -f json is evaluate's own
+    assert (seen["source"].root, seen["source"].limit) == (by_index, 2)
+    assert cli("evaluate", by_index, "--exact-decode", "--fast-decode").exit_code == 2

@@ -5,6 +5,8 @@ The library is imported when the command runs, so `--help` never loads it (nor n
 
 from __future__ import annotations
 
+from dataclasses import fields
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -16,6 +18,7 @@ from shufflenet_cli.cli import params
 from shufflenet_cli.cli.app import err_console, handled
 from shufflenet_cli.cli.commands import TableOrJson
 from shufflenet_cli.models import DEFAULT_MODEL
+from shufflenet_cli.options import PredictOptions
 
 DirArg = Annotated[
     Path,
@@ -55,6 +58,7 @@ EvalReportOpt = Annotated[
 
 
 def evaluate(
+    ctx: typer.Context,
     root: DirArg,
     labels_from: LabelsFromOpt = None,
     limit: LimitOpt = None,
@@ -93,31 +97,9 @@ def evaluate(
     from shufflenet_cli.evaluation.report import EvaluationReport
     from shufflenet_cli.evaluation.run import Source
     from shufflenet_cli.evaluation.run import evaluate as run_evaluate
-    from shufflenet_cli.options import PredictOptions
     from shufflenet_cli.output.summary import print_summary
 
-    if exact_decode and fast_decode:
-        raise typer.BadParameter("give --exact-decode or --fast-decode, not both", param_hint="--fast-decode")
-    opts = PredictOptions(
-        paths=[],
-        model=model,
-        weights=weights,
-        labels=labels,
-        device=device,
-        batch_size=batch_size,
-        workers=workers,
-        threads=threads,
-        hidden=hidden,
-        ext=ext,
-        precision=precision.value,
-        backend=backend.value,
-        decode="exact" if exact_decode else "fast" if fast_decode else "checked",
-        gpu_decode=gpu_decode,
-        decode_in=decode_in.value,
-        cuda_graphs=cuda_graphs,
-        progress=progress,
-        quiet=quiet,
-    )
+    opts = _options(ctx)
     err = err_console()
     with handled(err, verbose, debug), signals.sigterm_as_ctrl_c():
         page = EvaluationReport(report) if report is not None else None  # an unwritable path fails at once
@@ -140,3 +122,16 @@ def evaluate(
         if ev.unlabelled:
             err.print(f"note: {ev.unlabelled} file(s) directly in {root} belong to no class folder; left out")
     raise typer.Exit(code=ev.outcome.exit_code)
+
+
+def _options(ctx: typer.Context) -> PredictOptions:
+    """predict's options from those of the same name (a choice by its value); evaluate's own
+    --format and --report are not predict's, and the run sets the paths and the output."""
+    given = {name: v.value if isinstance(v, Enum) else v for name, v in ctx.params.items()}
+    same = {
+        f.name: given[f.name] for f in fields(PredictOptions) if f.name in given and f.name not in ("fmt", "report")
+    }
+    if given["exact_decode"] and given["fast_decode"]:
+        raise typer.BadParameter("give --exact-decode or --fast-decode, not both", param_hint="--fast-decode")
+    decode = "exact" if given["exact_decode"] else "fast" if given["fast_decode"] else "checked"
+    return PredictOptions(**{**same, "paths": [], "decode": decode})
