@@ -212,13 +212,35 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _holds(path: Path, digest: str, state_dict: dict[str, Any]) -> bool:
+    """Whether `path` is a regular file (not a link) of this sha256, or one that holds the same
+    tensors. A file of the right name is not enough: a damaged or planted one would stay in use
+    after the user copied the right one in."""
+    import torch
+
+    try:
+        if path.is_symlink() or not path.is_file():
+            return False
+        if sha256_file(path) == digest:
+            return True
+        cached = read_checkpoint(path)
+    except (OSError, ModelLoadError):
+        return False
+    return cached.keys() == state_dict.keys() and all(
+        cached[k].dtype == v.dtype and cached[k].shape == v.shape and torch.equal(cached[k], v)
+        for k, v in state_dict.items()
+    )
+
+
 def install_from_file(source: Path, spec: ModelSpec | None = None) -> tuple[ModelSpec, Path, bool]:
     """Copy a local weights file into the cache under torchvision's name, for machines without internet.
 
     The file must be a loadable state dict of the width (`spec`, or the width found in the file) and its
     sha256 must start with the prefix in torchvision's file name, the check a download gets. The copy is
-    atomic (temporary file, then rename); nothing is written when a check fails. Returns the width, the
-    cached path and whether it was copied (False: that file was already in the cache).
+    atomic (temporary file, then rename; a link in its place is replaced, not followed); nothing is
+    written when a check fails. Returns the width, the cached path and whether it was copied (False:
+    a file of that sha256, or of the same tensors, was already in the cache; any other file of that
+    name, a damaged one or a link, is replaced).
     """
     import shutil
 
@@ -244,7 +266,7 @@ def install_from_file(source: Path, spec: ModelSpec | None = None) -> tuple[Mode
         )
     build_model(spec, state_dict, str(source))
     dest = cache_path(spec)
-    if dest.is_file():
+    if _holds(dest, actual, state_dict):
         return spec, dest, False
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)

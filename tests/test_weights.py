@@ -222,3 +222,56 @@ def test_weights_that_give_nan_or_inf_are_named_never_an_empty_success(tmp_path,
     else:
         assert r.exit_code == 3, r.stderr
         assert "not numbers (NaN or infinity)" in r.stderr and r.stdout == ""
+
+
+# --------------------------------------------------- download --from: what is in the cache already
+
+
+@pytest.fixture
+def x0_5_source(tmp_path, monkeypatch):
+    """A random x0_5 file, accepted as torchvision's (its hash prefix taken as the expected one)."""
+    import hashlib
+
+    from shufflenet_cli import weights
+
+    path = tmp_path / "my-x0_5.pth"
+    torch.save(random_state_dict("x0_5"), path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    monkeypatch.setattr(weights, "hash_prefix", lambda spec: digest[:10])
+    return path
+
+
+@pytest.mark.parametrize("found", ["damaged", "other weights", "link"])
+def test_download_from_replaces_a_cache_file_that_is_not_the_checked_one(x0_5_source, tmp_path, found):
+    """It said "already in the cache; left as it was" for any file of that name, so a damaged or
+    planted weights file stayed in use after the user had copied the right one in."""
+    from shufflenet_cli.models import resolve_model
+    from shufflenet_cli.weights import cache_path, install_from_file
+
+    dest = cache_path(resolve_model("x0_5"))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    other = tmp_path / "other.pth"
+    other.write_bytes(b"not these weights")
+    if found == "damaged":
+        dest.write_bytes(x0_5_source.read_bytes()[:-100])
+    elif found == "other weights":
+        torch.save(random_state_dict("x0_5", seed=1), dest)
+    else:
+        dest.symlink_to(other)
+    spec, path, copied = install_from_file(x0_5_source)
+    assert copied and path == dest and not dest.is_symlink()
+    assert dest.read_bytes() == x0_5_source.read_bytes()
+    assert other.read_bytes() == b"not these weights"  # a link is replaced, never written through
+
+
+def test_download_from_leaves_the_same_weights_as_they_were(x0_5_source):
+    from shufflenet_cli.models import resolve_model
+    from shufflenet_cli.weights import cache_path, install_from_file
+
+    assert install_from_file(x0_5_source)[2] is True
+    dest = cache_path(resolve_model("x0_5"))
+    inode = dest.stat().st_ino
+    assert install_from_file(x0_5_source)[2] is False
+    assert dest.stat().st_ino == inode
+    torch.save(random_state_dict("x0_5"), dest)  # the same tensors, saved under another name: other bytes
+    assert install_from_file(x0_5_source)[2] is False
