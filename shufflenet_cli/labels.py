@@ -7,6 +7,10 @@ from pathlib import Path
 
 from shufflenet_cli.errors import ModelLoadError
 
+# Far above any real list of names: a labels file is read whole, so /dev/zero or a
+# wrong multi-gigabyte path must end in an error, not in memory exhaustion.
+MAX_LABELS_BYTES = 16 << 20
+
 
 def split_lines(text: str) -> list[str]:
     """Lines ended by \\n or \\r\\n only. Not str.splitlines(), which also ends a line at U+2028,
@@ -27,9 +31,15 @@ def imagenet_labels() -> list[str]:
 def read_labels(path: Path) -> list[str]:
     """Custom class names, one per line (blank trailing lines ignored)."""
     try:
-        # bytes, not read_text: its universal newlines would end a line at a lone \r too
-        text = Path(path).read_bytes().decode("utf-8-sig")  # a byte-order mark (Windows editors) is not part of a label
-    except (OSError, UnicodeDecodeError) as exc:
+        with open(path, "rb") as f:  # bytes, not text: universal newlines would end a line at a lone \r too
+            data = f.read(MAX_LABELS_BYTES + 1)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read labels file {path}: {exc}") from exc
+    if len(data) > MAX_LABELS_BYTES:
+        raise ModelLoadError(f"labels file {path} is over {MAX_LABELS_BYTES:,} bytes: not a list of class names")
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark (Windows editors) is not part of a label
+    except UnicodeDecodeError as exc:
         raise ModelLoadError(f"cannot read labels file {path}: {exc}") from exc
     lines = split_lines(text)
     while lines and not lines[-1].strip():

@@ -170,6 +170,15 @@ def test_labels_keep_their_crlf_and_bom_handling(tmp_path):
     assert read_labels(path) == ["a", "b", "c"]
 
 
+def test_an_endless_labels_file_is_an_error_not_memory_exhaustion(monkeypatch):
+    from shufflenet_cli import labels
+    from shufflenet_cli.errors import ModelLoadError
+
+    monkeypatch.setattr(labels, "MAX_LABELS_BYTES", 1 << 16)
+    with pytest.raises(ModelLoadError, match="over 65,536 bytes"):
+        labels.read_labels("/dev/zero")
+
+
 def test_packaged_imagenet_labels_are_a_thousand():
     from shufflenet_cli.labels import imagenet_labels
 
