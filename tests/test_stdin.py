@@ -72,6 +72,42 @@ def test_a_nul_byte_in_a_path_never_raises(listed):
     assert [(i.path, i.error) for i in got] == [("x\0y.jpg", "the path contains a NUL byte, which no file name can")]
 
 
+class Endless(io.RawIOBase):
+    """`cat video.bin | shufflenet predict -`: megabytes without a newline, then one real line."""
+
+    def __init__(self, size: int, then: bytes) -> None:
+        self.left, self.then = size, then
+
+    def readable(self) -> bool:
+        return True
+
+    def read1(self, n: int = -1) -> bytes:
+        if self.left <= 0:
+            out, self.then = self.then, b""
+            return out
+        self.left -= 65536
+        return b"x" * 65536
+
+
+def test_a_line_longer_than_any_path_is_cut_not_held():
+    """A line is held to MAX_LINE bytes, whatever its length: a whole binary file piped in was held
+    in memory (and copied again for every 64 KiB read), before its one error record."""
+    import tracemalloc
+
+    from shufflenet_cli.inputs import paths as paths_mod
+
+    tracemalloc.start()
+    try:
+        got = list(read_path_list(Endless(16 * 2**20, b"\nnext.jpg\n")))  # type: ignore[arg-type]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert got == ["x" * paths_mod.MAX_LINE, "next.jpg"]
+    assert peak < 16 * paths_mod.MAX_LINE, f"{peak >> 20} MiB held for a 16 MiB line"
+    item = next(iter_inputs(["-"], WalkOptions(), stdin=Endless(2**20, b"")))  # type: ignore[arg-type]
+    assert item.error == "file name too long"
+
+
 def test_read_path_list_yields_before_the_pipe_closes():
     """`find | shufflenet predict -`: the first path is used while the producer is still writing."""
     r, w = os.pipe()

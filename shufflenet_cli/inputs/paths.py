@@ -32,6 +32,9 @@ STALL = Input("")
 # milliseconds) never looks stalled, so its batches stay full; short enough that a record, or Ctrl-C,
 # waits no longer than a person notices.
 STALL_AFTER = 0.25
+# A line of a path list longer than this is no path (PATH_MAX is a few KiB): it is cut here, and its
+# record says the name is too long, rather than the whole of it being held (a binary file piped in).
+MAX_LINE = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -43,18 +46,26 @@ class WalkOptions:
 
 def read_path_list(stream: IO[bytes], null: bool = False, stall_after: float | None = None) -> Iterator[str | None]:
     """Paths from a byte stream, one per line or NUL-separated; bytes kept intact via surrogateescape.
-    With `stall_after`, None each time that many seconds pass with no new bytes (a pipe or terminal)."""
+    With `stall_after`, None each time that many seconds pass with no new bytes (a pipe or terminal).
+
+    A line is kept to its first MAX_LINE bytes (no path is that long, so it becomes an error record):
+    `cat video.bin | shufflenet predict -` holds no more than that, and each byte is scanned once."""
     sep = b"\0" if null else b"\n"
-    buf = b""
+    line: list[bytes] = []  # the current line's pieces, MAX_LINE bytes at most
+    kept = 0
     for chunk in _chunks(stream, stall_after):
         if chunk is None:
             yield None
             continue
-        buf += chunk
-        *lines, buf = buf.split(sep)
-        for line in lines:
-            yield from _path_from_bytes(line, null)
-    yield from _path_from_bytes(buf, null)
+        *ends, rest = chunk.split(sep)
+        for end in ends:
+            line.append(end[: MAX_LINE - kept])
+            yield from _path_from_bytes(b"".join(line), null)
+            line, kept = [], 0
+        if kept < MAX_LINE and rest:
+            line.append(rest[: MAX_LINE - kept])
+            kept += len(line[-1])
+    yield from _path_from_bytes(b"".join(line), null)
 
 
 def _chunks(stream: IO[bytes], stall_after: float | None) -> Iterator[bytes | None]:
