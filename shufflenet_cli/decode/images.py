@@ -334,8 +334,6 @@ def _jpeg_without_app_segments(data: bytes) -> bytes:
     return b"".join(out)
 
 
-# What a file's first bytes announce, used only to word error messages:
-# (offset, magic, what it is, Pillow's format id or None, how to get support)
 def _describe(path: str, source: str | bytes, exc: Exception) -> str:
     try:
         with _open(source) as f:
