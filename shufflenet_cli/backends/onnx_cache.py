@@ -120,6 +120,9 @@ def _recorded_sha256(onnx_path: Path) -> str | None:
     return digest if isinstance(digest, str) else None
 
 
+_warned: set[Path] = set()  # the files this process has warned about
+
+
 def read_verified(onnx_path: Path, sha256: str | None) -> bytes | None:
     """The file's bytes where their sha256 is `sha256` (what the tool recorded when it wrote it);
     None otherwise: no digest known, the file unreadable, or (with a warning) changed since. A
@@ -143,17 +146,17 @@ def read_verified(onnx_path: Path, sha256: str | None) -> bytes | None:
     return data
 
 
-_warned: set[Path] = set()
-
-
 def save_export(path: Path, data: bytes, weights_path: Path | None) -> bool:
-    """Write a checked export and then its record; False where either cannot be written."""
+    """Write a checked export and then its record; False where either cannot be written. An earlier
+    record goes first: a file whose new record could not be written then has none (exported again,
+    quietly), rather than an old digest that would call it changed."""
     record = {
         "record_format": RECORD_FORMAT,
         "onnx": path.name,
         "onnx_sha256": hashlib.sha256(data).hexdigest(),
         "weights": None if weights_path is None else os.fspath(Path(weights_path).resolve()),
     }
+    _unlink(record_path(path))
     return save(path, data) and save(record_path(path), (json.dumps(record, indent=1) + "\n").encode())
 
 
