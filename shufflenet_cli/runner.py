@@ -13,7 +13,9 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import IO, NamedTuple
 
@@ -32,6 +34,7 @@ from shufflenet_cli.inputs.paths import Input, WalkOptions, iter_inputs
 from shufflenet_cli.models import ModelSpec, resolve_model
 from shufflenet_cli.options import PredictOptions, validate
 from shufflenet_cli.outcome import Outcome, Stats
+from shufflenet_cli.output.display import clean_text
 from shufflenet_cli.output.progress import progress_for
 from shufflenet_cli.output.report import HtmlReport
 from shufflenet_cli.output.resume import Completed, completed_paths, skip_done
@@ -62,7 +65,8 @@ def predict(
     if todo.nothing_left:
         return _nothing_left(opts, spec, todo)
     prep = Preprocess.from_spec(spec, decode=opts.decode, thumbnail_size=REPORT_THUMBNAIL if opts.report else None)
-    with Outputs.open(opts, spec, stdout, todo.completed, on_records) as outputs:  # an unwritable path fails at once
+    # outputs first: an unwritable path fails at once; warnings (the engine's too) as one line each
+    with Outputs.open(opts, spec, stdout, todo.completed, on_records) as outputs, _tool_warnings(err):
         device = devices.resolve(opts.device)  # once: the backend has it, and the GPU decoder takes it from there
         tuning = default_tuning(device.type, opts)
         run = ready(spec, opts, prep, device, tuning)
@@ -71,7 +75,9 @@ def predict(
         partial = outputs.sink.close(complete=not interrupted)
     if partial is not None:
         err.print(
-            f"interrupted: {opts.output} left as it was; the records done so far are in {partial}", highlight=False
+            f"interrupted: {_shown(opts.output)} left as it was; the records done so far are in {_shown(partial)}",
+            highlight=False,
+            markup=False,
         )
     code = EXIT_INTERRUPTED if interrupted else _exit_code(stats.failed, todo.earlier["failed"])
     described = run.backend.describe() + ("; JPEG decode: nvJPEG on the GPU" if decoders.gpu is not None else "")
@@ -113,12 +119,18 @@ def find_inputs(opts: PredictOptions, stdin: IO[bytes] | None, err: Console) -> 
         return todo
     if not opts.quiet:
         errors = f" ({n} of them errors; --resume does not try those again)" if (n := sum(failed.values())) else ""
-        err.print(f"resuming: {sum(done.values())} record(s) already in {opts.output}{errors}", highlight=False)
+        err.print(
+            f"resuming: {sum(done.values())} record(s) already in {_shown(opts.output)}{errors}",
+            highlight=False,
+            markup=False,
+        )
     left = skip_done(inputs, done, failed, todo.earlier)
     first = next(left, None)
     if first is None:
         if not opts.quiet:
-            err.print(f"nothing left to do: every input is already in {opts.output}", highlight=False)
+            err.print(
+                f"nothing left to do: every input is already in {_shown(opts.output)}", highlight=False, markup=False
+            )
         todo.nothing_left = True
     else:
         todo.inputs = itertools.chain([first], left)
@@ -249,9 +261,7 @@ def loop(
     interrupted = False
     recount = _recount(opts, todo)
     try:
-        with warnings.catch_warnings(), StopFlag() as stop, progress_for(err, show_bar, recount) as bar:
-            warnings.filterwarnings("ignore", module="PIL")  # metadata warnings: the image still counts
-            warnings.showwarning = _one_line_for_ours(err, warnings.showwarning)
+        with StopFlag() as stop, progress_for(err, show_bar, recount) as bar:
             batches = pipeline.run(
                 todo.inputs,
                 decoders.prepare,
@@ -282,6 +292,20 @@ def loop(
 ShowWarning = Callable[..., None]  # the signature of warnings.showwarning
 
 
+@contextmanager
+def _tool_warnings(err: Console) -> Iterator[None]:
+    """Pillow's metadata warnings silenced (the image still counts); this tool's own as one line each."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="PIL")
+        warnings.showwarning = _one_line_for_ours(err, warnings.showwarning)
+        yield
+
+
+def _shown(path: Path | None) -> str:
+    """A path as a terminal may show it: control and bidi characters escaped."""
+    return clean_text(str(path))
+
+
 def _one_line_for_ours(err: Console, other: ShowWarning) -> ShowWarning:
     """A warnings.showwarning that prints this tool's own warnings as one "warning: ..." line on
     stderr, and leaves any other warning to `other`."""
@@ -295,7 +319,7 @@ def _one_line_for_ours(err: Console, other: ShowWarning) -> ShowWarning:
         line: str | None = None,
     ) -> None:
         if issubclass(category, ShufflenetWarning):
-            err.print(f"warning: {message}", highlight=False, markup=False)
+            err.print(f"warning: {clean_text(str(message))}", highlight=False, markup=False)
         else:
             other(message, category, filename, lineno, file, line)
 

@@ -23,11 +23,20 @@ REAL_WEIGHTS = SHARED / "weights" / "shufflenetv2_x0_5-imagenet-fp16.pth"
 DOG = SHARED / "images" / "dog.jpg"
 
 
+@pytest.fixture(scope="session")
+def _session_user_cache(tmp_path_factory) -> Path:
+    """$XDG_CACHE_HOME for the whole session: --weights exports are made once per weights file and
+    reused, as on a user's machine, but never in the real home folder."""
+    return tmp_path_factory.mktemp("xdg_cache")
+
+
 @pytest.fixture(autouse=True)
-def _offline_private_cache(tmp_path_factory, monkeypatch):
-    """Every test: nothing is downloaded, and torch's cache is a fresh temporary folder."""
+def _offline_private_cache(tmp_path_factory, monkeypatch, _session_user_cache):
+    """Every test: nothing is downloaded, torch's cache is a fresh temporary folder, and the user
+    cache a private one."""
     home = tmp_path_factory.mktemp("torch_home")
     monkeypatch.setenv("TORCH_HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(_session_user_cache))
     monkeypatch.setenv("SHUFFLENET_OFFLINE", "1")
     monkeypatch.delenv("NO_COLOR", raising=False)
     yield home

@@ -287,3 +287,18 @@ def test_a_plain_import_error_still_falls_back_to_torch(monkeypatch, cached_weig
     monkeypatch.setattr(builtins, "__import__", missing)
     backend, _ = _ready()
     assert backend.name == "torch"
+
+
+def test_a_changed_export_is_one_warning_line_on_stderr(cli, images, tmp_path, user_cache):
+    """The engine's warning goes out as the run's other warnings do: `warning: ...`, one line."""
+    weights = tmp_path / "w.pth"
+    torch.save(random_state_dict("x0_5", seed=3), weights)
+    args = ("predict", images[0], "-m", "x0_5", "--weights", weights, "--device", "cpu", "-q", "-f", "jsonl")
+    assert cli(*args).exit_code == 0  # exports, checks and caches
+    (export,) = user_cache.glob("*.onnx")
+    tamper(export)
+    r = cli(*args)
+    assert r.exit_code == 0, r.stderr
+    lines = [line for line in r.stderr.splitlines() if CHANGED in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: the cached ONNX export"), r.stderr
+    assert "Warning" not in r.stderr  # not Python's "file:line: ShufflenetWarning" form
