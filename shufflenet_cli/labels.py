@@ -28,6 +28,13 @@ def imagenet_labels() -> list[str]:
     return split_lines(data.decode("utf-8"))
 
 
+def imagenet_wnids() -> list[str]:
+    """The 1000 ImageNet classes' WordNet ids (`n01440764`), in class order (sorted, as ILSVRC numbers
+    them); line i is class index i. The folder names of ImageNet's validation set once sorted."""
+    data = resources.files("shufflenet_cli").joinpath("imagenet_wnids.txt").read_bytes()
+    return split_lines(data.decode("ascii"))
+
+
 def read_labels(path: Path) -> list[str]:
     """Custom class names, one per line (blank trailing lines ignored)."""
     try:

@@ -106,6 +106,29 @@ def test_index_folders_pin_the_arithmetic(evaluate, by_index):
     assert out["interrupted"] is False
 
 
+def test_wordnet_id_folders_name_imagenets_classes(evaluate, tmp_path):
+    """ImageNet's validation layout: n01440764 is class 0 (tench), n02111889 class 258 (Samoyed)."""
+    d = tmp_path / "val"
+    solid(d / "n01440764" / "a.png", 0)
+    solid(d / "n02111889" / "a.png", 258 - 255)  # answered 3: wrong, and not in the top-5 either
+    r = evaluate(d)
+    assert r.exit_code == 0, r.stderr
+    per = {c["index"]: c for c in r.json()["per_class"]}
+    assert set(per) == {0, 258}
+    assert (per[0]["label"], per[0]["top1"]) == ("tench", 1.0)
+    assert (per[258]["label"], per[258]["top1"]) == ("Samoyed", 0.0)
+
+
+def test_the_wordnet_ids_are_imagenets_1000_in_class_order():
+    """The ILSVRC class order is the wnids sorted; the labels' own order must agree with it."""
+    from shufflenet_cli.labels import imagenet_labels, imagenet_wnids
+
+    wnids = imagenet_wnids()
+    assert len(wnids) == len(set(wnids)) == len(imagenet_labels()) == 1000
+    assert wnids == sorted(wnids)
+    assert (wnids[0], wnids[258], wnids[999]) == ("n01440764", "n02111889", "n15075141")
+
+
 def test_all_right_is_exit_0(evaluate, tmp_path):
     solid(tmp_path / "d" / "5" / "x.png", 5)
     r = evaluate(tmp_path / "d")
@@ -185,7 +208,8 @@ def test_limit_takes_the_first_classes_by_index(evaluate, by_index):
         ("CARDIGAN", None, ["fits more than one class", "264 (Cardigan)", "474 (cardigan)"]),
         ("not_a_class", None, ["not_a_class", "is not a class index or a label"]),
         ("1000", None, ["class index 1000 is out of range (0..999)"]),
-        ("n01440764", None, ["n01440764", "WordNet id", "no ImageNet wnid list", "--labels-from"]),
+        ("n01440764", ["a", "b"], ["n01440764", "WordNet id", "ImageNet's classes, not one of --labels'"]),
+        ("n00000001", None, ["n00000001", "WordNet id, but of none of ImageNet's classes"]),
     ],
 )
 def test_folder_names_that_are_usage_errors(evaluate, tmp_path, folder, labels, words):

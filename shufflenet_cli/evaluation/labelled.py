@@ -1,10 +1,9 @@
 """Labelled inputs, in the order they will be classified: a folder per class, or a `path,label` CSV.
 
-A class is named by its index (`258`) or its label (`Samoyed`, as in `--labels` or ImageNet's names;
-matched exactly, else ignoring case and reading `_` as a space). A name that fits two classes is a
-usage error, as is a name that fits none. WordNet ids (`n01440764`) would need ImageNet's wnid list,
-which torchvision does not ship and this package does not carry: such a folder is a usage error that
-says so.
+A class is named by its index (`258`), its label (`Samoyed`, as in `--labels` or ImageNet's names;
+matched exactly, else ignoring case and reading `_` as a space), or, for ImageNet's own classes, its
+WordNet id (`n02111889`, the folder names of ImageNet's validation set once sorted). A name that fits
+two classes is a usage error, as is a name that fits none.
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ class Classes:
     """The class names a run uses (line i: class i), and how a folder or CSV name finds one."""
 
     names: list[str]
+    wnids: list[str] | None = None  # ImageNet's classes only: `--labels` names other classes
     _exact: dict[str, list[int]] = field(default_factory=dict, init=False, repr=False)
     _loose: dict[str, list[int]] = field(default_factory=dict, init=False, repr=False)
 
@@ -59,11 +59,14 @@ class Classes:
                 hint="name the class by its index instead",
             )
         if WNID.fullmatch(name):
-            raise UsageError(
-                f"{where}: {name!r} looks like a WordNet id, and shufflenet has no ImageNet wnid list "
-                "(torchvision does not ship one)",
-                hint="rename the class folders to their indices (0..999) or labels, or use --labels-from FILE.csv",
-            )
+            if self.wnids is None:
+                raise UsageError(
+                    f"{where}: {name!r} is a WordNet id, which names one of ImageNet's classes, not one of --labels'",
+                    hint=hint,
+                )
+            if name in self.wnids:
+                return self.wnids.index(name)
+            raise UsageError(f"{where}: {name!r} looks like a WordNet id, but of none of ImageNet's classes", hint=hint)
         raise UsageError(f"{where}: {name!r} is not a class index or a label", hint=hint)
 
 

@@ -20,7 +20,7 @@ from shufflenet_cli.evaluation.labelled import Classes, Labelled, from_csv, from
 from shufflenet_cli.evaluation.metrics import TOPK, Tally
 from shufflenet_cli.image_formats import image_extensions, parse_extensions
 from shufflenet_cli.inputs.paths import WalkOptions
-from shufflenet_cli.labels import imagenet_labels, read_labels
+from shufflenet_cli.labels import imagenet_labels, imagenet_wnids, read_labels
 from shufflenet_cli.models import resolve_model
 from shufflenet_cli.options import PredictOptions
 from shufflenet_cli.outcome import Outcome
@@ -60,7 +60,7 @@ def find_labelled(source: Source, opts: PredictOptions, names: list[str]) -> Lab
         raise UsageError(f"{source.root} is not a folder", hint="give the folder that holds the labelled images")
     if source.limit is not None and source.limit < 1:
         raise UsageError("--limit must be at least 1")
-    classes = Classes(names)
+    classes = Classes(names, wnids=imagenet_wnids() if opts.labels is None else None)
     if source.labels_from is not None:
         return from_csv(source.root, source.labels_from, classes, source.limit)
     walk = WalkOptions(
