@@ -18,12 +18,13 @@ from typing import Any, NamedTuple
 from shufflenet_cli import device as devices
 from shufflenet_cli import weights
 from shufflenet_cli.backends import onnx_cache, onnx_runtime
-from shufflenet_cli.backends.base import Backend, reraise_interrupt
+from shufflenet_cli.backends.base import Backend
 from shufflenet_cli.backends.factory import make_backend
 from shufflenet_cli.decode.preprocess import Preprocess
 from shufflenet_cli.labels import labels_for
 from shufflenet_cli.models import ModelSpec
 from shufflenet_cli.options import PredictOptions
+from shufflenet_cli.signals import reraise_interrupt
 from shufflenet_cli.tuning import Tuning
 
 

@@ -8,6 +8,8 @@
 - Decode worker processes ignore Ctrl-C (`ignore_in_worker`): it goes to the whole process group and the
   parent decides; while they start, SIGINT is blocked (`sigint_blocked_while_starting`).
 - Once an interrupted run's results are safe, further signals are ignored (`ignore_further`).
+- Code that falls back on a failure first calls `reraise_interrupt`, so a Ctrl-C that an extension's
+  import turned into an ImportError still ends the run with 130.
 
 Every function leaves handlers alone where it is not on the main thread (an embedding caller's thread).
 """
@@ -135,3 +137,20 @@ def sigint_blocked_while_starting() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def reraise_interrupt(exc: BaseException) -> None:
+    """Raise KeyboardInterrupt where `exc` came of one: an extension module's start-up (onnxruntime's,
+    an exporter's) turns Ctrl-C into an ImportError raised while the KeyboardInterrupt was handled.
+    Code that falls back on a failure calls this first, so an interrupt is never taken for a failure
+    and the run still ends with exit 130."""
+    seen: set[int] = set()
+    chain: list[BaseException | None] = [exc]
+    while chain:
+        link = chain.pop()
+        if link is None or id(link) in seen:
+            continue
+        if isinstance(link, KeyboardInterrupt):
+            raise KeyboardInterrupt from exc
+        seen.add(id(link))
+        chain += [link.__cause__, link.__context__]

@@ -490,10 +490,12 @@ def _deep(mode: str, side: int) -> Image.Image:
 def test_deep_pictures_convert_tile_by_tile_to_the_same_pixels(mode, monkeypatch):
     """Tiles (a few pixels each here, across row ends) give what one whole-picture conversion gives."""
     img = _deep(mode, 37)
-    whole = pixels(images.to_rgb(img, 65535 if mode == "I;16" else None))
-    monkeypatch.setattr(images, "TILE_PIXELS", 5)
-    assert np.array_equal(pixels(images.to_rgb(img, 65535 if mode == "I;16" else None)), whole)
-    assert len(list(images._tiles((37, 37)))) > 37  # really in tiles
+    from shufflenet_cli.decode import modes
+
+    whole = pixels(modes.to_rgb(img, 65535 if mode == "I;16" else None))
+    monkeypatch.setattr(modes, "TILE_PIXELS", 5)
+    assert np.array_equal(pixels(modes.to_rgb(img, 65535 if mode == "I;16" else None)), whole)
+    assert len(list(modes.tiles((37, 37)))) > 37  # really in tiles
 
 
 # VmHWM: this process's own peak (ru_maxrss would carry pytest's over the exec), in KiB

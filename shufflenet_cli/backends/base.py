@@ -31,20 +31,3 @@ class Backend(Protocol):
         ...
 
     def describe(self) -> str: ...
-
-
-def reraise_interrupt(exc: BaseException) -> None:
-    """Raise KeyboardInterrupt where `exc` came of one: an extension module's start-up (onnxruntime's,
-    an exporter's) turns Ctrl-C into an ImportError raised while the KeyboardInterrupt was handled.
-    Code that falls back on a failure calls this first, so an interrupt is never taken for a failure
-    and the run still ends with exit 130."""
-    seen: set[int] = set()
-    chain: list[BaseException | None] = [exc]
-    while chain:
-        link = chain.pop()
-        if link is None or id(link) in seen:
-            continue
-        if isinstance(link, KeyboardInterrupt):
-            raise KeyboardInterrupt from exc
-        seen.add(id(link))
-        chain += [link.__cause__, link.__context__]

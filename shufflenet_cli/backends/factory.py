@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from shufflenet_cli.backends import onnx_runtime
-from shufflenet_cli.backends.base import Backend, Normalisation, reraise_interrupt
+from shufflenet_cli.backends.base import Backend, Normalisation
 from shufflenet_cli.backends.torch_backend import TorchBackend
 from shufflenet_cli.errors import ShufflenetError, UsageError
 from shufflenet_cli.options import BACKENDS, PRECISIONS
+from shufflenet_cli.signals import reraise_interrupt
 
 
 def prefers_onnxruntime(device: Any, precision: str) -> bool:

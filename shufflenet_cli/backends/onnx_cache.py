@@ -35,9 +35,9 @@ import numpy as np
 
 from shufflenet_cli.atomic import write_atomic
 from shufflenet_cli.backends import onnx_export
-from shufflenet_cli.backends.base import reraise_interrupt
 from shufflenet_cli.backends.onnx_export import FORMAT, OPSET
 from shufflenet_cli.errors import ModelLoadError, ShufflenetWarning
+from shufflenet_cli.signals import reraise_interrupt
 
 SIDECAR_FORMAT = 2  # 2: names the export's own sha256 (a sidecar without it is a miss)
 RECORD_FORMAT = 1

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from shufflenet_cli.backends.base import reraise_interrupt
 from shufflenet_cli.errors import ModelLoadError
+from shufflenet_cli.signals import reraise_interrupt
 
 PARITY_ATOL = 1e-4  # max abs difference of logits, ONNX Runtime vs torch fp32, on the check batch ...
 LOGIT_SCALE = 10.0  # ... for logits up to this size (ImageNet weights: about 10); relative beyond it

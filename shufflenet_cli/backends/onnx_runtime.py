@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 
 from shufflenet_cli.backends import onnx_cache, onnx_export
-from shufflenet_cli.backends.base import reraise_interrupt
 from shufflenet_cli.backends.onnx_export import INPUT, OUTPUT
 from shufflenet_cli.backends.ops import normalize_numpy, topk_numpy, topk_to_numpy
 from shufflenet_cli.device import CPU, CpuDevice  # noqa: F401 - CpuDevice: re-exported for callers
 from shufflenet_cli.errors import ModelLoadError, UsageError
+from shufflenet_cli.signals import reraise_interrupt
 
 # CPU: a slice is run this many images at a time: fewer page faults and less memory kept by
 # onnxruntime than one run per slice, and faster end to end (docs/performance.md, "onnxruntime: runs
