@@ -7,14 +7,14 @@ Only typer and the project's light modules are imported at start-up, so `--help`
 from __future__ import annotations
 
 from shufflenet_cli.cli import commands, evaluate, predict
-from shufflenet_cli.cli.app import app
+from shufflenet_cli.cli.app import PlainHelpCommand, app
 
-# The commands, in the order `shufflenet --help` lists them.
-app.command()(predict.predict)
-app.command()(evaluate.evaluate)
-app.command()(commands.models)
-app.command()(commands.download)
-app.command()(commands.info)
+# The commands, in the order `shufflenet --help` lists them; each with plain argument names in its help.
+app.command(cls=PlainHelpCommand)(predict.predict)
+app.command(cls=PlainHelpCommand)(evaluate.evaluate)
+app.command(cls=PlainHelpCommand)(commands.models)
+app.command(cls=PlainHelpCommand)(commands.download)
+app.command(cls=PlainHelpCommand)(commands.info)
 
 __all__ = ["app", "main"]
 

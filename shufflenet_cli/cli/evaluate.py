@@ -39,10 +39,17 @@ LabelsFromOpt = Annotated[
 ]
 LimitOpt = Annotated[
     Optional[int],
-    typer.Option(min=1, help="A quick check: only the first N classes by index.", show_default=False),
+    typer.Option(min=1, metavar="N", help="A quick check: only the first N classes by index.", show_default=False),
 ]
 EvalFormatOpt = Annotated[
-    TableOrJson, typer.Option("--format", "-f", help="table for people, json (one object) for scripts.")
+    TableOrJson,
+    typer.Option(
+        "--format",
+        "-f",
+        case_sensitive=False,
+        metavar=params.choices_metavar(tuple(TableOrJson)),
+        help="table for people, json (one object) for scripts.",
+    ),
 ]
 PredictionsOpt = Annotated[
     Optional[Path],

@@ -1,5 +1,6 @@
 """`predict`'s arguments and options, declared once (Typer's `Annotated` style) so that every command
-sharing an option shares its name, help and checks. The choices come from options.py.
+sharing an option shares its name, help and checks. The choices come from options.py, and are taken in
+any case (`-f JSON`). Each option names its value plainly in `--help` (`N`, `FILE`, `[table|json]`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ def _choices(name: str, values: tuple[str, ...]) -> Any:
     return Enum(name, {v: v for v in values}, type=str)
 
 
+def choices_metavar(values: tuple[str, ...]) -> str:
+    """`[table|json|jsonl|csv]`: a choice's values, as click shows them."""
+    return "[" + "|".join(values) + "]"
+
+
 Format = _choices("Format", FORMATS)
 BackendName = _choices("BackendName", BACKENDS)
 DecodeIn = _choices("DecodeIn", DECODE_IN)
@@ -34,22 +40,28 @@ PathsArg = Annotated[
     ),
 ]
 ModelOpt = Annotated[
-    str, typer.Option("--model", "-m", help="Width: x0_5, x1_0, x1_5 or x2_0 (or shufflenet_v2_x1_0).")
+    str, typer.Option("--model", "-m", metavar="MODEL", help="Width: x0_5, x1_0, x1_5 or x2_0 (or shufflenet_v2_x1_0).")
 ]
 WeightsOpt = Annotated[
     Optional[Path],
-    typer.Option(help="Local weights file (a state dict; loaded with weights_only=True) instead of the cache."),
+    typer.Option(
+        metavar="FILE", help="Local weights file (a state dict; loaded with weights_only=True) instead of the cache."
+    ),
 ]
 LabelsOpt = Annotated[
-    Optional[Path], typer.Option(help="Class names, one per line, for --weights with a different classifier.")
+    Optional[Path],
+    typer.Option(metavar="FILE", help="Class names, one per line, for --weights with a different classifier."),
 ]
-DeviceOpt = Annotated[str, typer.Option(help="auto (cuda if available, else cpu), cpu, cuda or cuda:N.")]
+DeviceOpt = Annotated[
+    str, typer.Option(metavar="DEVICE", help="auto (cuda if available, else cpu), cpu, cuda or cuda:N.")
+]
 BatchSizeOpt = Annotated[
     Optional[int],
     typer.Option(
         "--batch-size",
         "-b",
         min=1,
+        metavar="N",
         help="Images per forward pass [default: CPU 16 per thread, at least 32; CUDA 128].",
         show_default=False,
     ),
@@ -60,30 +72,49 @@ WorkersOpt = Annotated[
         "--workers",
         "-j",
         min=0,
+        metavar="N",
         help="Decode workers running ahead of inference; 0 decodes inline [default: number of cores, up to 16].",
         show_default=False,
     ),
 ]
 DecodeInOpt = Annotated[
     DecodeIn,
-    typer.Option(help="Decode workers are threads or processes. auto: processes on CUDA, threads on CPU."),
+    typer.Option(
+        case_sensitive=False,
+        metavar=choices_metavar(DECODE_IN),
+        help="Decode workers are threads or processes. auto: processes on CUDA, threads on CPU.",
+    ),
 ]
 ThreadsOpt = Annotated[
     Optional[int],
     typer.Option(
         min=1,
+        metavar="N",
         help="CPU inference threads: each batch is cut into this many slices run at once "
         "[default: number of cores, up to 16]. On CUDA: the backend's CPU threads [default: 1].",
         show_default=False,
     ),
 ]
-TopkOpt = Annotated[int, typer.Option("--topk", "-k", help="Predictions per image (clamped to 1..1000).")]
-ThresholdOpt = Annotated[float, typer.Option(help="Drop predictions with a probability under this (0..1).")]
+TopkOpt = Annotated[
+    int,
+    typer.Option(
+        "--topk",
+        "-k",
+        min=1,
+        metavar="N",
+        help="Predictions per image, at most the number of classes (a larger N is cut to that number).",
+    ),
+]
+ThresholdOpt = Annotated[
+    float, typer.Option(metavar="P", help="Drop predictions with a probability under this (0..1).")
+]
 FmtOpt = Annotated[
     Optional[Format],
     typer.Option(
         "--format",
         "-f",
+        case_sensitive=False,
+        metavar=choices_metavar(FORMATS),
         help="Output format [default: from --output's extension (.json, .jsonl, .csv), else table].",
         show_default=False,
     ),
@@ -106,6 +137,7 @@ ResumeOpt = Annotated[
         "(a killed run may have cut it between its rows)."
     ),
 ]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing, non-empty --output FILE.")]
 CsvSafeOpt = Annotated[
     bool,
     typer.Option(
@@ -119,15 +151,28 @@ HiddenOpt = Annotated[bool, typer.Option(help="Include hidden files and folders 
 ExtOpt = Annotated[
     Optional[str],
     typer.Option(
-        help="Only these extensions from directories, e.g. jpg,png [default: all Pillow opens].", show_default=False
+        metavar="LIST",
+        help="Only these extensions from directories, e.g. jpg,png [default: all Pillow opens].",
+        show_default=False,
     ),
 ]
 NullOpt = Annotated[bool, typer.Option("--null", "-0", help="With -: paths on stdin are NUL-separated (find -print0).")]
 BackendOpt = Annotated[
     BackendName,
-    typer.Option(help="Inference engine. auto: onnxruntime on CPU at fp32 where installed, else torch."),
+    typer.Option(
+        case_sensitive=False,
+        metavar=choices_metavar(BACKENDS),
+        help="Inference engine. auto: onnxruntime on CPU at fp32 where installed, else torch.",
+    ),
 ]
-PrecisionOpt = Annotated[Precision, typer.Option(help="Inference precision (fp16/bf16 use autocast).")]
+PrecisionOpt = Annotated[
+    Precision,
+    typer.Option(
+        case_sensitive=False,
+        metavar=choices_metavar(PRECISIONS),
+        help="Inference precision (fp16/bf16 use autocast).",
+    ),
+]
 ExactDecodeOpt = Annotated[
     bool,
     typer.Option(
@@ -165,7 +210,7 @@ CudaGraphsOpt = Annotated[
 ]
 ReportOpt = Annotated[
     Optional[Path],
-    typer.Option(help="Also write a self-contained HTML report (thumbnails and bar charts) to FILE."),
+    typer.Option(metavar="FILE", help="Also write a self-contained HTML report (thumbnails and bar charts) to FILE."),
 ]
 TimingsOpt = Annotated[bool, typer.Option(help="Print throughput and per-stage timings on stderr.")]
 ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar on stderr (only on a terminal).")]

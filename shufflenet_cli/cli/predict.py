@@ -36,6 +36,7 @@ def predict(
     json_: params.JsonOpt = False,
     output: params.OutputOpt = None,
     resume: params.ResumeOpt = False,
+    force: params.ForceOpt = False,
     csv_safe: params.CsvSafeOpt = False,
     recursive: params.RecursiveOpt = True,
     hidden: params.HiddenOpt = False,
