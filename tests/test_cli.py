@@ -272,3 +272,21 @@ def test_force_reaches_the_library_options(seen):
     assert _invoke("predict", "a.jpg", "-o", "out.jsonl", "--force").exit_code == 0
     assert _invoke("predict", "a.jpg", "-o", "out.jsonl").exit_code == 0
     assert [o.force for o in seen] == [True, False]
+
+
+# ------------------------------------------------------------------------- -o in a missing folder
+
+
+@pytest.mark.xfail(
+    strict=True, reason="needs the hint on output/sinks.py's 'cannot write --output' error; then drop this marker"
+)
+@pytest.mark.parametrize("suffix", ["json", "jsonl"])
+def test_output_in_a_missing_folder_gets_the_reports_hint(cli, images, tmp_path, suffix):
+    """`-o nodir/out.json` says what to do, as `--report nodir/r.html` does; before any work."""
+    out = tmp_path / "nodir" / f"out.{suffix}"
+    report = cli("predict", images[0], "--report", tmp_path / "nodir" / "r.html")
+    result = cli("predict", images[0], "-o", out)
+    assert (result.exit_code, report.exit_code) == (2, 2), result.stderr
+    hint = "Hint: choose a file in an existing folder you can write to"
+    assert report.stderr.splitlines()[-1] == hint
+    assert result.stderr.splitlines() == [f"Error: cannot write --output {out}: No such file or directory", hint]

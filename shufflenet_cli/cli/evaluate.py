@@ -47,7 +47,7 @@ EvalFormatOpt = Annotated[
         "--format",
         "-f",
         case_sensitive=False,
-        metavar=params.choices_metavar(tuple(TableOrJson)),
+        metavar=params.choices_metavar(tuple(c.value for c in TableOrJson)),
         help="table for people, json (one object) for scripts.",
     ),
 ]
