@@ -98,15 +98,15 @@ def test_table_groups_by_image_and_fits_80_columns():
 
 
 README_TABLE = """\
-┏━━━━━━━━━━━━━━━━━━┳━━━━┳━━━━━━━━━━━━━━━━┳━━━━━━━━━┓
-┃ image            ┃  # ┃ label          ┃    prob ┃
-┡━━━━━━━━━━━━━━━━━━╇━━━━╇━━━━━━━━━━━━━━━━╇━━━━━━━━━┩
-│ dog.jpg          │  1 │ Samoyed        │  0.9296 │
-│                  │  2 │ Arctic fox     │  0.0131 │
-│                  │  3 │ wallaby        │  0.0125 │
-│                  │  4 │ Great Pyrenees │  0.0101 │
-│                  │  5 │ Siamese cat    │  0.0080 │
-└──────────────────┴────┴────────────────┴─────────┘
+┏━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━┳━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━┓
+┃ image                                  ┃  # ┃ label                ┃    prob ┃
+┡━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━╇━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━┩
+│ dog.jpg                                │  1 │ Samoyed              │  0.9296 │
+│                                        │  2 │ Arctic fox           │  0.0131 │
+│                                        │  3 │ wallaby              │  0.0125 │
+│                                        │  4 │ Great Pyrenees       │  0.0101 │
+│                                        │  5 │ Siamese cat          │  0.0080 │
+└────────────────────────────────────────┴────┴──────────────────────┴─────────┘
 """
 
 
@@ -127,36 +127,18 @@ def test_one_image_gives_the_readmes_table(monkeypatch):
     assert _table_through_a_sink([[dog]], monkeypatch) == README_TABLE
 
 
-def test_a_table_printed_batch_by_batch_widens_for_later_batches_and_keeps_their_columns(monkeypatch):
-    long = Record("photos/" + "a-longer-name-" * 2 + ".jpg", GOOD.predictions)  # 39 columns
+def test_the_sink_writes_batches_as_one_table_with_the_columns_of_the_first(monkeypatch):
+    """It wrote a box per batch (32 images), the columns widening from one box to the next."""
+    long = Record("photos/" + "a-longer-folder/" * 4 + "IMG_0001.jpg", GOOD.predictions)  # 83 columns
     text = _table_through_a_sink([[GOOD], [long], [GOOD], [EMPTY, BAD]], monkeypatch)
-    tables: list[list[str]] = []
-    for line in text.splitlines():
-        if line.startswith(("┏", "┌")):
-            tables.append([])
-        tables[-1].append(line)
-    assert len(tables) == 4 and tables[0][0].startswith("┏")  # the header once
-    for table in tables:
-        assert len({len(line) for line in table}) == 1
-        columns = {tuple(i for i, c in enumerate(line) if c in "│┃") for line in table if line.startswith(("│", "┃"))}
-        assert len(columns) == 1
-    widths = [len(table[0]) for table in tables]
-    assert widths[:3] == [50, 73, 73]  # widened for the long name (not folded in a 16-column image
-    assert long.path in text  # column set by the one-image first batch), and kept for the next batch
-    assert widths[3] == 80  # "(nothing above ...)" and "error: ..." widen the label column, within 80
+    lines = text.splitlines()
+    assert lines[0].startswith("┏") and lines[-1].startswith("└")
+    assert sum(line.startswith(("┏", "┌", "└")) for line in lines) == 2  # one top, one bottom
+    assert {len(line) for line in lines} == {80}
+    columns = {tuple(i for i, c in enumerate(line) if c in "│┃") for line in lines if line.startswith(("│", "┃"))}
+    assert len(columns) == 1
+    assert "│ …/a-longer-folder/a-longer-folder/IMG_0001.jpg │" in text  # in 38 columns, on one line
     assert "│ error:" in text and "│ (nothing" in text
-
-
-def test_table_widths_fit_the_content_and_then_the_width():
-    from shufflenet_cli.output.formats import table_widths
-
-    assert table_widths([Record("a.jpg", GOOD.predictions)], 80) == (16, 12)  # the narrowest
-    assert table_widths([GOOD, Record("b.jpg", (Prediction(1, 1, "Great Pyrenees", 0.5),))], 80) == (16, 14)
-    long = Record("p/" + "x" * 100 + ".jpg", GOOD.predictions)
-    assert table_widths([long], 80) == (80 - 22 - 12, 12)  # 22: the "#" and "prob" columns, borders, padding
-    assert table_widths([long, BAD], 100) == (100 - 22 - 33, 33)  # "error: ..." is 33: the wider one gives way
-    assert table_widths([long, BAD], 80) == (29, 29)  # down to the other's width, then both alike
-    assert table_widths([long, BAD], 10) == (16, 12)  # never under the least: rich squeezes the rest
 
 
 def test_table_markup_in_names_is_not_interpreted():

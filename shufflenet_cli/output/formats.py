@@ -1,4 +1,4 @@
-"""Pure renderers: records in, text (or a rich Table) out. No I/O here.
+"""Pure renderers: records in, text out. No I/O here. The table is in table.py.
 
 json / jsonl / csv are produced a batch at a time so a million records stream without being held.
 Lone surrogates (from non-UTF-8 file names) are left in the strings; the sink's error handler
@@ -11,13 +11,13 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
-from rich.cells import cell_len
-from rich.table import Table
-from rich.text import Text
+from rich.console import Console
 
-from shufflenet_cli.output.display import clean_text
+from shufflenet_cli.output.table import TableText
+from shufflenet_cli.output.table import render_table as render_table  # where it was before table.py
+from shufflenet_cli.output.table import table_widths as table_widths
 from shufflenet_cli.records import Record
 
 CSV_HEADER = ("path", "rank", "index", "label", "probability", "error")
@@ -116,69 +116,12 @@ def csv_rows(record: Record) -> list[tuple[object, ...]]:
     return [(record.path, p.rank, p.index, p.label, f"{p.probability:.6f}", "") for p in record.predictions]
 
 
-_IMAGE_MIN, _LABEL_MIN = 16, 12  # the image and label columns' narrowest
-_OTHER_COLUMNS = 2 + 7 + 5 + 4 * 2  # "#" and "prob", 5 borders, padding of 1 on each side of 4 columns
-
-
-def render_table(records: Iterable[Record], show_header: bool = True, widths: tuple[int, int] | None = None) -> Table:
-    """Grouped by image: the path once, then rank, label and a right-aligned probability.
-
-    `widths` fixes the image and label columns (see `table_widths`); without, they fit the content.
-    """
-    image, label = widths or (None, None)
-    table = Table(show_header=show_header, header_style="bold")
-    table.add_column("image", overflow="fold", ratio=3, min_width=_IMAGE_MIN, width=image)
-    table.add_column("#", justify="right", width=2)
-    table.add_column("label", overflow="fold", ratio=2, min_width=_LABEL_MIN, width=label)
-    table.add_column("prob", justify="right", width=7)
-    for i, record in enumerate(records):
-        if i:
-            table.add_section()
-        for row in _table_rows(record):
-            table.add_row(*row)
-    return table
-
-
-def table_widths(records: Iterable[Record], width: int, floor: tuple[int, int] | None = None) -> tuple[int, int]:
-    """The image and label columns' widths for a table `width` columns wide: each as wide as its longest
-    text in `records` (at least 16 and 12, or `floor`); where they do not fit, the wider one is narrowed
-    first.
-
-    A table printed batch by batch passes the widths so far as `floor`: batches line up, and a column
-    widens when a later batch needs it (narrowing only to fit the console), so a short first batch (one path, then stdin
-    paused) does not squeeze every later one into a narrow column.
-    """
-    image, label = floor or (_IMAGE_MIN, _LABEL_MIN)
-    for record in records:
-        for path, _, text, _ in _table_rows(record):
-            image, label = max(image, _text_width(path)), max(label, _text_width(text))
-    room = max(width - _OTHER_COLUMNS, _IMAGE_MIN + _LABEL_MIN)
-    while image + label > room:
-        if image > _IMAGE_MIN and (image >= label or label == _LABEL_MIN):
-            image -= 1
-        else:
-            label -= 1
-    return image, label
-
-
-def _table_rows(record: Record) -> Iterator[tuple[Text | str, str, Text, str]]:
-    path = Text(clean_text(record.path))  # undecodable bytes as U+FFFD, control characters escaped
-    if record.error is not None:
-        yield path, "", Text("error: " + clean_text(record.error), style="red"), ""
-        return
-    if not record.predictions:
-        yield path, "", Text("(nothing above the threshold)", style="dim"), ""
-    for j, p in enumerate(record.predictions):
-        yield path if j == 0 else "", str(p.rank), Text(clean_text(p.label)), f"{p.probability:.4f}"
-
-
-def _text_width(text: Text | str) -> int:
-    """Columns the longest line takes, as rich measures a cell."""
-    lines = str(text).splitlines()
-    return max(map(cell_len, lines)) if lines else 0
-
-
-def renderer_for(fmt: str, csv_header: bool = True, csv_safe: bool = False) -> JsonLines | JsonArray | Csv:
+def renderer_for(
+    fmt: str, csv_header: bool = True, csv_safe: bool = False, console: Console | None = None
+) -> JsonLines | JsonArray | Csv | TableText:
+    """The renderer of `fmt`; a table renders as `console` would show it (terminal or not, width)."""
+    if fmt == "table":
+        return TableText(console or Console(width=80, color_system=None))
     if fmt == "jsonl":
         return JsonLines()
     if fmt == "json":
