@@ -27,6 +27,7 @@ class ModelRow:
     cached: bool
     path: str  # where the weights are (or would be) in the cache
     url: str
+    own: str | None = None  # your own default weights for the width, which predict uses instead
 
 
 def model_row(spec: ModelSpec) -> ModelRow:
@@ -48,6 +49,7 @@ def model_row(spec: ModelSpec) -> ModelRow:
         cached=weights.is_cached(spec),
         path=str(weights.cache_path(spec)),
         url=entry.url,
+        own=str(own) if (own := weights.own_weights(spec)) is not None else None,
     )
 
 
@@ -60,8 +62,13 @@ def _millions(n: int) -> str:
 
 
 def render_models_table(rows: Iterable[ModelRow]) -> Table:
-    """A table that fits 80 columns; the default width is marked in the name column."""
-    table = Table(header_style="bold", caption="acc: ImageNet-1K top-1 / top-5, percent")
+    """A table that fits 80 columns; the default width is marked in the name column, and a width
+    with your own default weights says "own" where the others say whether torchvision's are cached."""
+    rows = list(rows)
+    caption = "acc: ImageNet-1K top-1 / top-5, percent"
+    if any(row.own for row in rows):
+        caption += "\nown: your weights are that width's default; the figures are torchvision's"
+    table = Table(header_style="bold", caption=caption)
     table.add_column("model", no_wrap=True)
     table.add_column("params", justify="right")
     table.add_column("GFLOPs", justify="right")
@@ -77,7 +84,7 @@ def render_models_table(rows: Iterable[ModelRow]) -> Table:
             f"{row.acc1:.2f}",
             f"{row.acc5:.2f}",
             f"{row.file_size_mb:.1f} MB",
-            "yes" if row.cached else "no",
+            "own" if row.own else "yes" if row.cached else "no",
         )
     return table
 

@@ -1,17 +1,18 @@
 """A ready backend for a run: `ready(spec, opts, prep, device)` gives the backend, labels and tuning.
 
 Either a checked ONNX export of torchvision's cached weights file, found by the file's sha256
-without importing torch or torchvision (the torch-free path: on the CPU, fp32, no --weights), or the
-usual path: the model loaded with torch, its backend made (exported and checked as needed), and a
-sidecar written so that the next run finds the export without torch. Nothing here imports torch at
-module level (tests/test_torch_free.py checks that the torch-free path never imports it).
+without importing torch or torchvision (the torch-free path: on the CPU, fp32, no --weights and no
+weights of your own installed), or the usual path: the model loaded with torch, its backend made
+(exported and checked as needed), and a sidecar written so that the next run finds the export
+without torch. Nothing here imports torch at module level (tests/test_torch_free.py checks that the
+torch-free path never imports it).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -36,7 +37,10 @@ class Ready(NamedTuple):
 def ready(spec: ModelSpec, opts: PredictOptions, prep: Preprocess, device: Any, tuning: Tuning) -> Ready:
     """The backend on `device` (as `device.resolve` gave it) with `tuning.threads`, and its labels:
     the torch-free path where it applies and finds a checked export, else the usual one.
-    torchvision's cached weights file is hashed at most once per run."""
+    torchvision's cached weights file is hashed at most once per run. Your own default weights for
+    the width (`download --from FILE --force`), where installed, run as --weights would."""
+    if opts.weights is None and (own := weights.own_weights(spec)) is not None:
+        opts = replace(opts, weights=own)
     source = _torch_free_source(spec, opts, device)
     if source is not None:
         fast = _torch_free_backend(spec, opts, prep, source, tuning)

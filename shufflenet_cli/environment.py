@@ -86,7 +86,7 @@ def collect_info() -> dict[str, Any]:
             "dir": str(weights.cache_dir()),
             "offline": weights.offline(),
             "weights": {
-                key: {"cached": weights.is_cached(spec), "path": str(weights.cache_path(spec))}
+                key: {"cached": weights.is_cached(spec), "path": str(weights.cache_path(spec)), "own": _own(spec)}
                 for key, spec in MODELS.items()
             },
         },
@@ -95,6 +95,14 @@ def collect_info() -> dict[str, Any]:
             "onnxruntime": ort,
         },
     }
+
+
+def _own(spec: Any) -> str | None:
+    """Your own default weights for the width (`download --from FILE --force`), which predict uses."""
+    from shufflenet_cli import weights
+
+    own = weights.own_weights(spec)
+    return str(own) if own is not None else None
 
 
 def _yes_no(flag: bool) -> str:
@@ -133,7 +141,8 @@ def render_info(info: dict[str, Any]) -> Group:
         "offline", _yes_no(info["cache"]["offline"]) + (" (SHUFFLENET_OFFLINE)" if info["cache"]["offline"] else "")
     )
     for key, entry in info["cache"]["weights"].items():
-        cache.add_row(key, "cached" if entry["cached"] else "not cached")
+        state = "cached" if entry["cached"] else "not cached"
+        cache.add_row(key, f"your own weights: {entry['own']}" if entry.get("own") else state)
 
     backends = section("backends")
     for name, entry in info["backends"].items():

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
+import sys
 from pathlib import Path
 from typing import Any
 
 from shufflenet_cli.atomic import AtomicFile
+from shufflenet_cli.checkpoints import first_line, read_checkpoint, width_of
 from shufflenet_cli.errors import ModelLoadError
-from shufflenet_cli.models import ModelSpec, spec_for_conv5
+from shufflenet_cli.models import DEFAULT_MODEL, MODELS, ModelSpec, resolve_model
 
 OFFLINE_ENV = "SHUFFLENET_OFFLINE"
 _HASH_PREFIX = re.compile(r"-([a-f0-9]*)\.")
@@ -64,17 +65,49 @@ def is_cached(spec: ModelSpec) -> bool:
 
 
 def download(spec: ModelSpec, progress: bool = True) -> Path:
-    """Fetch the weights into the cache with torchvision's hash check; return the cached path."""
-    import torch.hub
-
+    """Fetch the weights into the cache with torchvision's hash check; return the cached path.
+    A file already there is used as it is (`cached_file_problem` is `shufflenet download`'s check)."""
     dest = cache_path(spec)
     if dest.is_file():
         return dest
+    return _fetch(spec, progress)
+
+
+def fetch_again(spec: ModelSpec, problem: str, progress: bool = True) -> Path:
+    """Replace a cached file that failed `cached_file_problem` with a fresh download."""
+    if offline():
+        raise ModelLoadError(
+            f"the cached weights file {cache_path(spec)} is damaged or not torchvision's ({problem}), "
+            f"and {OFFLINE_ENV} is set, so it is not downloaded again",
+            hint=f"run `shufflenet download {spec.key}` where there is internet, or copy torchvision's file "
+            f"over with `shufflenet download {spec.key} --from FILE`",
+        )
+    return _fetch(spec, progress)
+
+
+def cached_file_problem(spec: ModelSpec) -> str | None:
+    """What is wrong with torchvision's cached file, checked as a download is (its sha256 starts with
+    the prefix in its name); None where it passes. predict does not ask: it uses whatever is there."""
+    path = cache_path(spec)
+    try:
+        actual = sha256_file(path)
+    except OSError as exc:
+        return f"it cannot be read: {_reason(exc)}"
+    expected = hash_prefix(spec)
+    if actual.startswith(expected):
+        return None
+    return f"its sha256 is {actual[:16]}..., its name wants one starting with {expected}"
+
+
+def _fetch(spec: ModelSpec, progress: bool) -> Path:
+    import torch.hub
+
+    dest = cache_path(spec)
     url = weights_url(spec)
     if offline():
         raise _missing(spec, f"{OFFLINE_ENV} is set, so nothing is downloaded")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    try:  # torch writes a temporary file and moves it over dest only once the hash is right
         torch.hub.download_url_to_file(url, str(dest), hash_prefix=hash_prefix(spec), progress=progress)
     except RuntimeError as exc:  # hash mismatch
         raise ModelLoadError(f"downloaded weights from {url} failed the hash check: {exc}") from exc
@@ -96,86 +129,6 @@ def _missing(spec: ModelSpec, why: str) -> ModelLoadError:
     )
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A state dict from a file: plain, or wrapped in {"state_dict": ...} / {"model": ...}, keys maybe `module.`."""
-    import pickle
-
-    import torch
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch's pickle-protocol notes are not for the user
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise ModelLoadError(f"weights file not found: {path}") from exc
-    except IsADirectoryError as exc:
-        raise ModelLoadError(f"weights path is a directory, not a file: {path}") from exc
-    except Exception as exc:  # noqa: BLE001 - any way a file can fail to be a checkpoint
-        if (what := _not_a_checkpoint(path)) is not None:
-            raise ModelLoadError(f"cannot read weights file {path}: it is {what}, not a PyTorch checkpoint") from exc
-        if isinstance(exc, pickle.UnpicklingError):
-            raise ModelLoadError(
-                f"cannot read weights file {path}: it is not a plain PyTorch state dict "
-                "(only tensors are loaded; code inside a checkpoint is never run)"
-            ) from exc
-        raise ModelLoadError(f"cannot read weights file {path}: not a PyTorch checkpoint ({_first_line(exc)})") from exc
-    return unwrap_state_dict(obj, path)
-
-
-def _not_a_checkpoint(path: Path) -> str | None:
-    """What the file is where its first bytes say it cannot be a checkpoint (a zip archive, or a legacy
-    pickle starting with its protocol byte): "a JPEG image", "an empty file", "text"; else None."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(256)
-    except OSError:
-        return None
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-        return None
-    if not head:
-        return "an empty file"
-    from shufflenet_cli.image_formats import sniff
-
-    if (found := sniff(head)) is not None:
-        return ("an " if found[0][0] in "AEIOU" else "a ") + found[0]
-    import codecs
-
-    if any(b < 0x20 and b not in b"\t\n\r\f" for b in head):
-        return None  # binary: no text has control bytes
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)  # a character cut at byte 256 is fine
-        return "a text file"
-    except UnicodeDecodeError:
-        return None
-
-
-def unwrap_state_dict(obj: Any, path: Path | str = "checkpoint") -> dict[str, Any]:
-    import torch
-
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelLoadError(f"{path} does not hold a state dict of tensors")
-    out = {}
-    for key, value in obj.items():
-        key = key[len("module.") :] if key.startswith("module.") else key
-        out[key] = value.float() if value.is_floating_point() else value
-    return out
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def width_of(state_dict: dict[str, Any]) -> ModelSpec | None:
-    """Which width a state dict is for, from conv5's input channels (None when it is not ShuffleNet v2)."""
-    conv5 = state_dict.get("conv5.0.weight")
-    return spec_for_conv5(int(conv5.shape[1])) if conv5 is not None and conv5.dim() == 4 else None
-
-
 def build_model(spec: ModelSpec, state_dict: dict[str, Any], source: str) -> Any:
     """A ShuffleNet v2 of this width, classifier sized from the weights, in eval mode."""
     fc = state_dict.get("fc.weight")
@@ -192,14 +145,28 @@ def build_model(spec: ModelSpec, state_dict: dict[str, Any], source: str) -> Any
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
-        raise ModelLoadError(f"{source} does not fit {spec.arch}: {_first_line(exc)}") from exc
+        raise ModelLoadError(f"{source} does not fit {spec.arch}: {first_line(exc)}") from exc
     return model.eval()
 
 
 def load_model(spec: ModelSpec, weights_path: Path | None = None) -> Any:
-    """The model with weights from `weights_path`, or else from torch's cache (downloading once)."""
-    path = Path(weights_path) if weights_path is not None else download(spec, progress=False)
+    """The model with weights from `weights_path`, else your own installed weights for the width
+    (`own_weights`), else torchvision's from the cache (downloading once)."""
+    path = Path(weights_path) if weights_path is not None else own_weights(spec) or download(spec, progress=False)
     return build_model(spec, read_checkpoint(path), str(path))
+
+
+def spec_for(model: str | None, weights_path: Path | None) -> ModelSpec:
+    """The width of a run: `model` where given; else the width of the `weights_path` file (read once:
+    the state dict is kept for `load_model`); else DEFAULT_MODEL. A file of no known width gets the
+    default, and then the loader's own message."""
+    if model is not None:
+        return resolve_model(model)
+    if weights_path is not None:
+        found = width_of(read_checkpoint(Path(weights_path), keep=True))
+        if found is not None:
+            return found
+    return MODELS[DEFAULT_MODEL]
 
 
 def sha256_file(path: Path) -> str:
@@ -232,42 +199,59 @@ def _holds(path: Path, digest: str, state_dict: dict[str, Any]) -> bool:
     )
 
 
+class NotOfficial(ModelLoadError):
+    """A weights file that is not torchvision's (its sha256 does not match the name's prefix)."""
+
+
 def install_from_file(source: Path, spec: ModelSpec | None = None) -> tuple[ModelSpec, Path, bool]:
     """Copy a local weights file into the cache under torchvision's name, for machines without internet.
 
     The file must be a loadable state dict of the width (`spec`, or the width found in the file) and its
-    sha256 must start with the prefix in torchvision's file name, the check a download gets. The copy is
-    atomic (temporary file, then rename; a link in its place is replaced, not followed); nothing is
-    written when a check fails. Returns the width, the cached path and whether it was copied (False:
-    a file of that sha256, or of the same tensors, was already in the cache; any other file of that
-    name, a damaged one or a link, is replaced).
+    sha256 must start with the prefix in torchvision's file name, the check a download gets (else
+    NotOfficial). The copy is atomic (temporary file, then rename; a link in its place is replaced,
+    not followed); nothing is written when a check fails. Returns the width, the cached path and
+    whether it was copied (False: a file of that sha256, or of the same tensors, was already in the
+    cache; any other file of that name, a damaged one or a link, is replaced).
     """
-    import shutil
-
     source = Path(source)
     state_dict = read_checkpoint(source)
-    found = width_of(state_dict)
-    if spec is None:
-        if found is None:
-            raise ModelLoadError(f"{source} is not a ShuffleNet v2 state dict (no conv5 weights)")
-        spec = found
-    elif found is not None and found.key != spec.key:
-        raise ModelLoadError(
-            f"{source} holds weights for {found.arch}, not {spec.arch}",
-            hint=f"run `shufflenet download {found.key} --from {source}`",
-        )
+    spec = _width_to_install(source, state_dict, spec)
     expected = hash_prefix(spec)
     actual = sha256_file(source)
     if not actual.startswith(expected):
-        raise ModelLoadError(
+        raise NotOfficial(
             f"{source} is not torchvision's {spec.arch} weights file: its sha256 is {actual[:16]}..., "
             f"torchvision's file name {cache_path(spec).name} wants one starting with {expected}",
-            hint=f"get the file from {weights_url(spec)}, or use your own weights with `predict --weights {source}`",
+            hint=f"get the file from {weights_url(spec)}, or use your own weights with `predict --weights {source}` "
+            f"(as the default: `shufflenet download {spec.key} --from {source} --force`)",
         )
     build_model(spec, state_dict, str(source))
     dest = cache_path(spec)
     if _holds(dest, actual, state_dict):
         return spec, dest, False
+    _copy_in(source, dest, actual)
+    return spec, dest, True
+
+
+def _width_to_install(source: Path, state_dict: dict[str, Any], spec: ModelSpec | None) -> ModelSpec:
+    """`spec`, or the width found in the file; an error where they differ or the file has none."""
+    found = width_of(state_dict)
+    if spec is None:
+        if found is None:
+            raise ModelLoadError(f"{source} is not a ShuffleNet v2 state dict (no conv5 weights)")
+        return found
+    if found is not None and found.key != spec.key:
+        raise ModelLoadError(
+            f"{source} holds weights for {found.arch}, not {spec.arch}",
+            hint=f"run `shufflenet download {found.key} --from {source}`",
+        )
+    return spec
+
+
+def _copy_in(source: Path, dest: Path, digest: str) -> None:
+    """Copy `source` (of this sha256) to `dest` atomically, replacing a link there rather than following it."""
+    import shutil
+
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         copy = AtomicFile(dest, mode=0o644, follow_links=False, suffix=".part")  # 0o644: the cache is shared
@@ -277,11 +261,59 @@ def install_from_file(source: Path, spec: ModelSpec | None = None) -> tuple[Mode
         with open(source, "rb") as src:
             shutil.copyfileobj(src, copy.file, 1 << 20)
         copy.file.flush()
-        if sha256_file(Path(copy.tmp)) != actual:
+        if sha256_file(Path(copy.tmp)) != digest:
             raise ModelLoadError(f"{source} changed while it was being copied; nothing was written")
         copy.commit(fsync=True)
     except OSError as exc:
         raise ModelLoadError(f"cannot copy {source} into the weights cache: {_reason(exc)}") from exc
     finally:
         copy.discard()
-    return spec, dest, True
+
+
+# ---------------------------------------------------------------- your own weights as a width's default
+
+# A folder of its own inside torch's: torchvision's files keep their names and hashes (`download`
+# checks them), and your weights move with TORCH_HOME like the rest of the cache.
+OWN_FOLDER = "shufflenet-cli"
+
+
+def own_path(spec: ModelSpec) -> Path:
+    """Where your own default weights for the width are kept (`download --from FILE --force`)."""
+    if "torch" in sys.modules:  # a library caller may have moved the hub folder (torch.hub.set_dir)
+        import torch.hub
+
+        hub = Path(torch.hub.get_dir())
+    else:  # predict's torch-free path looks here too
+        hub = hub_dir_without_torch()
+    return hub / "checkpoints" / OWN_FOLDER / f"{spec.key}.pth"
+
+
+def own_weights(spec: ModelSpec) -> Path | None:
+    """Your own installed default weights for the width, where there are some: predict prefers them."""
+    path = own_path(spec)
+    return path if path.is_file() else None
+
+
+def install_own(source: Path, spec: ModelSpec | None = None) -> tuple[ModelSpec, Path]:
+    """Make a weights file that is not torchvision's the width's default: a loadable state dict of the
+    width (`spec`, or the one found in the file), copied atomically to `own_path`. torchvision's
+    cached file is left as it is; `remove_own` goes back to it."""
+    source = Path(source)
+    state_dict = read_checkpoint(source)
+    spec = _width_to_install(source, state_dict, spec)
+    build_model(spec, state_dict, str(source))
+    dest = own_path(spec)
+    _copy_in(source, dest, sha256_file(source))
+    return spec, dest
+
+
+def remove_own(spec: ModelSpec) -> Path | None:
+    """Remove your own default weights for the width; their path, or None where there were none."""
+    path = own_path(spec)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ModelLoadError(f"cannot remove your weights {path}: {_reason(exc)}") from exc
+    return path

@@ -217,12 +217,17 @@ def test_download_offline_is_exit_3_with_a_hint(cli, _offline_private_cache):
     assert _cache_files(_offline_private_cache) == []
 
 
-def test_download_already_cached(cli, cached_weights):
+def test_download_already_cached(cli, monkeypatch, cached_weights):
+    """A cached file is checked as a download is (its hash taken here as torchvision's); one that
+    fails is fetched again (tests/test_own_weights.py)."""
+    from shufflenet_cli import weights
+
+    monkeypatch.setattr(weights, "hash_prefix", lambda spec: _sha256(cached_weights)[:10])
     before = cached_weights.read_bytes()
     r = cli("download", "x0_5")
     assert r.exit_code == 0, r.stderr
     assert r.stdout == f"{cached_weights}\n"
-    assert r.stderr == "x0_5: already in the cache\n"
+    assert r.stderr == "x0_5: already in the cache (sha256 checked)\n"
     assert cached_weights.read_bytes() == before
 
 
@@ -251,14 +256,18 @@ def test_download_fetches_with_the_hash_check(cli, fake_hub):
     assert hash_prefix(spec) == "3c479a10"
 
 
-def test_download_all_prints_every_path_in_order(cli, fake_hub, cached_weights):
+def test_download_all_prints_every_path_in_order(cli, monkeypatch, fake_hub, cached_weights):
+    from shufflenet_cli import weights
     from shufflenet_cli.weights import cache_path
 
+    torchvisions = weights.hash_prefix
+    digest = _sha256(cached_weights)
+    monkeypatch.setattr(weights, "hash_prefix", lambda spec: digest[:10] if spec.key == "x0_5" else torchvisions(spec))
     r = cli("download", "--all")
     assert r.exit_code == 0, r.stderr
     assert r.stdout.splitlines() == [str(cache_path(spec)) for spec in MODELS.values()]
     assert [call["url"] for call in fake_hub] == [MODELS[k].weights().url for k in ("x1_0", "x1_5", "x2_0")]
-    assert "x0_5: already in the cache" in r.stderr.splitlines()
+    assert "x0_5: already in the cache (sha256 checked)" in r.stderr.splitlines()
 
 
 def test_download_names_and_all_together_is_a_usage_error(cli, fake_hub):
@@ -355,8 +364,8 @@ def test_download_from_file_with_the_wrong_hash(cli, x0_5_file, _offline_private
     assert lines[0].startswith(f"Error: {x0_5_file} is not torchvision's {spec.arch} weights file: its sha256 is ")
     assert "wants one starting with f707e7126e" in lines[0]
     assert (
-        lines[1]
-        == f"Hint: get the file from {spec.weights().url}, or use your own weights with `predict --weights {x0_5_file}`"
+        lines[1] == f"Hint: get the file from {spec.weights().url}, or use your own weights with "
+        f"`predict --weights {x0_5_file}` (as the default: `shufflenet download x0_5 --from {x0_5_file} --force`)"
     )
     assert _cache_files(_offline_private_cache) == []  # nothing written
 

@@ -16,6 +16,7 @@ from typing import IO, Iterable, Iterator
 
 from shufflenet_cli.image_formats import image_extensions
 from shufflenet_cli.inputs.globbing import has_magic, iglob
+from shufflenet_cli.urls import NOT_SUPPORTED, looks_like_url
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,8 @@ def _expand(arg: str, options: WalkOptions, extensions: frozenset[str], from_lis
         yield from walk(arg, options, extensions)
     elif os.path.lexists(arg):
         yield Input(arg)
+    elif looks_like_url(arg):  # before the glob: a URL's `?` is not a pattern
+        yield Input(arg, error=NOT_SUPPORTED)
     elif not from_list and has_magic(arg):
         matched = False
         for match, is_dir, lineage in iglob(arg, hidden=options.hidden):

@@ -1,0 +1,19 @@
+"""Remote addresses given where a local file is expected: recognised, so that the message says what
+they are, until remote inputs are supported (then this is where they are told apart from files).
+"""
+
+from __future__ import annotations
+
+import re
+
+REMOTE_SCHEMES = ("http", "https", "s3", "gs")
+# One slash is enough: pathlib folds `https://host/x` into `https:/host/x`, and --weights is a Path.
+_URL = re.compile(r"(?:" + "|".join(REMOTE_SCHEMES) + r"):/{1,2}[^/]", re.IGNORECASE)
+
+NOT_SUPPORTED = "URLs are not supported yet: download the file first and pass its local path"
+
+
+def looks_like_url(text: str) -> bool:
+    """True for `https://host/x.jpg`, `s3://bucket/key` and the like (schemes in REMOTE_SCHEMES).
+    Callers ask only about a path that does not exist: a local file named `http:` stays a file."""
+    return _URL.match(text) is not None
