@@ -24,7 +24,8 @@ class Stats:
     drafted: int = 0  # JPEGs decoded at a reduced DCT scale
     rechecked: int | None = None  # of those, near-ties decoded and classified again exactly; None: no check
     recheck_s: float = 0.0  # those second decodes (on their own threads) and forward passes
-    started: float = field(default_factory=time.perf_counter)
+    started: float = field(default_factory=time.perf_counter)  # the batch loop's start: the rates count from here
+    began: float | None = None  # when `predict` was called: the whole command's time counts from here
     first_batch: tuple[float, int] | None = None  # (seconds since start, inputs done) when it finished
     ended: float | None = None  # set by end(): the rates leave out closing the output afterwards
 
@@ -46,6 +47,17 @@ class Stats:
     @property
     def elapsed(self) -> float:
         return (self.ended if self.ended is not None else time.perf_counter()) - self.started
+
+    @property
+    def start_s(self) -> float | None:
+        """Seconds before the loop: inputs found, outputs opened, the model loaded (an ONNX export on a
+        first run); None where `began` was not recorded."""
+        return None if self.began is None else self.started - self.began
+
+    @property
+    def total_s(self) -> float:
+        """The whole command's seconds, start included (where recorded), to the last record."""
+        return self.elapsed + (self.start_s or 0.0)
 
     def end(self) -> None:
         """The last record is out: elapsed stops here (the first call counts)."""

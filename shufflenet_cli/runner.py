@@ -10,10 +10,8 @@ from __future__ import annotations
 import itertools
 import sys
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -28,7 +26,7 @@ from shufflenet_cli.decode.gpu import JpegBatchDecoder, JpegReader
 from shufflenet_cli.decode.preprocess import Preprocess
 from shufflenet_cli.decode.workers import Prepare
 from shufflenet_cli.engine import Ready, ready
-from shufflenet_cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, ShufflenetWarning, UsageError
+from shufflenet_cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, UsageError
 from shufflenet_cli.image_formats import image_extensions, parse_extensions
 from shufflenet_cli.inputs.paths import Input, WalkOptions, iter_inputs
 from shufflenet_cli.models import ModelSpec, resolve_model
@@ -39,7 +37,8 @@ from shufflenet_cli.output.progress import progress_for
 from shufflenet_cli.output.report import HtmlReport
 from shufflenet_cli.output.resume import Completed, completed_paths, skip_done
 from shufflenet_cli.output.sinks import Sink
-from shufflenet_cli.output.summary import summary_line
+from shufflenet_cli.output.summary import interrupted_note, summary_line
+from shufflenet_cli.output.warning_lines import tool_warnings
 from shufflenet_cli.records import Record
 from shufflenet_cli.signals import StopFlag
 from shufflenet_cli.tuning import Tuning, default_tuning
@@ -58,6 +57,7 @@ def predict(
 ) -> Outcome:
     """Classify `opts.paths` and write their records; the outcome carries the exit code.
     `on_records` sees each batch of records, in input order, once it is written (`evaluate` counts them)."""
+    began = time.perf_counter()  # the summary's time covers the whole command
     err = stderr or Console(stderr=True)
     spec = resolve_model(opts.model)
     validate(opts)
@@ -66,19 +66,16 @@ def predict(
         return _nothing_left(opts, spec, todo)
     prep = Preprocess.from_spec(spec, decode=opts.decode, thumbnail_size=REPORT_THUMBNAIL if opts.report else None)
     # outputs first: an unwritable path fails at once; warnings (the engine's too) as one line each
-    with Outputs.open(opts, spec, stdout, todo.completed, on_records) as outputs, _tool_warnings(err):
+    with Outputs.open(opts, spec, stdout, todo.completed, on_records) as outputs, tool_warnings(err):
         device = devices.resolve(opts.device)  # once: the backend has it, and the GPU decoder takes it from there
         tuning = default_tuning(device.type, opts)
         run = ready(spec, opts, prep, device, tuning)
         decoders = make_decoders(opts, prep, run.backend)
-        stats, interrupted = loop(todo, decoders, run, tuning, opts, outputs, err, _show_bar(opts, stdout))
+        stats, interrupted = loop(todo, decoders, run, tuning, opts, outputs, err, _on_terminal(opts, stdout), began)
         partial = outputs.sink.close(complete=not interrupted)
     if partial is not None:
-        err.print(
-            f"interrupted: {_shown(opts.output)} left as it was; the records done so far are in {_shown(partial)}",
-            highlight=False,
-            markup=False,
-        )
+        jsonl = _shown(opts.output.with_suffix(".jsonl")) if opts.output is not None else "results.jsonl"
+        err.print(interrupted_note(_shown(opts.output), _shown(partial), jsonl), highlight=False, markup=False)
     code = EXIT_INTERRUPTED if interrupted else _exit_code(stats.failed, todo.earlier["failed"])
     described = run.backend.describe() + ("; JPEG decode: nvJPEG on the GPU" if decoders.gpu is not None else "")
     outcome = Outcome(code, stats, described, tuning, interrupted, todo.earlier["failed"], todo.earlier["skipped"])
@@ -254,14 +251,17 @@ def loop(
     opts: PredictOptions,
     outputs: Outputs,
     err: Console,
-    show_bar: bool,
+    on_terminal: bool,
+    began: float | None = None,
 ) -> tuple[Stats, bool]:
-    """The batches, written as they finish; (stats, interrupted)."""
-    stats = Stats()
+    """The batches, written as they finish; (stats, interrupted). `on_terminal`: the results go to the
+    terminal, where progress is a footer line below them; `began`: when `predict` was called."""
+    stats = Stats(began=began)
     interrupted = False
     recount = _recount(opts, todo)
+    shown = opts.progress and not opts.quiet
     try:
-        with StopFlag() as stop, progress_for(err, show_bar, recount) as bar:
+        with StopFlag() as stop, progress_for(err, shown, recount, under_results=on_terminal) as bar:
             batches = pipeline.run(
                 todo.inputs,
                 decoders.prepare,
@@ -279,6 +279,7 @@ def loop(
             )
             for records in batches:
                 t0 = time.perf_counter()
+                bar.clear()  # the footer's line: the rows go where it stood, and it is drawn again below
                 outputs.write(records)
                 stats.output_s += time.perf_counter() - t0
                 bar.advance(stats)
@@ -289,48 +290,15 @@ def loop(
     return stats, interrupted
 
 
-ShowWarning = Callable[..., None]  # the signature of warnings.showwarning
-
-
-@contextmanager
-def _tool_warnings(err: Console) -> Iterator[None]:
-    """Pillow's metadata warnings silenced (the image still counts); this tool's own as one line each."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", module="PIL")
-        warnings.showwarning = _one_line_for_ours(err, warnings.showwarning)
-        yield
-
-
 def _shown(path: Path | None) -> str:
     """A path as a terminal may show it: control and bidi characters escaped."""
     return clean_text(str(path))
 
 
-def _one_line_for_ours(err: Console, other: ShowWarning) -> ShowWarning:
-    """A warnings.showwarning that prints this tool's own warnings as one "warning: ..." line on
-    stderr, and leaves any other warning to `other`."""
-
-    def show(
-        message: Warning | str,
-        category: type[Warning],
-        filename: str,
-        lineno: int,
-        file: IO[str] | None = None,
-        line: str | None = None,
-    ) -> None:
-        if issubclass(category, ShufflenetWarning):
-            err.print(f"warning: {clean_text(str(message))}", highlight=False, markup=False)
-        else:
-            other(message, category, filename, lineno, file, line)
-
-    return show
-
-
-def _show_bar(opts: PredictOptions, stdout: IO[bytes] | None) -> bool:
-    """A bar on the terminal that also shows the results would tear through them."""
+def _on_terminal(opts: PredictOptions, stdout: IO[bytes] | None) -> bool:
+    """The results go to a terminal (a bar there would tear through them)."""
     stream = stdout if stdout is not None else sys.stdout
-    on_terminal = opts.output is None and bool(getattr(stream, "isatty", lambda: False)())
-    return opts.progress and not opts.quiet and not on_terminal
+    return opts.output is None and bool(getattr(stream, "isatty", lambda: False)())
 
 
 def _recount(opts: PredictOptions, todo: Todo) -> Callable[[], Iterable[Input]] | None:

@@ -215,3 +215,28 @@ def test_csv_safe_starts_formula_cells_with_a_quote_and_reads_back_exactly():
     assert rows[-1] == ["'=e", "", "", "", "", "'-err"]
     assert all(not cell or cell[0] not in "=+-@\t\r" for row in rows for cell in row)
     assert [unquote_csv_cell(c) for c in cells] == FORMULAS
+
+
+def test_an_interrupted_json_output_says_how_to_go_on_with_resume(images, random_weights, tmp_path, monkeypatch):
+    """It said only where the records were: nothing of --resume, which a .json output cannot use."""
+    from contextlib import contextmanager
+
+    from shufflenet_cli import runner
+    from shufflenet_cli.options import PredictOptions
+
+    @contextmanager
+    def stopped_at_once():
+        yield lambda: True  # as if Ctrl-C came before the first batch
+
+    monkeypatch.setattr(runner, "StopFlag", stopped_at_once)
+    out = tmp_path / "r.json"
+    opts = PredictOptions([str(p) for p in images], model="x0_5", weights=random_weights, fmt="json", output=out)
+    opts.workers, opts.threads, opts.quiet = 1, 1, True
+    err = io.StringIO()
+    outcome = runner.predict(opts, stderr=Console(file=err, width=1000, color_system=None))
+    assert outcome.interrupted and json.loads(out.with_name("r.json.partial").read_text()) == []
+    note = err.getvalue().strip()
+    assert note == (
+        f"interrupted: {out} left as it was; the records done so far are in {out}.partial; to go on where a run"
+        f" stops, write JSON Lines or CSV (-o {tmp_path / 'r.jsonl'}) and rerun it with --resume"
+    )

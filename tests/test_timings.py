@@ -139,3 +139,60 @@ def test_the_main_loop_counts_its_wait_for_slow_decoding(monkeypatch, clock):
     assert [r.path for r in records] == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
     assert stats.inference_s == pytest.approx(0.3)
     assert stats.wait_s == pytest.approx(0.2)  # the inference (0.3 s) is not counted as waiting
+
+
+def _summary(stats: Stats) -> str:
+    from shufflenet_cli.outcome import Outcome as RealOutcome
+    from shufflenet_cli.output.summary import summary_line
+
+    return summary_line(RealOutcome(0, stats))
+
+
+def test_the_summary_counts_the_start_and_says_how_long_it_took(clock):
+    """It gave the loop's 0.30 s only: the model load and an ONNX export, seconds, were left out."""
+    began = clock.perf_counter()
+    clock.work(3.9)  # inputs, outputs, the model loaded and exported
+    stats = new_stats(clock)
+    stats.began = began
+    stats.classified = 3
+    clock.work(0.3)
+    stats.end()
+    assert _summary(stats) == "3 classified, 0 failed in 4.20 s (start 3.90 s, then 10.0 images/s)"
+    text = "\n".join(timings_lines(Outcome(stats)))
+    assert "timings: 10.0 images/s end-to-end over 3 inputs (decode to output)" in text
+    assert "start 3.90 s (inputs, outputs, model load and backend set-up); 4.20 s in all" in text
+
+
+def test_without_a_recorded_start_the_summary_is_the_loops(clock):
+    stats = new_stats(clock)
+    stats.classified, stats.failed = 1, 1
+    clock.work(0.5)
+    stats.end()
+    assert _summary(stats) == "1 classified, 1 failed in 0.50 s (4.0 images/s)"
+
+
+def test_predict_records_when_it_was_called(cli, images, random_weights, monkeypatch, tmp_path):
+    """The model's load (made slow here) is inside the summary's time, and the report's."""
+    import time
+
+    from conftest import ReportPage
+
+    from shufflenet_cli import runner
+
+    real_ready = runner.ready
+
+    def slow_ready(*args, **kwargs):
+        time.sleep(0.5)
+        return real_ready(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "ready", slow_ready)
+    report = tmp_path / "r.html"
+    argv = ["predict", images[0].parent, "-m", "x0_5", "--weights", random_weights, "-f", "jsonl", "-j", "1"]
+    r = cli(*argv, "--report", report)
+    assert r.exit_code == 0, r.stderr
+    pattern = r"3 classified, 0 failed in ([\d.]+) s \(start ([\d.]+) s, then [\d.]+ images/s\)"
+    found = re.search(pattern, r.stderr)
+    assert found, r.stderr
+    total, start = float(found[1]), float(found[2])
+    assert start >= 0.5 and total >= start
+    assert re.fullmatch(pattern, ReportPage(report.read_text()).by_class["summary"][0])

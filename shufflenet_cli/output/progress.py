@@ -1,4 +1,5 @@
-"""A progress bar on stderr, only for people: shown when stderr is a terminal and the run is not tiny.
+"""A progress bar on stderr, only for people: shown when stderr is a terminal and the run is not tiny;
+where the results go to the same terminal, a footer line below them instead (a bar would tear them).
 
 The inputs stream, so their number is not known up front; when the bar is shown, a background thread
 counts them (a second, cheap walk) and the bar gains a total and an ETA once that count is in.
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
 from rich.console import Console
+from rich.control import Control, ControlType
 
 from shufflenet_cli.outcome import Stats
 
@@ -99,10 +101,63 @@ class Bar:
         if self._progress is not None:
             self._progress.stop()
 
+    def clear(self) -> None:
+        """Nothing: the bar draws on its own line, and the results do not go to its terminal."""
+
+
+class Footer:
+    """Progress as the last line of a terminal that also shows the results: drawn after each batch,
+    and erased before the next batch's rows are written where it stood, so it never tears the table.
+    Drawn only then (no refresh thread): nothing else writes to the terminal meanwhile."""
+
+    def __init__(self, console: Console, enabled: bool, count: Callable[[], Iterable[Any]] | None = None) -> None:
+        self._console = console
+        self._enabled = enabled and console.is_terminal
+        self._counter = Counter(count) if self._enabled and count is not None else None
+        self._drawn = False
+
+    def advance(self, stats: Stats) -> None:
+        if not self._enabled or stats.done < SHOW_AFTER:
+            return
+        self.clear()
+        line = footer_line(stats, self._counter.total if self._counter else None)
+        # a column short of the width: a full line would move the cursor on, and the erase miss it
+        self._console.print(line[: self._console.width - 1], end="", **_PLAIN)
+        self._drawn = True
+
+    def clear(self) -> None:
+        if self._drawn:
+            self._console.control(Control.move_to_column(0), Control((ControlType.ERASE_IN_LINE, 2)))
+            self._drawn = False
+
+    def stop(self) -> None:
+        self.clear()
+
+
+_PLAIN: dict[str, Any] = {"markup": False, "highlight": False, "no_wrap": True, "overflow": "crop", "crop": True}
+
+
+def footer_line(stats: Stats, total: int | None) -> str:
+    """`classifying 64/1000, 102.3 images/s, 0:00:05, ETA 0:00:10`."""
+    done, elapsed = stats.done, stats.elapsed
+    rate = done / max(elapsed, 1e-9)
+    line = f"classifying {done}/{total if total is not None else '?'}, {rate:.1f} images/s, {_clock(elapsed)}"
+    if total is not None and total >= done and rate > 0:
+        line += f", ETA {_clock((total - done) / rate)}"
+    return line
+
+
+def _clock(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
 
 @contextmanager
-def progress_for(console: Console, enabled: bool, count: Callable[[], Iterable[Any]] | None = None) -> Iterator[Bar]:
-    bar = Bar(console, enabled, count)
+def progress_for(
+    console: Console, enabled: bool, count: Callable[[], Iterable[Any]] | None = None, under_results: bool = False
+) -> Iterator[Bar | Footer]:
+    """A bar, or where the results go to the terminal too (`under_results`), a footer line below them."""
+    bar = Footer(console, enabled, count) if under_results else Bar(console, enabled, count)
     try:
         yield bar
     finally:
