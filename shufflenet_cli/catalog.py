@@ -67,7 +67,7 @@ def render_models_table(rows: Iterable[ModelRow]) -> Table:
     rows = list(rows)
     caption = "acc: ImageNet-1K top-1 / top-5, percent"
     if any(row.own for row in rows):
-        caption += "\nown: your weights are that width's default; the figures are torchvision's"
+        caption += "\nown: your own default weights; figures are torchvision's"
     table = Table(header_style="bold", caption=caption)
     table.add_column("model", no_wrap=True)
     table.add_column("params", justify="right")

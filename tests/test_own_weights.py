@@ -135,7 +135,7 @@ def test_download_from_force_makes_your_weights_the_default_offline(cli, images,
     assert rows["x1_0"]["own"] is None
     table = cli("models").stdout
     assert "own" in table.split("x0_5")[1].splitlines()[0]
-    assert "your weights are that width's default" in table
+    assert "own: your own default weights; figures are torchvision's" in table
     assert cli("info", "-f", "json").json()["cache"]["weights"]["x0_5"]["own"] == str(own)
     assert "your own weights" in cli("info").stdout  # the path may wrap in the table
 
