@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,8 @@ DECODE_IN = ("auto", "threads", "processes")
 # fast: DCT-scaled further and never checked (decode/preprocess.py DRAFT_FACTOR, decode/near_ties.py)
 DECODE_MODES = ("exact", "checked", "fast")
 DEVICE_HINT = "use auto, cpu, cuda or cuda:N"
+# --output's extensions and the format each one names (output/formats.choose_format picks by them)
+RESULT_SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 
 
 @dataclass
@@ -34,11 +37,12 @@ class PredictOptions:
     batch_size: int | None = None
     workers: int | None = None
     threads: int | None = None
-    topk: int = 5
+    topk: int = 5  # at least 1; at most the number of classes (more is that many)
     threshold: float = 0.0
     fmt: str = "table"
     output: Path | None = None
     resume: bool = False
+    force: bool = False  # --force: replace a non-empty --output FILE (without it, or --resume, exit 2)
     csv_safe: bool = False  # csv: cells that a spreadsheet would run as formulas start with "'"
     recursive: bool = True
     hidden: bool = False
@@ -68,6 +72,7 @@ def validate(opts: PredictOptions) -> None:
         ("--batch-size", opts.batch_size, 1),
         ("--workers", opts.workers, 0),
         ("--threads", opts.threads, 1),
+        ("--topk", opts.topk, 1),
     ):
         if value is not None and value < least:
             raise UsageError(f"{name} must be at least {least}")
@@ -108,3 +113,58 @@ def check_output_names(opts: PredictOptions) -> None:
             )
     if len(named) == 2 and not all(is_stream(Path(p)) for _, p in named) and _same_file(named[0][1], named[1][1]):
         raise UsageError("--output and --report name the same file", hint="give each its own file")
+    if opts.output is not None and not _is_stream(opts.output):
+        check_output_format(opts.output, opts.fmt)
+        if not (opts.force or opts.resume):
+            _check_not_replacing(opts.output)
+
+
+def _is_stream(path: Path) -> bool:
+    """stdout (`-`), /dev/null, a FIFO: read by no one later, so any format fits and nothing is lost."""
+    return str(path) == "-" or is_stream(Path(path))
+
+
+def check_output_format(output: Path, fmt: str) -> None:
+    """A file holds what its name says: `-f jsonl -o x.csv` or a table in `report.html` would be
+    read, or opened, as something it is not. A table is for the terminal, never for a file."""
+    suffix = Path(output).suffix.lower()
+    named = RESULT_SUFFIXES.get(suffix)
+    names = "name it .jsonl, .json or .csv"
+    if fmt == "table" and named is not None:
+        raise UsageError(
+            f"--format table is for the terminal, not for --output {output}",
+            hint=f"leave out --format table ({suffix} writes {named}), or leave out --output",
+        )
+    if fmt == "table":
+        report = " (the HTML page is --report FILE.html)" if suffix in (".html", ".htm") else ""
+        raise UsageError(
+            f"--output {output}: a table is for the terminal, and {suffix or 'a name without an extension'} "
+            "names no results format",
+            hint=f"{names}, or give --format jsonl, json or csv{report}",
+        )
+    if named is not None and named != fmt:
+        ours = " or ".join(s for s, f in RESULT_SUFFIXES.items() if f == fmt)
+        raise UsageError(
+            f"--output {output} is named {suffix}, but --format is {fmt}",
+            hint=f"name it {ours}, or give --format {named}",
+        )
+    if suffix in (".html", ".htm"):
+        raise UsageError(
+            f"--output {output} is named {suffix}, but --format is {fmt}",
+            hint=f"{names}; the HTML page is --report FILE.html",
+        )
+
+
+def _check_not_replacing(output: Path) -> None:
+    """Results are not replaced by accident (as git and rsync ask for --force): a non-empty regular
+    file stays unless --force says to replace it, or --resume to add to it. An empty file holds nothing
+    to lose."""
+    try:
+        st = os.stat(output)
+    except OSError:
+        return  # missing (or unreadable: the sink says why)
+    if stat.S_ISREG(st.st_mode) and st.st_size > 0:
+        raise UsageError(
+            f"--output {output} already exists; nothing was written",
+            hint="pass --force to replace it, or --resume to add what it lacks (jsonl, csv), or give another file",
+        )

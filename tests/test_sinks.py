@@ -76,14 +76,14 @@ def test_output_replaces_an_earlier_file_only_once_results_come(run, tmp_path, f
     out.write_text("earlier results\n")
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
-    failed = run(d, "-o", out, "--weights", bad, fmt=fmt)  # the model never loads
+    failed = run(d, "-o", out, "--force", "--weights", bad, fmt=fmt)  # the model never loads
     assert failed.exit_code == 3, failed.stderr
     assert out.read_text() == "earlier results\n"
     never = tmp_path / f"never.{fmt}"
     assert run(d, "-o", never, "--weights", bad, fmt=fmt).exit_code == 3
     assert sorted(os.listdir(tmp_path)) == sorted(["imgs", "bad.pth", out.name])  # no empty file, no temp file
 
-    r = run(d, "-o", out, fmt=fmt)
+    r = run(d, "-o", out, "--force", fmt=fmt)
     assert r.exit_code == 0, r.stderr
     text = out.read_text()
     if fmt == "csv":
@@ -124,7 +124,7 @@ def test_failed_run_leaves_the_previous_json_untouched(run, tmp_path, monkeypatc
             yield batch
 
     monkeypatch.setattr(pipeline, "run", fails_at_the_third_batch)
-    r = run(d, "-b", "1", "-o", out, fmt="json")
+    r = run(d, "-b", "1", "-o", out, "--force", fmt="json")
     assert r.exit_code == 70  # an unexpected failure
     assert "backend blew up" in r.stderr
     assert out.read_text() == '["previous"]\n'
@@ -337,7 +337,7 @@ def test_a_json_output_or_report_being_written_by_another_run_is_not_written_ove
     r = run(d, "-o", tmp_path / "other.json", "--report", page, fmt="json")
     assert r.exit_code == 2 and f"Error: --report {page} is in use by another run" in r.stderr
     report.close("done")
-    assert run(d, "-o", out, "--report", page, fmt="json").exit_code == 0
+    assert run(d, "-o", out, "--force", "--report", page, fmt="json").exit_code == 0
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no lock file left
 
 
