@@ -174,7 +174,7 @@ def test_resume_keeps_earlier_errors_and_their_exit_code(run, cli, random_weight
     out.write_bytes(before)
     assert run(paths[0], paths[1], "--resume", "-o", out, fmt=fmt).exit_code == 0  # the failed file not asked for
     out.write_bytes(before)
-    r = cli("predict", *args, "-m", "x0_5", "--weights", random_weights, "-f", fmt, "--resume", "-o", out)
+    r = cli("predict", *args, "-m", "x0_5", "--weights", random_weights, "-f", fmt, "-k", "2", "--resume", "-o", out)
     assert r.exit_code == 1
     assert "1 of them errors; --resume does not try those again" in r.stderr
     skipped = 3 if fmt == "jsonl" else 2  # csv redoes its last record

@@ -2,24 +2,38 @@
 run left unfinished, and skipping the inputs that already have a record.
 
 Only a FILE this tool wrote is resumed: a line that is not a record, or another csv header, is a
-usage error and FILE is left as it is. Paths are matched after `os.path.normpath` (`./photos/a.jpg`
-is `photos/a.jpg`); absolute and relative spellings do not meet.
+usage error and FILE is left as it is; so is one made with other settings (its provenance, in
+`FILE.shufflenet.json` beside it, says which). Paths are matched as absolute paths from the current
+folder (`./photos/a.jpg`, `photos/a.jpg` and `/home/me/photos/a.jpg` are one); symlinks are not
+followed. Inputs that match none of FILE's records stop the run before anything is classified.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import IO, Any, NamedTuple
 
+from rich.console import Console
+
+from shufflenet_cli import __version__
+from shufflenet_cli.atomic import is_stream
 from shufflenet_cli.errors import OutputError, UsageError
-from shufflenet_cli.inputs.paths import STALL, Input
-from shufflenet_cli.options import RESUMABLE
+from shufflenet_cli.inputs.paths import STALL, Input, WalkOptions, iter_inputs
+from shufflenet_cli.models import resolve_model
+from shufflenet_cli.options import RESUMABLE, PredictOptions
+from shufflenet_cli.output.display import clean_text
 from shufflenet_cli.output.formats import CSV_HEADER, CSV_UNSAFE_START, unquote_csv_cell
+
+SIDECAR = ".shufflenet.json"  # FILE + this: what made FILE's records (provenance)
+# The settings that change what a record says; a file whose records were made with others is not
+# appended to. The tool's version is kept, not compared: an upgrade may resume.
+COMPARED = ("model", "weights", "labels", "topk", "threshold")
 
 
 def drop_partial_last_line(path: Path) -> None:
@@ -196,12 +210,13 @@ def skip_done(
     the errors first)."""
     left: Counter[str] = Counter()
     left_failed: Counter[str] = Counter()
+    cwd = os.getcwd()
     pairs: tuple[tuple[Counter[str], Counter[str]], ...] = ((done, left), (failed or Counter(), left_failed))
     for counts, into in pairs:
         for path, n in counts.items():
-            into[_same_path(path)] += n
+            into[_same_path(path, cwd)] += n
     for item in inputs:
-        key = None if item is STALL else _same_path(item.path)  # STALL: stdin is quiet; never skipped
+        key = None if item is STALL else _same_path(item.path, cwd)  # STALL: stdin is quiet; never skipped
         if key is not None and left[key] > 0:
             left[key] -= 1
             if tally is not None:
@@ -213,7 +228,122 @@ def skip_done(
         yield item
 
 
-def _same_path(path: str) -> str:
-    """One spelling for one path (`./photos/a.jpg` and `photos/a.jpg`), so a resumed run given the
-    folder another way still finds what is done. Textual only: absolute and relative do not meet."""
-    return os.path.normpath(path) if path else path
+def _same_path(path: str, cwd: str) -> str:
+    """One spelling for one path (`./photos/a.jpg`, `photos/a.jpg`, and absolute from `cwd`), so a
+    resumed run given the folder another way still finds what is done. Textual: links not followed,
+    which would cost a look at the disk for each of a million records."""
+    return os.path.normpath(os.path.join(cwd, path)) if path else path
+
+
+def check_inputs_match(
+    opts: PredictOptions, walk: WalkOptions, first: Input | None, skipped: int, done: Counter[str]
+) -> None:
+    """--resume: UsageError (exit 2) where FILE holds records and none of the inputs has one (the
+    first run was given relative paths from another folder, or other files): going on would classify
+    everything again after FILE's records. Called with the first input left to classify and how many
+    `skip_done` skipped before it; only then, when nothing was, are the inputs walked once more to
+    look for any match. Inputs from stdin are read once: not checked."""
+    if first is None or first is STALL or skipped or not done or "-" in opts.paths:
+        return
+    cwd = os.getcwd()
+    keys = {_same_path(path, cwd) for path in done}
+    if any(item is not STALL and _same_path(item.path, cwd) in keys for item in iter_inputs(opts.paths, walk)):
+        return
+    example = next(iter(done))
+    raise UsageError(
+        f"--resume: none of the inputs has a record in {opts.output}, which holds {sum(done.values())}; "
+        f"it has {example!r}, the inputs begin with {first.path!r}; nothing was classified",
+        hint="give the inputs as the first run did, from the folder it ran in (relative paths are read "
+        "from there), or give --output a new file",
+    )
+
+
+# ---------------------------------------------------------------------------------- provenance
+
+
+def sidecar_of(output: Path) -> Path:
+    """Where the provenance of `output` is kept: beside it, `FILE.shufflenet.json`."""
+    return output.with_name(output.name + SIDECAR)
+
+
+def provenance(opts: PredictOptions) -> dict[str, Any] | None:
+    """What makes the records of `opts.output` what they are, from the options alone: the model,
+    the weights (the sha256 of a --weights file, or torchvision's file name for its own, which
+    carries its hash: not read again), the labels, --topk, --threshold, and this tool's version.
+    None where nothing is appended to that could be resumed: stdout, a stream, json."""
+    output = opts.output
+    if output is None or opts.fmt not in RESUMABLE or str(output) == "-" or is_stream(output):
+        return None
+    spec = resolve_model(opts.model)  # spec.weights_file is weights.cache_path(spec).name, without torch
+    return {
+        "tool": "shufflenet predict",
+        "version": __version__,
+        "model": spec.arch,
+        "weights": _sha256(opts.weights) if opts.weights is not None else spec.weights_file,
+        "labels": _sha256(opts.labels) if opts.labels is not None else "imagenet",
+        "topk": opts.topk,
+        "threshold": opts.threshold,
+    }
+
+
+def _sha256(path: Path) -> str | None:
+    """A file's identity; None where it cannot be read (loading it then fails with its own error)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return "sha256:" + digest.hexdigest()
+
+
+def read_provenance(output: Path) -> dict[str, Any] | None:
+    """The provenance kept beside `output`; None where there is none that can be read (a file
+    written before this tool kept one, or one copied without it)."""
+    try:
+        kept = json.loads(sidecar_of(output).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return kept if isinstance(kept, dict) else None
+
+
+def check_provenance(opts: PredictOptions, completed: Completed, err: Console | None = None) -> None:
+    """--resume: UsageError (exit 2) where FILE's records were made with another model, weights,
+    labels, --topk or --threshold, naming each that differs and what it was. FILE without provenance
+    is resumed with a warning on `err`: the settings it was made with are not known. A csv FILE of
+    one record is checked too: that record is classified again, but the provenance kept stays."""
+    ours = provenance(opts)
+    if opts.output is None or ours is None or not completed.size:  # a new or empty FILE gets ours
+        return
+    kept = read_provenance(opts.output)
+    if kept is None:
+        if err is not None and not opts.quiet:
+            err.print(
+                f"warning: {clean_text(str(opts.output))} does not say what made its records (no readable "
+                f"{clean_text(sidecar_of(opts.output).name)}): appending without checking the model, "
+                "weights, labels, --topk and --threshold",
+                highlight=False,
+                markup=False,
+            )
+        return
+    differ = [key for key in COMPARED if key in kept and kept[key] != ours[key]]
+    if differ:
+        then = " and ".join(_setting(key, kept[key]) for key in differ)
+        now = " and ".join(_setting(key, ours[key]) for key in differ)
+        raise UsageError(
+            f"--resume: {opts.output} was made with {then}, not {now}; nothing was appended",
+            hint="resume with the settings it was made with (they are in "
+            f"{sidecar_of(opts.output).name}), or give --output a new file",
+        )
+
+
+def _setting(key: str, value: Any) -> str:
+    """A setting as the command line gives it."""
+    if key in ("weights", "labels") and isinstance(value, str) and value.startswith("sha256:"):
+        return f"--{key} of {value[:19]}..."  # the sha256 of that file: enough of it to tell files apart
+    if key == "weights":
+        return f"torchvision's weights {value}"
+    if key == "labels":
+        return "ImageNet's labels" if value == "imagenet" else f"labels {value}"
+    return f"--{key} {value}"

@@ -5,7 +5,9 @@ only complete records behind; a batch that a full disk cuts short is cut back ou
 write error is still exit 74). --output json goes to a temp file renamed at the end (a failed run
 leaves an earlier file as it was); jsonl/csv records are appended batch by batch, and --resume
 cuts whatever a killed run left unfinished before appending. A file is locked for the run
-(output/locks.py): a second run on it stops with exit 2 before it changes anything.
+(output/locks.py): a second run on it stops with exit 2 before it changes anything. A jsonl/csv file
+that this run starts (or replaces) gets its provenance beside it (resume.sidecar_of), written with
+its first records; a resumed one keeps the provenance it has.
 """
 
 from __future__ import annotations
@@ -14,20 +16,21 @@ import contextlib
 import errno
 import fcntl
 import io
+import json
 import os
 import stat
 import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from rich.console import Console
 
-from shufflenet_cli.atomic import AtomicFile, is_stream, rename_target
+from shufflenet_cli.atomic import AtomicFile, is_stream, rename_target, write_atomic
 from shufflenet_cli.errors import OutputError, UsageError, WriteError
 from shufflenet_cli.options import RESUMABLE
 from shufflenet_cli.output.formats import render_table, renderer_for, table_widths
 from shufflenet_cli.output.locks import LockBeside, lock_fd
-from shufflenet_cli.output.resume import Completed, truncate_to_complete
+from shufflenet_cli.output.resume import Completed, sidecar_of, truncate_to_complete
 from shufflenet_cli.records import Record
 from shufflenet_cli.signals import held_while_writing
 
@@ -45,9 +48,11 @@ class Sink:
         stdout: IO[bytes] | None = None,
         completed: Completed | None = None,
         csv_safe: bool = False,
+        provenance: dict[str, Any] | None = None,
     ):
         """completed (--resume): what `completed_paths` found in `output` (where its complete records
-        end, and its size then); None looks again. csv_safe: --csv-safe (formats.Csv)."""
+        end, and its size then); None looks again. csv_safe: --csv-safe (formats.Csv). provenance
+        (resume.provenance): kept beside a jsonl/csv `output` that this run starts."""
         if resume and (output is None or fmt not in RESUMABLE):
             raise UsageError("--resume needs --output FILE with --format jsonl or csv")
         self.fmt = fmt
@@ -56,6 +61,8 @@ class Sink:
         self._lock: LockBeside | None = None  # json into a file: the lock beside it
         self._replace = False  # jsonl/csv without --resume: empty the file at the first write, not before
         self._created = False  # the file did not exist before this run
+        # written beside a jsonl/csv file with its first records; None: not (stdout, json, a resumed file)
+        self._provenance = provenance if output is not None and fmt in RESUMABLE else None
         self._wrote = False
         self._table_widths: tuple[int, int] | None = None  # the table's columns so far: they only widen
         new_file = True
@@ -97,13 +104,18 @@ class Sink:
                 if regular and completed.size is not None and os.fstat(f.fileno()).st_size != completed.size:
                     raise _changed(output)  # another run wrote to it after this one read it
                 truncate_to_complete(output, fmt, completed.cut_at)
-                return f, os.fstat(f.fileno()).st_size == 0
+                new = os.fstat(f.fileno()).st_size == 0
+                if not (new and regular):  # its records' provenance stays (or stays unknown)
+                    self._provenance = None
+                return f, new
         except BaseException:
             f.close()
             raise
         # An earlier file is only emptied at the first write, so a run that fails before it (bad
         # weights) leaves it be. No unlink: a symlink or /dev/stdout stays what it is.
         self._replace, self._created = existed and regular, not existed
+        if not regular:
+            self._provenance = None
         return f, True
 
     def _write(self, text: str) -> None:
@@ -113,6 +125,8 @@ class Sink:
         data = text.encode("utf-8", _ERRORS[self.fmt])
         try:
             with held_while_writing():
+                if self._provenance is not None:  # first: records never go out without it
+                    self._keep_provenance()
                 if self._replace:
                     self._stream.truncate(0)  # O_APPEND: the writes then start at 0
                     self._replace = False
@@ -128,6 +142,12 @@ class Sink:
             raise
         except OSError as exc:
             raise WriteError(f"cannot write results: {exc.strerror or exc}") from exc
+
+    def _keep_provenance(self) -> None:
+        """FILE.shufflenet.json, whole or not at all (a temporary file renamed), replacing an earlier one."""
+        kept, self._provenance = self._provenance, None
+        if self.output is not None and kept is not None:
+            write_atomic(sidecar_of(self.output), json.dumps(kept, indent=2, ensure_ascii=False).encode() + b"\n")
 
     def write(self, records: list[Record]) -> None:
         if self._console is not None:
