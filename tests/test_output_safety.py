@@ -57,6 +57,8 @@ def test_provenance_names_the_model_weights_labels_topk_threshold_and_version(tm
     }
     official = provenance(_opts(tmp_path / "out.csv", fmt="csv"))
     assert official is not None and official["weights"] == resolve_model("x1_0").weights_file  # not hashed
+    width_of_the_file = provenance(_opts(tmp_path / "out.jsonl", model=None, weights=weights))
+    assert width_of_the_file is not None and width_of_the_file["model"] is None  # the digest says it
 
 
 @pytest.mark.parametrize("where", ["stdout", "/dev/null", "json"])
@@ -129,6 +131,14 @@ def test_resume_refuses_a_file_made_with_other_settings(tmp_path, then, now, sai
     assert said in caught.value.message and "nothing was appended" in caught.value.message
     assert "out.jsonl.shufflenet.json" in (caught.value.hint or "")
     check_provenance(_opts(out, resume=True, **then), completed)  # the same settings: resumed
+
+
+def test_a_setting_not_known_on_one_side_is_not_compared(tmp_path):
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"w")
+    out = tmp_path / "out.jsonl"
+    completed = _made_with(out, model="x0_5", weights=weights)
+    check_provenance(_opts(out, resume=True, model=None, weights=weights), completed)  # the width is the file's
 
 
 def test_resume_of_a_file_without_provenance_warns_and_goes_on(tmp_path):

@@ -11,7 +11,6 @@ followed. Inputs that match none of FILE's records stop the run before anything 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 from collections import Counter
@@ -25,10 +24,11 @@ from shufflenet_cli import __version__
 from shufflenet_cli.atomic import is_stream
 from shufflenet_cli.errors import OutputError, UsageError
 from shufflenet_cli.inputs.paths import STALL, Input, WalkOptions, iter_inputs
-from shufflenet_cli.models import resolve_model
+from shufflenet_cli.models import DEFAULT_MODEL, resolve_model
 from shufflenet_cli.options import RESUMABLE, PredictOptions
 from shufflenet_cli.output.display import clean_text
 from shufflenet_cli.output.formats import CSV_HEADER, CSV_UNSAFE_START, unquote_csv_cell
+from shufflenet_cli.weights import sha256_file
 
 SIDECAR = ".shufflenet.json"  # FILE + this: what made FILE's records (provenance)
 # The settings that change what a record says; a file whose records were made with others is not
@@ -274,11 +274,13 @@ def provenance(opts: PredictOptions) -> dict[str, Any] | None:
     output = opts.output
     if output is None or opts.fmt not in RESUMABLE or str(output) == "-" or is_stream(output):
         return None
-    spec = resolve_model(opts.model)  # spec.weights_file is weights.cache_path(spec).name, without torch
+    # No model with --weights: the width is the file's, which its sha256 names already.
+    spec = resolve_model(opts.model or DEFAULT_MODEL)
     return {
         "tool": "shufflenet predict",
         "version": __version__,
-        "model": spec.arch,
+        "model": spec.arch if opts.model or opts.weights is None else None,
+        # spec.weights_file is weights.cache_path(spec).name, known without importing torch
         "weights": _sha256(opts.weights) if opts.weights is not None else spec.weights_file,
         "labels": _sha256(opts.labels) if opts.labels is not None else "imagenet",
         "topk": opts.topk,
@@ -288,14 +290,10 @@ def provenance(opts: PredictOptions) -> dict[str, Any] | None:
 
 def _sha256(path: Path) -> str | None:
     """A file's identity; None where it cannot be read (loading it then fails with its own error)."""
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+        return "sha256:" + sha256_file(path)
     except OSError:
         return None
-    return "sha256:" + digest.hexdigest()
 
 
 def read_provenance(output: Path) -> dict[str, Any] | None:
@@ -327,7 +325,8 @@ def check_provenance(opts: PredictOptions, completed: Completed, err: Console | 
                 markup=False,
             )
         return
-    differ = [key for key in COMPARED if key in kept and kept[key] != ours[key]]
+    # a setting not known on either side (an unreadable file, a width left to the weights) is not compared
+    differ = [key for key in COMPARED if None not in (kept.get(key), ours[key]) and kept[key] != ours[key]]
     if differ:
         then = " and ".join(_setting(key, kept[key]) for key in differ)
         now = " and ".join(_setting(key, ours[key]) for key in differ)
