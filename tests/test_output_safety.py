@@ -29,6 +29,7 @@ from shufflenet_cli.output.resume import (
     sidecar_of,
 )
 from shufflenet_cli.output.sinks import Sink
+from shufflenet_cli.weights import own_path
 
 # The runner passes provenance to its Sink and calls check_provenance / check_inputs_match once it is
 # wired (issue 17); until then the end-to-end checks of those fail, and say so here.
@@ -57,6 +58,12 @@ def test_provenance_names_the_model_weights_labels_topk_threshold_and_version(tm
     }
     official = provenance(_opts(tmp_path / "out.csv", fmt="csv"))
     assert official is not None and official["weights"] == resolve_model("x1_0").weights_file  # not hashed
+    own = own_path(resolve_model("x1_0"))  # your own default weights (`download --from FILE --force`)
+    own.parent.mkdir(parents=True)
+    own.write_bytes(b"own")
+    assert (
+        provenance(_opts(tmp_path / "out.csv", fmt="csv"))["weights"] == "sha256:" + hashlib.sha256(b"own").hexdigest()
+    )  # type: ignore[index]
     width_of_the_file = provenance(_opts(tmp_path / "out.jsonl", model=None, weights=weights))
     assert width_of_the_file is not None and width_of_the_file["model"] is None  # the digest says it
 

@@ -24,11 +24,11 @@ from shufflenet_cli import __version__
 from shufflenet_cli.atomic import is_stream
 from shufflenet_cli.errors import OutputError, UsageError
 from shufflenet_cli.inputs.paths import STALL, Input, WalkOptions, iter_inputs
-from shufflenet_cli.models import DEFAULT_MODEL, resolve_model
+from shufflenet_cli.models import DEFAULT_MODEL, ModelSpec, resolve_model
 from shufflenet_cli.options import RESUMABLE, PredictOptions
 from shufflenet_cli.output.display import clean_text
 from shufflenet_cli.output.formats import CSV_HEADER, CSV_UNSAFE_START, unquote_csv_cell
-from shufflenet_cli.weights import sha256_file
+from shufflenet_cli.weights import own_path, sha256_file
 
 SIDECAR = ".shufflenet.json"  # FILE + this: what made FILE's records (provenance)
 # The settings that change what a record says; a file whose records were made with others is not
@@ -267,10 +267,9 @@ def sidecar_of(output: Path) -> Path:
 
 
 def provenance(opts: PredictOptions) -> dict[str, Any] | None:
-    """What makes the records of `opts.output` what they are, from the options alone: the model,
-    the weights (the sha256 of a --weights file, or torchvision's file name for its own, which
-    carries its hash: not read again), the labels, --topk, --threshold, and this tool's version.
-    None where nothing is appended to that could be resumed: stdout, a stream, json."""
+    """What makes the records of `opts.output` what they are, from the options alone: the model, the
+    weights (a file's sha256; torchvision's by its file name, which carries its hash, known without
+    torch), the labels, --topk, --threshold, the tool's version. None for stdout, a stream, json."""
     output = opts.output
     if output is None or opts.fmt not in RESUMABLE or str(output) == "-" or is_stream(output):
         return None
@@ -280,12 +279,18 @@ def provenance(opts: PredictOptions) -> dict[str, Any] | None:
         "tool": "shufflenet predict",
         "version": __version__,
         "model": spec.arch if opts.model or opts.weights is None else None,
-        # spec.weights_file is weights.cache_path(spec).name, known without importing torch
-        "weights": _sha256(opts.weights) if opts.weights is not None else spec.weights_file,
+        "weights": _sha256(opts.weights) if opts.weights is not None else _default_weights(spec),
         "labels": _sha256(opts.labels) if opts.labels is not None else "imagenet",
         "topk": opts.topk,
         "threshold": opts.threshold,
     }
+
+
+def _default_weights(spec: ModelSpec) -> str | None:
+    """Your own default weights of the width (`download --from FILE --force`) by their sha256, as a
+    --weights file; else torchvision's by its file name."""
+    own = own_path(spec)
+    return _sha256(own) if own.is_file() else spec.weights_file
 
 
 def _sha256(path: Path) -> str | None:
