@@ -12,7 +12,6 @@ from pathlib import Path
 from shufflenet_cli.atomic import is_stream
 from shufflenet_cli.errors import UsageError
 from shufflenet_cli.image_formats import image_extensions
-from shufflenet_cli.models import DEFAULT_MODEL
 
 FORMATS = ("table", "json", "jsonl", "csv")
 RESUMABLE = ("jsonl", "csv")  # formats --resume can append to
@@ -30,7 +29,7 @@ RESULT_SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv
 @dataclass
 class PredictOptions:
     paths: list[str]
-    model: str = DEFAULT_MODEL
+    model: str | None = None  # None: the width of --weights, else DEFAULT_MODEL (weights.spec_for)
     weights: Path | None = None
     labels: Path | None = None
     device: str = "auto"

@@ -20,7 +20,7 @@ from typing import IO, NamedTuple
 from rich.console import Console
 
 from shufflenet_cli import device as devices
-from shufflenet_cli import pipeline
+from shufflenet_cli import pipeline, weights
 from shufflenet_cli.backends.base import Backend
 from shufflenet_cli.decode.gpu import JpegBatchDecoder, JpegReader
 from shufflenet_cli.decode.preprocess import Preprocess
@@ -29,13 +29,20 @@ from shufflenet_cli.engine import Ready, ready
 from shufflenet_cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, UsageError
 from shufflenet_cli.image_formats import image_extensions, parse_extensions
 from shufflenet_cli.inputs.paths import Input, WalkOptions, iter_inputs
-from shufflenet_cli.models import ModelSpec, resolve_model
+from shufflenet_cli.models import ModelSpec
 from shufflenet_cli.options import PredictOptions, validate
 from shufflenet_cli.outcome import Outcome, Stats
 from shufflenet_cli.output.display import clean_text
 from shufflenet_cli.output.progress import progress_for
 from shufflenet_cli.output.report import HtmlReport
-from shufflenet_cli.output.resume import Completed, completed_paths, skip_done
+from shufflenet_cli.output.resume import (
+    Completed,
+    check_inputs_match,
+    check_provenance,
+    completed_paths,
+    provenance,
+    skip_done,
+)
 from shufflenet_cli.output.sinks import Sink
 from shufflenet_cli.output.summary import interrupted_note, summary_line
 from shufflenet_cli.output.warning_lines import tool_warnings
@@ -59,7 +66,7 @@ def predict(
     `on_records` sees each batch of records, in input order, once it is written (`evaluate` counts them)."""
     began = time.perf_counter()  # the summary's time covers the whole command
     err = stderr or Console(stderr=True)
-    spec = resolve_model(opts.model)
+    spec = weights.spec_for(opts.model, opts.weights)  # no -m: the width of --weights, else the default
     validate(opts)
     todo = find_inputs(opts, stdin, err)
     if todo.nothing_left:
@@ -109,6 +116,7 @@ def find_inputs(opts: PredictOptions, stdin: IO[bytes] | None, err: Console) -> 
     completed = Completed(Counter(), Counter())
     if opts.resume and opts.output is not None:
         completed = completed_paths(opts.output, opts.fmt, opts.csv_safe)
+        check_provenance(opts, completed, err)  # another model, weights, labels, topk: refused
     todo = Todo(inputs, walk, completed)
     done, failed = completed.records, completed.failed
     if not done:
@@ -123,6 +131,7 @@ def find_inputs(opts: PredictOptions, stdin: IO[bytes] | None, err: Console) -> 
         )
     left = skip_done(inputs, done, failed, todo.earlier)
     first = next(left, None)
+    check_inputs_match(opts, walk, first, todo.earlier["skipped"], done)  # a resume that matches nothing stops
     if first is None:
         if not opts.quiet:
             err.print(
@@ -183,7 +192,15 @@ class Outputs:
         on_records: RecordsHook | None = None,
     ) -> Outputs:
         """Each file locked for the run (output/locks.py): a second run on it stops here, with exit 2."""
-        sink = Sink(opts.fmt, opts.output, opts.resume, stdout=stdout, completed=completed, csv_safe=opts.csv_safe)
+        sink = Sink(
+            opts.fmt,
+            opts.output,
+            opts.resume,
+            stdout=stdout,
+            completed=completed,
+            csv_safe=opts.csv_safe,
+            provenance=provenance(opts),
+        )
         try:
             return cls(sink, _open_report(opts, spec), on_records)
         except BaseException:

@@ -277,9 +277,6 @@ def test_force_reaches_the_library_options(seen):
 # ------------------------------------------------------------------------- -o in a missing folder
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs the hint on output/sinks.py's 'cannot write --output' error; then drop this marker"
-)
 @pytest.mark.parametrize("suffix", ["json", "jsonl"])
 def test_output_in_a_missing_folder_gets_the_reports_hint(cli, images, tmp_path, suffix):
     """`-o nodir/out.json` says what to do, as `--report nodir/r.html` does; before any work."""

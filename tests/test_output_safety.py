@@ -31,10 +31,6 @@ from shufflenet_cli.output.resume import (
 from shufflenet_cli.output.sinks import Sink
 from shufflenet_cli.weights import own_path
 
-# The runner passes provenance to its Sink and calls check_provenance / check_inputs_match once it is
-# wired (issue 17); until then the end-to-end checks of those fail, and say so here.
-NEEDS_RUNNER = pytest.mark.xfail(strict=True, reason="runner.predict does not call the resume checks yet")
-
 
 def _opts(out: Path, **kw) -> PredictOptions:
     return PredictOptions(paths=["imgs"], fmt=kw.pop("fmt", "jsonl"), output=out, **kw)
@@ -161,7 +157,6 @@ def test_resume_of_a_file_without_provenance_warns_and_goes_on(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
-@NEEDS_RUNNER
 def test_cli_resume_with_another_topk_is_exit_2_and_appends_nothing(run, tmp_path, fmt):
     d, _ = folder_of(tmp_path, 3)
     out = tmp_path / f"out.{fmt}"
@@ -218,7 +213,6 @@ def test_inputs_that_match_no_record_stop_before_anything_is_classified(tmp_path
     check_inputs_match(opts, WalkOptions(), _first(["new"]), 0, done)
 
 
-@NEEDS_RUNNER
 def test_cli_resume_of_other_files_stops_with_exit_2(run, tmp_path, monkeypatch):
     """FILE holds `imgs/...` of the folder the first run was in; this run, elsewhere, names its own."""
     for where in ("first", "second"):

@@ -84,17 +84,12 @@ def test_resolve_model_of_none_is_still_an_error():
         resolve_model(None)  # type: ignore[arg-type]
 
 
-_WIRING = "the runner and CLI take the width from spec_for (PredictOptions.model None: not given)"
-
-
-@pytest.mark.xfail(strict=True, reason=_WIRING)
 def test_predict_without_model_takes_the_width_from_weights(cli, images, random_weights):
     r = cli("predict", images[0], "--weights", random_weights, "-f", "json", "-k", "2")
     assert r.exit_code == 0, r.stderr
     assert len(r.json()[0]["predictions"]) == 2
 
 
-@pytest.mark.xfail(strict=True, reason=_WIRING)
 def test_library_predict_with_model_none_takes_the_width_from_weights(images, random_weights, tmp_path):
     from shufflenet_cli import runner
     from shufflenet_cli.options import PredictOptions

@@ -235,7 +235,8 @@ def test_cli_report_has_images_errors_and_summary(report_run):
     assert len(page.by_class["bars"]) == 4
     failed = [row for row in page.rows if row]
     assert len(failed) == 1 and failed[0][0].endswith("corrupt.jpg") and failed[0][1]
-    assert re.fullmatch(r"4 classified, 1 failed in [\d.]+ s \([\d.]+ images/s\)", page.by_class["summary"][0])
+    summary = r"4 classified, 1 failed in [\d.]+ s \(start [\d.]+ s, then [\d.]+ images/s\)"
+    assert re.fullmatch(summary, page.by_class["summary"][0])
     assert "http://" not in text and "https://" not in text
     assert not any(v.startswith(("http:", "https:", "//")) for v in page.attrs_seen)
     assert leftovers(target.parent) == []

@@ -23,7 +23,12 @@ class TableOrJson(str, Enum):
 
 _VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Add the underlying exception to error messages.")]
 _DebugOpt = Annotated[bool, typer.Option(help="Also print the traceback of an error (same exit code).")]
-_TableOrJsonOpt = Annotated[TableOrJson, typer.Option("--format", "-f", help="table for people, json for scripts.")]
+_TableOrJsonOpt = Annotated[
+    TableOrJson,
+    typer.Option(
+        "--format", "-f", case_sensitive=False, metavar="[table|json]", help="table for people, json for scripts."
+    ),
+]
 
 
 def models(

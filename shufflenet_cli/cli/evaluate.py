@@ -17,7 +17,6 @@ from shufflenet_cli import signals
 from shufflenet_cli.cli import params
 from shufflenet_cli.cli.app import err_console, handled
 from shufflenet_cli.cli.commands import TableOrJson
-from shufflenet_cli.models import DEFAULT_MODEL
 from shufflenet_cli.options import PredictOptions
 
 DirArg = Annotated[
@@ -51,6 +50,7 @@ EvalFormatOpt = Annotated[
         help="table for people, json (one object) for scripts.",
     ),
 ]
+EvalForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing, non-empty --predictions FILE.")]
 PredictionsOpt = Annotated[
     Optional[Path],
     typer.Option(metavar="FILE", help="Also keep every record, as `predict --format jsonl` writes it, in FILE."),
@@ -69,7 +69,7 @@ def evaluate(
     root: DirArg,
     labels_from: LabelsFromOpt = None,
     limit: LimitOpt = None,
-    model: params.ModelOpt = DEFAULT_MODEL,
+    model: params.ModelOpt = None,
     weights: params.WeightsOpt = None,
     labels: params.LabelsOpt = None,
     device: params.DeviceOpt = "auto",
@@ -87,6 +87,7 @@ def evaluate(
     ext: params.ExtOpt = None,
     fmt: EvalFormatOpt = TableOrJson.table,
     predictions: PredictionsOpt = None,
+    force: EvalForceOpt = False,
     report: EvalReportOpt = None,
     progress: params.ProgressOpt = True,
     quiet: params.QuietOpt = False,

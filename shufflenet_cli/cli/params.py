@@ -40,7 +40,14 @@ PathsArg = Annotated[
     ),
 ]
 ModelOpt = Annotated[
-    str, typer.Option("--model", "-m", metavar="MODEL", help="Width: x0_5, x1_0, x1_5 or x2_0 (or shufflenet_v2_x1_0).")
+    Optional[str],
+    typer.Option(
+        "--model",
+        "-m",
+        metavar="MODEL",
+        help="Width: x0_5, x1_0, x1_5 or x2_0 (or shufflenet_v2_x1_0) [default: x1_0, or the width of --weights].",
+        show_default=False,
+    ),
 ]
 WeightsOpt = Annotated[
     Optional[Path],

@@ -15,14 +15,13 @@ import typer
 from shufflenet_cli import signals
 from shufflenet_cli.cli import params
 from shufflenet_cli.cli.app import err_console, handled
-from shufflenet_cli.models import DEFAULT_MODEL
 from shufflenet_cli.options import PredictOptions
 
 
 def predict(
     ctx: typer.Context,
     paths: params.PathsArg,
-    model: params.ModelOpt = DEFAULT_MODEL,
+    model: params.ModelOpt = None,
     weights: params.WeightsOpt = None,
     labels: params.LabelsOpt = None,
     device: params.DeviceOpt = "auto",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from shufflenet_cli import runner
+from shufflenet_cli import runner, weights
 from shufflenet_cli.errors import UsageError
 from shufflenet_cli.evaluation.labelled import Classes, Labelled, from_csv, from_folders
 from shufflenet_cli.evaluation.metrics import TOPK, Tally
@@ -76,7 +76,7 @@ def evaluate(
 ) -> Evaluation:
     """Classify the labelled images of `source` with `opts` (its paths, format and output are set
     here) and count the answers; the outcome's exit code is predict's (1 where a file failed)."""
-    spec = resolve_model(opts.model)
+    spec = weights.spec_for(opts.model, opts.weights)
     names = read_labels(opts.labels) if opts.labels else imagenet_labels()
     labelled = find_labelled(source, opts, names)
     tally = Tally(labelled.classes)
@@ -92,7 +92,7 @@ def evaluate(
         report=None,  # evaluate's report is its own page
     )
     outcome = runner.predict(run_opts, stderr=stderr, on_records=count)
-    published = None if opts.labels else published_for(opts.model)
+    published = None if opts.labels else published_for(spec.key)
     return Evaluation(tally, names, outcome, spec.arch, published, labelled.unlabelled)
 
 

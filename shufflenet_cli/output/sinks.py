@@ -28,7 +28,7 @@ from rich.console import Console
 from shufflenet_cli.atomic import AtomicFile, is_stream, rename_target, write_atomic
 from shufflenet_cli.errors import OutputError, UsageError, WriteError
 from shufflenet_cli.options import RESUMABLE
-from shufflenet_cli.output.formats import render_table, renderer_for, table_widths
+from shufflenet_cli.output.formats import renderer_for
 from shufflenet_cli.output.locks import LockBeside, lock_fd
 from shufflenet_cli.output.resume import Completed, sidecar_of, truncate_to_complete
 from shufflenet_cli.records import Record
@@ -64,17 +64,16 @@ class Sink:
         # written beside a jsonl/csv file with its first records; None: not (stdout, json, a resumed file)
         self._provenance = provenance if output is not None and fmt in RESUMABLE else None
         self._wrote = False
-        self._table_widths: tuple[int, int] | None = None  # the table's columns so far: they only widen
         new_file = True
         if output is None:
             self._stream, self._close_stream = _stdout(stdout)
         else:
             self._stream, new_file = self._open_file(output, fmt, resume, completed or Completed.unread())
             self._close_stream = True
-        self._renderer = None if fmt == "table" else renderer_for(fmt, csv_header=new_file, csv_safe=csv_safe)
-        self._console = _table_console(self._stream) if fmt == "table" else None
+        console = _table_console(self._stream) if fmt == "table" else None
+        self._renderer = renderer_for(fmt, csv_header=new_file, csv_safe=csv_safe, console=console)
         # Written with the first batch (or at close): nothing reaches stdout if the model fails to load.
-        self._header = self._renderer.header() if self._renderer is not None else ""
+        self._header = self._renderer.header()
 
     def _open_file(self, output: Path, fmt: str, resume: bool, completed: Completed) -> tuple[IO[bytes], bool]:
         try:
@@ -89,7 +88,8 @@ class Sink:
             return self._atomic.file, True
         except OSError as exc:
             self._release()
-            raise OutputError(f"cannot write --output {output}: {exc.strerror or exc}") from exc
+            hint = "give a file name" if output.is_dir() else "choose a file in an existing folder you can write to"
+            raise OutputError(f"cannot write --output {output}: {exc.strerror or exc}", hint=hint) from exc
 
     def _open_appended(self, output: Path, fmt: str, resume: bool, completed: Completed) -> tuple[IO[bytes], bool]:
         """jsonl/csv: opened now, so an unwritable path fails before any work; locked before anything
@@ -150,14 +150,7 @@ class Sink:
             write_atomic(sidecar_of(self.output), json.dumps(kept, indent=2, ensure_ascii=False).encode() + b"\n")
 
     def write(self, records: list[Record]) -> None:
-        if self._console is not None:
-            first = self._table_widths is None
-            self._table_widths = table_widths(records, self._console.width, self._table_widths)
-            with self._console.capture() as table:
-                self._console.print(render_table(records, show_header=first, widths=self._table_widths))
-            self._write(table.get())
-        elif self._renderer is not None:
-            self._write(self._renderer.render(records))
+        self._write(self._renderer.render(records))
 
     def close(self, complete: bool = True) -> Path | None:
         """Finish the output (closing bracket, atomic rename). Called on success and on interruption.
@@ -167,8 +160,7 @@ class Sink:
         """
         partial = None
         try:
-            if self._renderer is not None:
-                self._write(self._renderer.footer())
+            self._write(self._renderer.footer())
             if self._close_stream:
                 self._stream.close()
                 if self._atomic is not None:
