@@ -1,4 +1,5 @@
-"""What `shufflenet info` reports: versions, devices, the weights cache, the inference backends.
+"""What `shufflenet info` reports: versions, devices, the weights cache, the inference backends, the
+image formats this installation reads.
 
 `collect_info()` looks (and imports torch); `render_info` and `info_json` are pure.
 """
@@ -8,10 +9,12 @@ from __future__ import annotations
 import json
 import os
 import platform
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 
 def _cpu_info() -> dict[str, Any]:
@@ -67,6 +70,7 @@ def collect_info() -> dict[str, Any]:
     import torchvision
 
     from shufflenet_cli import __version__, weights
+    from shufflenet_cli.image_formats import readable_formats
     from shufflenet_cli.models import MODELS
 
     ort = _onnxruntime_info()
@@ -94,6 +98,7 @@ def collect_info() -> dict[str, Any]:
             "torch": {"available": True, "version": torch.__version__},
             "onnxruntime": ort,
         },
+        "formats": readable_formats(),
     }
 
 
@@ -155,7 +160,19 @@ def render_info(info: dict[str, Any]) -> Group:
                 name, "no (not installed)" if "No module" in entry.get("error", "") else f"no ({entry.get('error')})"
             )
 
-    return Group(versions, devices, cache, backends)
+    return Group(versions, devices, cache, backends, *_formats_section(info.get("formats"), section))
+
+
+def _formats_section(formats: dict[str, Any] | None, section: Callable[[str], Table]) -> list[Table]:
+    """The image formats Pillow reads here, and the extras that would add more."""
+    if not formats:
+        return []
+    table = section("image formats")
+    table.add_row("reads", ", ".join(formats["readable"]))
+    for extra, entry in formats["extras"].items():
+        # Text, not markup: the extra's brackets ('shufflenet-cli[heif]') must print as they are
+        table.add_row(extra, Text(f"yes ({entry['formats']})" if entry["installed"] else f"no: {entry['install']}"))
+    return [table]
 
 
 def info_json(info: dict[str, Any]) -> str:

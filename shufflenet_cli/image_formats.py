@@ -6,6 +6,7 @@ checking a --weights file all need it.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 # Taken from directories even where this Pillow cannot open them (HEIC, JPEG XL without a plugin):
 # such a photo becomes an error record that names its format, never a silent skip.
@@ -14,11 +15,22 @@ DEFAULT_EXTENSIONS = frozenset(
 )
 
 
+# The extras that teach Pillow a format: (extra, Pillow's format id, what the format is called).
+PLUGIN_EXTRAS = (("heif", "HEIF", "HEIF/HEIC"), ("jxl", "JXL", "JPEG XL"))
+
+
+def install_hint(extra: str) -> str:
+    """The command that adds an extra: users install the CLI's extra, not a plugin by its own name,
+    so that the version the CLI was tested with comes along."""
+    return f"pip install 'shufflenet-cli[{extra}]'"
+
+
 @functools.cache
 def register_plugins() -> None:
     """Once per process: let Pillow open HEIF/HEIC and JPEG XL where their plugins are installed.
 
-    (pillow-heif, pillow-jxl-plugin; without them such files are error records naming the format.)
+    (pillow-heif, pillow-jxl-plugin: the extras [heif] and [jxl]; without them such files are error
+    records naming the format and the extra.)
     """
     try:
         import pillow_heif
@@ -42,6 +54,19 @@ def image_extensions() -> frozenset[str]:
     return DEFAULT_EXTENSIONS | frozenset(pillow)
 
 
+def readable_formats() -> dict[str, Any]:
+    """What this installation decodes: Pillow's format ids, and each extra with whether it is there."""
+    from PIL import Image
+
+    register_plugins()
+    Image.init()
+    extras = {
+        extra: {"formats": what, "installed": pillow_id in Image.OPEN, "install": install_hint(extra)}
+        for extra, pillow_id, what in PLUGIN_EXTRAS
+    }
+    return {"readable": sorted(Image.OPEN), "extras": extras}
+
+
 def parse_extensions(text: str) -> frozenset[str]:
     return frozenset(e.strip().lstrip(".").lower() for e in text.split(",") if e.strip())
 
@@ -57,8 +82,8 @@ _MAGIC = [
     (0, b"8BPS", "Photoshop PSD image", "PSD", ""),
     (0, b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000 image", "JPEG2000", ""),
     (0, b"\xff\x4f\xff\x51", "JPEG 2000 image", "JPEG2000", ""),
-    (0, b"\xff\x0a", "JPEG XL image", None, "pip install pillow-jxl-plugin"),
-    (0, b"\x00\x00\x00\x0cJXL \r\n\x87\n", "JPEG XL image", None, "pip install pillow-jxl-plugin"),
+    (0, b"\xff\x0a", "JPEG XL image", "JXL", install_hint("jxl")),
+    (0, b"\x00\x00\x00\x0cJXL \r\n\x87\n", "JPEG XL image", "JXL", install_hint("jxl")),
     (0, b"II\xbc", "JPEG XR image", None, ""),
     (0, b"v/1\x01", "OpenEXR image", None, ""),
     (0, b"FUJIFILMCCD-RAW", "Fujifilm RAF raw photo", None, ""),
@@ -75,7 +100,7 @@ def sniff(head: bytes) -> tuple[str, str | None, str] | None:
         if brands & {b"avif", b"avis"}:
             return "AVIF image", "AVIF", "a Pillow built with AVIF support"
         if brands & _HEIF_BRANDS:
-            return "HEIF/HEIC image", "HEIF", "pip install pillow-heif"
+            return "HEIF/HEIC image", "HEIF", install_hint("heif")
         if b"crx " in brands:
             return "Canon CR3 raw photo", None, ""
         return "MP4/QuickTime video", None, ""
