@@ -54,6 +54,8 @@ class PredictOptions:
     gpu_decode: bool = False
     decode_in: str = "auto"  # DECODE_IN: auto (processes on CUDA, threads on CPU), threads, processes
     cuda_graphs: bool = True  # CUDA: replay repeated batch shapes from captured graphs (cuda_graphs.py)
+    timeout: float = 30.0  # seconds per request for an http(s) input (decode/fetch.py)
+    max_download: float = 100.0  # MB: an http(s) input larger than this is an error record, never held
     timings: bool = False
     progress: bool = True
     quiet: bool = False
@@ -75,6 +77,9 @@ def validate(opts: PredictOptions) -> None:
     ):
         if value is not None and value < least:
             raise UsageError(f"{name} must be at least {least}")
+    for flag, amount in (("--timeout", opts.timeout), ("--max-download", opts.max_download)):
+        if not amount > 0:  # NaN too
+            raise UsageError(f"{flag} must be more than 0")
     if not 0.0 <= opts.threshold <= 1.0:
         raise UsageError("--threshold must be between 0 and 1")
     if opts.decode not in DECODE_MODES:

@@ -7,6 +7,7 @@ outcome. Each step is one function below; the policies they apply live in their 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import sys
 import time
@@ -22,6 +23,7 @@ from rich.console import Console
 from shufflenet_cli import device as devices
 from shufflenet_cli import pipeline, weights
 from shufflenet_cli.backends.base import Backend
+from shufflenet_cli.decode.fetch import MB, Remote, fetch_workers
 from shufflenet_cli.decode.gpu import JpegBatchDecoder, JpegReader
 from shufflenet_cli.decode.preprocess import Preprocess
 from shufflenet_cli.decode.workers import Prepare
@@ -72,10 +74,13 @@ def predict(
     if todo.nothing_left:
         return _nothing_left(opts, spec, todo)
     prep = Preprocess.from_spec(spec, decode=opts.decode, thumbnail_size=REPORT_THUMBNAIL if opts.report else None)
+    prep = dataclasses.replace(prep, remote=Remote(opts.timeout, int(opts.max_download * MB)))
     # outputs first: an unwritable path fails at once; warnings (the engine's too) as one line each
     with Outputs.open(opts, spec, stdout, todo.completed, on_records) as outputs, tool_warnings(err):
         device = devices.resolve(opts.device)  # once: the backend has it, and the GPU decoder takes it from there
         tuning = default_tuning(device.type, opts)
+        if opts.workers is None:  # URLs: more fetches in flight than cores (decode/fetch.py)
+            tuning.workers = fetch_workers(tuning.workers, opts.paths, tuning.processes)
         run = ready(spec, opts, prep, device, tuning)
         decoders = make_decoders(opts, prep, run.backend)
         stats, interrupted = loop(todo, decoders, run, tuning, opts, outputs, err, _on_terminal(opts, stdout), began)

@@ -537,7 +537,8 @@ def test_every_predict_option_reaches_the_library_options(monkeypatch, tmp_path)
         "a.jpg b -m x0_5 --weights w.pth --labels l.txt --device cpu -b 7 -j 3 --decode-in processes --threads 2 "
         "-k 4 --threshold 0.25 -o out.csv --resume --force --csv-safe --no-recursive --hidden --ext jpg,png -0 "
         "--backend torch "
-        "--precision bf16 --fast-decode --gpu-decode --no-cuda-graphs --report r.html --timings --no-progress -q"
+        "--precision bf16 --fast-decode --gpu-decode --no-cuda-graphs --report r.html --timings --no-progress -q "
+        "--timeout 5 --max-download 7"
     ).split()
     result = CliRunner().invoke(app, ["predict", *args])
     assert result.exit_code == 0, result.output
@@ -547,7 +548,7 @@ def test_every_predict_option_reaches_the_library_options(monkeypatch, tmp_path)
         resume=True, csv_safe=True, recursive=False, hidden=True, ext="jpg,png", null=True, precision="bf16",
         backend="torch",
         report=Path("r.html"), decode="fast", gpu_decode=True, decode_in="processes", cuda_graphs=False,
-        timings=True, progress=False, quiet=True, force=True,
+        timings=True, progress=False, quiet=True, force=True, timeout=5.0, max_download=7.0,
     )  # fmt: skip
     assert seen == [expected]
     for f in fields(PredictOptions):  # every field is set off its default above, so none can be dropped unseen

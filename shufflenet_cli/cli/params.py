@@ -34,7 +34,7 @@ PathsArg = Annotated[
     List[str],
     typer.Argument(
         help="Image files, directories (searched recursively), quoted glob patterns "
-        "('photos/**/*.jpg'), or - to read paths from stdin, one per line.",
+        "('photos/**/*.jpg'), http(s) URLs, or - to read paths (or URLs) from stdin, one per line.",
         show_default=False,
         metavar="PATHS",
     ),
@@ -218,6 +218,18 @@ CudaGraphsOpt = Annotated[
 ReportOpt = Annotated[
     Optional[Path],
     typer.Option(metavar="FILE", help="Also write a self-contained HTML report (thumbnails and bar charts) to FILE."),
+]
+TimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        min=0.001, metavar="SECONDS", help="For http(s) inputs: how long to wait to connect, or for more bytes."
+    ),
+]
+MaxDownloadOpt = Annotated[
+    float,
+    typer.Option(
+        min=0.001, metavar="MB", help="For http(s) inputs: a larger download is that input's error, never held."
+    ),
 ]
 TimingsOpt = Annotated[bool, typer.Option(help="Print throughput and per-stage timings on stderr.")]
 ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar on stderr (only on a terminal).")]

@@ -48,6 +48,8 @@ def predict(
     gpu_decode: params.GpuDecodeOpt = False,
     cuda_graphs: params.CudaGraphsOpt = True,
     report: params.ReportOpt = None,
+    timeout: params.TimeoutOpt = 30.0,
+    max_download: params.MaxDownloadOpt = 100.0,
     timings: params.TimingsOpt = False,
     progress: params.ProgressOpt = True,
     quiet: params.QuietOpt = False,

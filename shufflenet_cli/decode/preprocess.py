@@ -10,13 +10,16 @@ needs no torchvision.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from shufflenet_cli.decode.fetch import Remote, fetch
 from shufflenet_cli.decode.images import decode_rgb
+from shufflenet_cli.urls import is_http_url
 
 # How large JPEGs are decoded (docs/decoding.md, "Draft decoding (the default for big JPEGs)"):
 #   exact    (--exact-decode) full size, always: byte for byte weights.transforms()
@@ -51,6 +54,7 @@ class Preprocess:
     std: tuple[float, float, float]
     decode: str = "exact"
     thumbnail_size: int | None = None  # for --report: a JPEG thumbnail this many pixels on its longer side
+    remote: Remote = Remote()  # how an http(s) input is fetched (--timeout, --max-download)
 
     @classmethod
     def from_weights(cls, weights: Any, decode: str = "exact", thumbnail_size: int | None = None) -> Preprocess:
@@ -89,8 +93,11 @@ class Preprocess:
     def __call__(self, path: str) -> Crop:
         """Decode, resize and crop one file (in a worker thread); raises ImageError."""
         t0 = time.perf_counter()
-        # checked: a pipe's bytes cannot be read again for the exact decode, so they get it at once
-        img, drafted = decode_rgb(path, self.draft_min, draft_pipes=self.decode != "checked")
+        # a URL's bytes are decoded as a pipe's; a local file named like one (`https:/host/x`) stays a file
+        remote = is_http_url(path) and not os.path.lexists(path)
+        data = fetch(path, self.remote) if remote else None
+        # checked: a pipe's (or URL's) bytes are not read again for the exact decode, so they get it at once
+        img, drafted = decode_rgb(path, self.draft_min, draft_pipes=self.decode != "checked", data=data)
         t1 = time.perf_counter()
         array = self.crop_array(img, approximate=drafted)
         thumb = make_thumbnail(img, self.thumbnail_size) if self.thumbnail_size else None

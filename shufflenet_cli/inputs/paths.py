@@ -16,7 +16,7 @@ from typing import IO, Iterable, Iterator
 
 from shufflenet_cli.image_formats import image_extensions
 from shufflenet_cli.inputs.globbing import has_magic, iglob
-from shufflenet_cli.urls import NOT_SUPPORTED, looks_like_url
+from shufflenet_cli.urls import NOT_SUPPORTED, is_http_url, looks_like_url
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def _expand(arg: str, options: WalkOptions, extensions: frozenset[str], from_lis
     elif os.path.lexists(arg):
         yield Input(arg)
     elif looks_like_url(arg):  # before the glob: a URL's `?` is not a pattern
-        yield Input(arg, error=NOT_SUPPORTED)
+        yield Input(arg) if is_http_url(arg) else Input(arg, error=NOT_SUPPORTED)  # the decode worker fetches it
     elif not from_list and has_magic(arg):
         matched = False
         for match, is_dir, lineage in iglob(arg, hidden=options.hidden):
