@@ -26,3 +26,13 @@ def is_http_url(text: str) -> bool:
     """True for `http://host/...` and `https://host/...`, the URLs read as inputs (two slashes: an
     input is a string, never folded by pathlib)."""
     return _HTTP.match(text) is not None
+
+
+def is_s3_url(text: str) -> bool:
+    """True for `s3://bucket/...`: an object or a prefix (inputs/buckets.py)."""
+    return text[:5].lower() == "s3://" and len(text) > 5
+
+
+def is_remote_url(text: str) -> bool:
+    """An input the decode workers fetch rather than open: http(s) or s3."""
+    return is_http_url(text) or is_s3_url(text)

@@ -239,7 +239,7 @@ def test_a_torchscript_file_as_weights_says_how_to_get_a_state_dict(cli, images,
     )
 
 
-@pytest.mark.parametrize("url", ["s3://b/k.png", "gs://b/k"])  # http(s): tests/test_remote.py
+@pytest.mark.parametrize("url", ["gs://b/k", "gs://b/photos/"])  # http(s), s3: test_remote.py, test_buckets.py
 def test_a_url_as_input_says_urls_are_not_supported(cli, images, cached_weights, url):
     r = cli("predict", url, images[0], "-m", "x0_5", "-f", "json")
     assert r.exit_code == 1

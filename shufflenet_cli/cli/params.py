@@ -34,7 +34,8 @@ PathsArg = Annotated[
     List[str],
     typer.Argument(
         help="Image files, directories (searched recursively), quoted glob patterns "
-        "('photos/**/*.jpg'), http(s) URLs, or - to read paths (or URLs) from stdin, one per line.",
+        "('photos/**/*.jpg'), http(s) URLs, s3:// objects or prefixes (folders), or - to read paths "
+        "(or URLs) from stdin, one per line.",
         show_default=False,
         metavar="PATHS",
     ),
@@ -228,7 +229,9 @@ TimeoutOpt = Annotated[
 MaxDownloadOpt = Annotated[
     float,
     typer.Option(
-        min=0.001, metavar="MB", help="For http(s) inputs: a larger download is that input's error, never held."
+        min=0.001,
+        metavar="MB",
+        help="For http(s) and s3:// inputs: a larger download is that input's error, never held.",
     ),
 ]
 TimingsOpt = Annotated[bool, typer.Option(help="Print throughput and per-stage timings on stderr.")]

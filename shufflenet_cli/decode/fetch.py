@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 
 from shufflenet_cli import __version__
 from shufflenet_cli.decode.images import ImageError
-from shufflenet_cli.urls import is_http_url
+from shufflenet_cli.inputs.buckets import TooLarge, read_object
+from shufflenet_cli.urls import is_http_url, is_remote_url, is_s3_url
 
 MB = 1 << 20
 CHUNK = 1 << 16
@@ -58,7 +59,9 @@ class _Retry(Exception):
 
 
 def fetch(url: str, remote: Remote) -> bytes:
-    """The body at `url`; ImageError with the reason where it cannot be had."""
+    """The body at `url` (http(s) or s3); ImageError with the reason where it cannot be had."""
+    if is_s3_url(url):
+        return _read_object(url, remote.max_bytes)
     for attempt in range(remote.retries + 1):
         try:
             return _fetch_once(url, remote)
@@ -68,6 +71,20 @@ def fetch(url: str, remote: Remote) -> bytes:
                 raise ImageError(f"{exc}{tries}") from None
             time.sleep(remote.backoff * 2**attempt)
     raise AssertionError("unreachable")
+
+
+def _read_object(url: str, max_bytes: int) -> bytes:
+    """An s3:// object; the client's own retries and timeouts apply (botocore's standard chain)."""
+    try:
+        return read_object(url, max_bytes)
+    except TooLarge as exc:
+        raise ImageError(f"larger than --max-download ({max_bytes / MB:.3g} MB): {exc}") from None
+    except FileNotFoundError:
+        raise ImageError("no such object (it vanished after it was listed)") from None
+    except PermissionError:
+        raise ImageError("access denied: cannot read this object") from None
+    except Exception as exc:  # noqa: BLE001 - any client failure is this input's error
+        raise ImageError(f"cannot read object: {type(exc).__name__}: {exc}") from None
 
 
 def _fetch_once(url: str, remote: Remote) -> bytes:
@@ -124,6 +141,6 @@ def _connection_error(url: str, reason: object, timeout: float) -> Exception:
 def fetch_workers(workers: int, paths: list[str], processes: bool) -> int:
     """The decode threads for a run: at least REMOTE_WORKERS where an argument is a URL (a `-` list is
     not read ahead to find out). Processes are left as they are: each one costs a core's memory."""
-    if processes or not any(is_http_url(p) for p in paths):
+    if processes or not any(is_remote_url(p) for p in paths):
         return workers
     return max(workers, REMOTE_WORKERS)

@@ -19,7 +19,7 @@ import numpy as np
 
 from shufflenet_cli.decode.fetch import Remote, fetch
 from shufflenet_cli.decode.images import decode_rgb
-from shufflenet_cli.urls import is_http_url
+from shufflenet_cli.urls import is_remote_url
 
 # How large JPEGs are decoded (docs/decoding.md, "Draft decoding (the default for big JPEGs)"):
 #   exact    (--exact-decode) full size, always: byte for byte weights.transforms()
@@ -94,7 +94,7 @@ class Preprocess:
         """Decode, resize and crop one file (in a worker thread); raises ImageError."""
         t0 = time.perf_counter()
         # a URL's bytes are decoded as a pipe's; a local file named like one (`https:/host/x`) stays a file
-        remote = is_http_url(path) and not os.path.lexists(path)
+        remote = is_remote_url(path) and not os.path.lexists(path)
         data = fetch(path, self.remote) if remote else None
         # checked: a pipe's (or URL's) bytes are not read again for the exact decode, so they get it at once
         img, drafted = decode_rgb(path, self.draft_min, draft_pipes=self.decode != "checked", data=data)

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import IO, Iterable, Iterator
 
 from shufflenet_cli.image_formats import image_extensions
+from shufflenet_cli.inputs.buckets import check_extras, expand_s3
 from shufflenet_cli.inputs.globbing import has_magic, iglob
-from shufflenet_cli.urls import NOT_SUPPORTED, is_http_url, looks_like_url
+from shufflenet_cli.urls import NOT_SUPPORTED, is_http_url, is_s3_url, looks_like_url
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,13 @@ def iter_inputs(
     stdin: IO[bytes] | None = None,
     null: bool = False,
 ) -> Iterator[Input]:
+    """The inputs, read lazily; UsageError at once where an argument needs an extra that is missing."""
+    args = list(args)
+    check_extras(args)
+    return _iter_inputs(args, options, stdin, null)
+
+
+def _iter_inputs(args: list[str], options: WalkOptions, stdin: IO[bytes] | None, null: bool) -> Iterator[Input]:
     extensions = options.extensions or image_extensions()
     real = False  # an input without an error has gone out: STALL may follow
     for item in _inputs(args, options, extensions, stdin, null):
@@ -154,7 +162,7 @@ def _expand(arg: str, options: WalkOptions, extensions: frozenset[str], from_lis
     elif os.path.lexists(arg):
         yield Input(arg)
     elif looks_like_url(arg):  # before the glob: a URL's `?` is not a pattern
-        yield Input(arg) if is_http_url(arg) else Input(arg, error=NOT_SUPPORTED)  # the decode worker fetches it
+        yield from _remote(arg, options, extensions)
     elif not from_list and has_magic(arg):
         matched = False
         for match, is_dir, lineage in iglob(arg, hidden=options.hidden):
@@ -167,6 +175,18 @@ def _expand(arg: str, options: WalkOptions, extensions: frozenset[str], from_lis
             yield Input(arg, error="no file matches this pattern")
     else:
         yield Input(arg, error=_missing(arg))
+
+
+def _remote(arg: str, options: WalkOptions, extensions: frozenset[str]) -> Iterator[Input]:
+    """A URL's inputs: an http(s) one is itself (the decode worker fetches it), an s3:// one an object or
+    the objects under a prefix; other schemes are not supported."""
+    if is_http_url(arg):
+        yield Input(arg)
+    elif is_s3_url(arg):
+        for path, error in expand_s3(arg, options.recursive, options.hidden, extensions):
+            yield Input(path, error)
+    else:
+        yield Input(arg, error=NOT_SUPPORTED)
 
 
 def _nul_error(arg: str, from_list: bool) -> str:

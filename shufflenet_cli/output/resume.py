@@ -28,7 +28,7 @@ from shufflenet_cli.models import DEFAULT_MODEL, ModelSpec, resolve_model
 from shufflenet_cli.options import RESUMABLE, PredictOptions
 from shufflenet_cli.output.display import clean_text
 from shufflenet_cli.output.formats import CSV_HEADER, CSV_UNSAFE_START, unquote_csv_cell
-from shufflenet_cli.urls import is_http_url
+from shufflenet_cli.urls import is_remote_url
 from shufflenet_cli.weights import own_path, sha256_file
 
 SIDECAR = ".shufflenet.json"  # FILE + this: what made FILE's records (provenance)
@@ -233,7 +233,7 @@ def _same_path(path: str, cwd: str) -> str:
     """One spelling for one path (`./photos/a.jpg`, `photos/a.jpg`, and absolute from `cwd`), so a
     resumed run given the folder another way still finds what is done. Textual: links not followed,
     which would cost a look at the disk for each of a million records. A URL is matched as given."""
-    return os.path.normpath(os.path.join(cwd, path)) if path and not is_http_url(path) else path
+    return os.path.normpath(os.path.join(cwd, path)) if path and not is_remote_url(path) else path
 
 
 def check_inputs_match(
