@@ -138,7 +138,7 @@ _PLAIN: dict[str, Any] = {"markup": False, "highlight": False, "no_wrap": True, 
 
 
 def footer_line(stats: Stats, total: int | None) -> str:
-    """`classifying 64/1000, 102.3 images/s, 0:00:05, ETA 0:00:10`."""
+    """`classifying DONE/TOTAL, RATE images/s, ELAPSED, ETA LEFT` (the total and ETA once counted)."""
     done, elapsed = stats.done, stats.elapsed
     rate = done / max(elapsed, 1e-9)
     line = f"classifying {done}/{total if total is not None else '?'}, {rate:.1f} images/s, {_clock(elapsed)}"

@@ -8,7 +8,7 @@ from shufflenet_cli.outcome import Outcome, Stats
 
 
 def summary_line(outcome: Outcome) -> str:
-    """`3 classified, 0 failed in 4.20 s (start 3.90 s, then 10.0 images/s)`: the whole command's time;
+    """`N classified, M failed in T s (start S s, then R images/s)`: the whole command's time;
     the rate is over the batches only (decode to output), after the start (model load, ONNX export)."""
     s = outcome.stats
     head = "interrupted: " if outcome.interrupted else ""
