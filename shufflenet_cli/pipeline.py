@@ -92,6 +92,21 @@ def run(
             rechecks.close()
 
 
+def classify_chunk(
+    chunk: list[Decoded],
+    backend: Backend,
+    labels: list[str],
+    topk: int,
+    threshold: float,
+    stats: Stats,
+    rechecks: near_ties.Rechecks | None = None,
+) -> list[Record]:
+    """Inputs decoded elsewhere (the Python API's in-memory images, a Ray engine actor's batch) through
+    the model at once, as `run` does with each of its chunks: their records, in order."""
+    batch = _classify(chunk, backend, max(topk, 1), stats, Stacker(), None, rechecks)
+    return _finish(batch, backend, labels, max(topk, 1), threshold, stats)
+
+
 def _next(decoded_in_order: Iterator[Decoded], stats: Stats) -> Decoded | None:
     """The next decoded input, the wait for it counted (a stall is a wait for inputs, not for the workers)."""
     t0 = time.perf_counter()

@@ -1,13 +1,12 @@
 """`predict` as a library call: options in, records out through a sink, an `Outcome` back.
 
-It reads as a recipe: validate -> inputs -> outputs -> device and backend -> decoders -> loop ->
-outcome. Each step is one function below; the policies they apply live in their own modules
-(options, device, engine, signals, output.resume, atomic). Nothing here imports typer.
+It reads as a recipe: validate -> inputs -> outputs -> the classifier (device, backend, decoders:
+api.Classifier) -> loop -> outcome. Each step is one function below; the policies they apply live in
+their own modules (options, device, engine, signals, output.resume, atomic). Nothing here imports typer.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import sys
 import time
@@ -16,18 +15,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, NamedTuple
+from typing import IO
 
 from rich.console import Console
 
-from shufflenet_cli import device as devices
-from shufflenet_cli import pipeline, weights
-from shufflenet_cli.backends.base import Backend
-from shufflenet_cli.decode.fetch import MB, Remote, fetch_workers
-from shufflenet_cli.decode.gpu import JpegBatchDecoder, JpegReader
-from shufflenet_cli.decode.preprocess import Preprocess
-from shufflenet_cli.decode.workers import Prepare
-from shufflenet_cli.engine import Ready, ready
+from shufflenet_cli import weights
+from shufflenet_cli.api import Classifier
 from shufflenet_cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, UsageError
 from shufflenet_cli.image_formats import image_extensions, parse_extensions
 from shufflenet_cli.inputs.paths import Input, WalkOptions, iter_inputs
@@ -50,7 +43,6 @@ from shufflenet_cli.output.summary import interrupted_note, summary_line
 from shufflenet_cli.output.warning_lines import tool_warnings
 from shufflenet_cli.records import Record
 from shufflenet_cli.signals import StopFlag
-from shufflenet_cli.tuning import Tuning, default_tuning
 
 RecordsHook = Callable[[list[Record]], None]  # a caller watching each batch of records as it is written
 
@@ -73,24 +65,24 @@ def predict(
     todo = find_inputs(opts, stdin, err)
     if todo.nothing_left:
         return _nothing_left(opts, spec, todo)
-    prep = Preprocess.from_spec(spec, decode=opts.decode, thumbnail_size=REPORT_THUMBNAIL if opts.report else None)
-    prep = dataclasses.replace(prep, remote=Remote(opts.timeout, int(opts.max_download * MB)))
     # outputs first: an unwritable path fails at once; warnings (the engine's too) as one line each
     with Outputs.open(opts, spec, stdout, todo.completed, on_records) as outputs, tool_warnings(err):
-        device = devices.resolve(opts.device)  # once: the backend has it, and the GPU decoder takes it from there
-        tuning = default_tuning(device.type, opts)
-        if opts.workers is None:  # URLs: more fetches in flight than cores (decode/fetch.py)
-            tuning.workers = fetch_workers(tuning.workers, opts.paths, tuning.processes)
-        run = ready(spec, opts, prep, device, tuning)
-        decoders = make_decoders(opts, prep, run.backend)
-        stats, interrupted = loop(todo, decoders, run, tuning, opts, outputs, err, _on_terminal(opts, stdout), began)
+        classifier = Classifier._for_run(opts, spec, thumbnail_size=REPORT_THUMBNAIL if opts.report else None)
+        stats, interrupted = loop(todo, classifier, opts, outputs, err, _on_terminal(opts, stdout), began)
         partial = outputs.sink.close(complete=not interrupted)
     if partial is not None:
         jsonl = _shown(opts.output.with_suffix(".jsonl")) if opts.output is not None else "results.jsonl"
         err.print(interrupted_note(_shown(opts.output), _shown(partial), jsonl), highlight=False, markup=False)
     code = EXIT_INTERRUPTED if interrupted else _exit_code(stats.failed, todo.earlier["failed"])
-    described = run.backend.describe() + ("; JPEG decode: nvJPEG on the GPU" if decoders.gpu is not None else "")
-    outcome = Outcome(code, stats, described, tuning, interrupted, todo.earlier["failed"], todo.earlier["skipped"])
+    outcome = Outcome(
+        code,
+        stats,
+        classifier.describe(),
+        classifier._tuning,
+        interrupted,
+        todo.earlier["failed"],
+        todo.earlier["skipped"],
+    )
     outputs.close_report(outcome)
     return outcome
 
@@ -240,36 +232,12 @@ def _open_report(opts: PredictOptions, spec: ModelSpec) -> HtmlReport | None:
     return HtmlReport(opts.report, title=f"shufflenet predict: {spec.arch}")
 
 
-# ----------------------------------------------------------------------------------- decoders
-
-
-class Decoders(NamedTuple):
-    """What the decode workers run per file; the batch half (--gpu-decode's nvJPEG) or None; the
-    exact decode that drafted near-ties are redone with, or None where nothing is checked."""
-
-    prepare: Prepare
-    gpu: JpegBatchDecoder | None
-    recheck: Prepare | None
-
-
-def make_decoders(opts: PredictOptions, prep: Preprocess, backend: Backend) -> Decoders:
-    """`prep` itself, or for --gpu-decode a JpegReader and its JpegBatchDecoder on the backend's
-    device (the one `device.resolve` gave, checked by `engine.ready`)."""
-    if not opts.gpu_decode:
-        return Decoders(prep, None, prep.exact() if prep.decode == "checked" else None)
-    if prep.decode == "checked":  # the JPEGs that nvJPEG leaves to Pillow: exact, as nvJPEG's are
-        prep = prep.exact(thumbnail=True)
-    return Decoders(JpegReader(prep), JpegBatchDecoder(prep, backend.device), None)
-
-
 # --------------------------------------------------------------------------------------- loop
 
 
 def loop(
     todo: Todo,
-    decoders: Decoders,
-    run: Ready,
-    tuning: Tuning,
+    classifier: Classifier,
     opts: PredictOptions,
     outputs: Outputs,
     err: Console,
@@ -284,20 +252,8 @@ def loop(
     shown = opts.progress and not opts.quiet
     try:
         with StopFlag() as stop, progress_for(err, shown, recount, under_results=on_terminal) as bar:
-            batches = pipeline.run(
-                todo.inputs,
-                decoders.prepare,
-                run.backend,
-                run.labels,
-                batch_size=tuning.batch_size,
-                workers=tuning.workers,
-                processes=tuning.processes,
-                topk=min(max(opts.topk, 1), 1000),
-                threshold=opts.threshold,
-                stats=stats,
-                should_stop=stop,
-                gpu=decoders.gpu,
-                recheck=decoders.recheck,
+            batches = classifier._batches(
+                todo.inputs, topk=opts.topk, threshold=opts.threshold, stats=stats, should_stop=stop
             )
             for records in batches:
                 t0 = time.perf_counter()

@@ -311,8 +311,8 @@ def test_a_stop_still_sends_every_classified_batch_whole_and_counts_only_what_wa
 
 @pytest.mark.parametrize("gpu_decode", [False, True])
 def test_the_exact_decode_of_checked_mode_keeps_the_thumbnail_only_where_it_is_the_first_decode(prep, gpu_decode):
+    from shufflenet_cli.api import make_decoders
     from shufflenet_cli.options import PredictOptions
-    from shufflenet_cli.runner import make_decoders
 
     checked = Preprocess(prep.resize, prep.crop, prep.mean, prep.std, decode="checked", thumbnail_size=96)
     per_file, batch_half, recheck = make_decoders(

@@ -143,10 +143,22 @@ def _open(source: str | bytes) -> IO[bytes]:
 
 def _decode(source: str | bytes, draft_min: int | None) -> tuple[Image.Image, bool]:
     pic, orientation, drafted = _eight_bit_of(source, draft_min)
+    return _upright(pic, orientation), drafted
+
+
+def upright_rgb(im: Image.Image) -> Image.Image:
+    """An image already open (the Python API's in-memory images) as a file's decode makes it: 8-bit,
+    EXIF orientation applied, RGB. A new image: `im` itself is never changed."""
+    im.load()
+    pic = eight_bit(im, full_scale=_full_scale(im))
+    return _upright(pic if pic is not im else im.copy(), orientation_of(im))
+
+
+def _upright(pic: Image.Image, orientation: int) -> Image.Image:
     # deep grey comes out as 8-bit L: turned and widened to RGB only now that the wide source is freed
     if orientation in _TRANSPOSE:
         pic = pic.transpose(_TRANSPOSE[orientation])
-    return (pic if pic.mode == "RGB" else pic.convert("RGB")), drafted
+    return pic if pic.mode == "RGB" else pic.convert("RGB")
 
 
 def _eight_bit_of(source: str | bytes, draft_min: int | None) -> tuple[Image.Image, int, bool]:

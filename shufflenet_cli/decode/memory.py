@@ -1,0 +1,65 @@
+"""In-memory images (the Python API's `Classifier.classify`): a PIL image, a NumPy array or an encoded
+file's bytes, made upright 8-bit RGB and cropped exactly as a file with the same pixels is. Every
+failure is that image's error, as for files (decoded.py)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from shufflenet_cli.decode.decoded import Decoded
+from shufflenet_cli.decode.images import ImageError, decode_rgb, upright_rgb
+from shufflenet_cli.decode.preprocess import Preprocess, make_thumbnail
+from shufflenet_cli.inputs.paths import Input
+
+TAKEN = "a path, a URL, a PIL image, a NumPy array (H x W, H x W x 3 RGB or H x W x 4 RGBA) or an image file's bytes"
+
+
+def crop_in_memory(prep: Preprocess, item: Input, image: Any) -> Decoded:
+    """`image` decoded and cropped as `prep` crops a file (at full size: nothing is drafted)."""
+    t0 = time.perf_counter()
+    try:
+        picture = _picture(image, item.path)
+        t1 = time.perf_counter()
+        array = prep.crop_array(picture)
+        thumbnail = make_thumbnail(picture, prep.thumbnail_size) if prep.thumbnail_size else None
+    except ImageError as exc:
+        return Decoded(item, error=str(exc))
+    except MemoryError:
+        return Decoded(item, error="out of memory while decoding this image")
+    except Exception as exc:  # noqa: BLE001 - a decoder bug must cost one record, not the call
+        return Decoded(item, error=f"decoder failed: {type(exc).__name__}: {exc}")
+    return Decoded(item, array, None, t1 - t0, time.perf_counter() - t1, thumbnail)
+
+
+def _picture(image: Any, name: str) -> Image.Image:
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return decode_rgb(name, None, data=bytes(image))[0]
+    if isinstance(image, Image.Image):
+        return upright_rgb(image)
+    if isinstance(image, np.ndarray):
+        return upright_rgb(_from_array(image))
+    raise ImageError(f"not an image: a {type(image).__name__}; give {TAKEN}")
+
+
+def _from_array(a: np.ndarray) -> Image.Image:
+    """RGB order (an OpenCV BGR array needs `a[..., ::-1]` first); uint8 as it is, uint16 grey as
+    16-bit data, floats as 0..1 (NaN black, clipped), bool as black and white."""
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))) or 0 in a.shape:
+        raise ImageError(
+            f"a NumPy array of shape {a.shape} is no image: give H x W, H x W x 3 (RGB) or H x W x 4 (RGBA)"
+        )
+    if a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
+    elif a.dtype.kind == "f":
+        a = np.rint(np.clip(np.nan_to_num(a, nan=0.0), 0.0, 1.0) * 255.0).astype(np.uint8)
+    elif a.dtype == np.uint16 and a.ndim == 2:
+        return Image.fromarray(np.ascontiguousarray(a))  # mode I;16: scaled as 16-bit data
+    elif a.dtype != np.uint8:
+        raise ImageError(f"a NumPy array of {a.dtype} is no image: give uint8, uint16 (grey), bool or floats in 0..1")
+    return Image.fromarray(np.ascontiguousarray(a))
