@@ -97,8 +97,7 @@ class Classifier:
         return self
 
     def _load(self, opts: PredictOptions, spec: ModelSpec, thumbnail_size: int | None = None) -> None:
-        prep = Preprocess.from_spec(spec, decode=opts.decode, thumbnail_size=thumbnail_size)
-        prep = dataclasses.replace(prep, remote=Remote(opts.timeout, int(opts.max_download * MB)))
+        prep = preprocess_for(opts, spec, thumbnail_size)
         device = devices.resolve(opts.device)  # once: the backend has it, the GPU decoder takes it from there
         tuning = default_tuning(device.type, opts)
         if opts.workers is None:  # URLs: more fetches in flight than cores (decode/fetch.py)
@@ -257,6 +256,12 @@ def make_decoders(opts: PredictOptions, prep: Preprocess, backend: Backend) -> D
     if prep.decode == "checked":  # the JPEGs that nvJPEG leaves to Pillow: exact, as nvJPEG's are
         prep = prep.exact(thumbnail=True)
     return Decoders(JpegReader(prep), JpegBatchDecoder(prep, backend.device), None)
+
+
+def preprocess_for(opts: PredictOptions, spec: ModelSpec, thumbnail_size: int | None = None) -> Preprocess:
+    """The weights' own preprocessing, with the run's decode mode and its remote reads' limits."""
+    prep = Preprocess.from_spec(spec, decode=opts.decode, thumbnail_size=thumbnail_size)
+    return dataclasses.replace(prep, remote=Remote(opts.timeout, int(opts.max_download * MB)))
 
 
 def _spec(opts: PredictOptions) -> ModelSpec:

@@ -22,6 +22,8 @@ DECODE_IN = ("auto", "threads", "processes")
 # fast: DCT-scaled further and never checked (decode/preprocess.py DRAFT_FACTOR, decode/near_ties.py)
 DECODE_MODES = ("exact", "checked", "fast")
 DEVICE_HINT = "use auto, cpu, cuda or cuda:N"
+# local: this process and its decode workers; ray: Ray Data on a Ray cluster (ray_engine/, docs/cluster.md)
+ENGINES = ("local", "ray")
 # --output's extensions and the format each one names (output/formats.choose_format picks by them)
 RESULT_SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 
@@ -56,6 +58,10 @@ class PredictOptions:
     cuda_graphs: bool = True  # CUDA: replay repeated batch shapes from captured graphs (cuda_graphs.py)
     timeout: float = 30.0  # seconds per request for an http(s) input (decode/fetch.py)
     max_download: float = 100.0  # MB: an http(s) input larger than this is an error record, never held
+    engine: str = "local"  # ENGINES
+    ray_address: str | None = (
+        None  # --engine ray: a running cluster (auto, HOST:PORT); None: RAY_ADDRESS, or a private one
+    )
     timings: bool = False
     progress: bool = True
     quiet: bool = False
@@ -88,6 +94,12 @@ def validate(opts: PredictOptions) -> None:
         raise UsageError(f"unknown --decode-in {opts.decode_in!r}", hint="use " + ", ".join(DECODE_IN))
     if opts.csv_safe and opts.fmt != "csv":
         raise UsageError("--csv-safe is for --format csv", hint="leave it out, or write csv")
+    if opts.engine not in ENGINES:
+        raise UsageError(f"unknown engine {opts.engine!r}", hint="use " + ", ".join(ENGINES))
+    if opts.ray_address is not None and opts.engine != "ray":
+        raise UsageError("--ray-address is for --engine ray", hint="add --engine ray, or leave out --ray-address")
+    if opts.engine == "ray" and opts.gpu_decode:
+        raise UsageError("--gpu-decode runs with the local engine", hint="leave out --gpu-decode with --engine ray")
     if opts.gpu_decode and opts.backend == "onnxruntime":
         raise UsageError("--gpu-decode runs with the torch backend", hint="leave out --backend onnxruntime")
     check_output_names(opts)

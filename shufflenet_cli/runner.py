@@ -15,12 +15,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, NamedTuple
 
 from rich.console import Console
 
 from shufflenet_cli import weights
-from shufflenet_cli.api import Classifier
+from shufflenet_cli.api import Classifier, preprocess_for
 from shufflenet_cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, UsageError
 from shufflenet_cli.image_formats import image_extensions, parse_extensions
 from shufflenet_cli.inputs.paths import Input, WalkOptions, iter_inputs
@@ -43,6 +43,7 @@ from shufflenet_cli.output.summary import interrupted_note, summary_line
 from shufflenet_cli.output.warning_lines import tool_warnings
 from shufflenet_cli.records import Record
 from shufflenet_cli.signals import StopFlag
+from shufflenet_cli.tuning import Tuning, default_tuning
 
 RecordsHook = Callable[[list[Record]], None]  # a caller watching each batch of records as it is written
 
@@ -67,8 +68,8 @@ def predict(
         return _nothing_left(opts, spec, todo)
     # outputs first: an unwritable path fails at once; warnings (the engine's too) as one line each
     with Outputs.open(opts, spec, stdout, todo.completed, on_records) as outputs, tool_warnings(err):
-        classifier = Classifier._for_run(opts, spec, thumbnail_size=REPORT_THUMBNAIL if opts.report else None)
-        stats, interrupted = loop(todo, classifier, opts, outputs, err, _on_terminal(opts, stdout), began)
+        engine = _engine(opts, spec)
+        stats, interrupted = loop(todo, engine, opts, outputs, err, _on_terminal(opts, stdout), began)
         partial = outputs.sink.close(complete=not interrupted)
     if partial is not None:
         jsonl = _shown(opts.output.with_suffix(".jsonl")) if opts.output is not None else "results.jsonl"
@@ -77,8 +78,8 @@ def predict(
     outcome = Outcome(
         code,
         stats,
-        classifier.describe(),
-        classifier._tuning,
+        engine.describe,
+        engine.tuning,
         interrupted,
         todo.earlier["failed"],
         todo.earlier["skipped"],
@@ -232,12 +233,49 @@ def _open_report(opts: PredictOptions, spec: ModelSpec) -> HtmlReport | None:
     return HtmlReport(opts.report, title=f"shufflenet predict: {spec.arch}")
 
 
+# ------------------------------------------------------------------------------------- engine
+
+Batches = Callable[[Iterator[Input], Stats, Callable[[], bool]], Iterator[list[Record]]]
+
+
+class Engine(NamedTuple):
+    """Where the batches are classified: the inputs' batches of records, in input order; the backend
+    in words; the batch size, workers and threads, for --timings."""
+
+    batches: Batches
+    describe: str
+    tuning: Tuning
+
+
+def _engine(opts: PredictOptions, spec: ModelSpec) -> Engine:
+    """--engine local: a Classifier in this process. --engine ray: Ray Data on a cluster (ray_engine/),
+    Ray imported only then."""
+    thumbnail_size = REPORT_THUMBNAIL if opts.report else None
+    if opts.engine == "ray":
+        from shufflenet_cli.ray_engine import run as on_ray
+
+        prep = preprocess_for(opts, spec, thumbnail_size)
+        return Engine(
+            lambda inputs, stats, stop: on_ray.batches(inputs, opts, spec, prep, stats, stop),
+            "Ray Data (--engine ray)",
+            default_tuning("cpu", opts),
+        )
+    classifier = Classifier._for_run(opts, spec, thumbnail_size)
+    return Engine(
+        lambda inputs, stats, stop: classifier._batches(
+            inputs, topk=opts.topk, threshold=opts.threshold, stats=stats, should_stop=stop
+        ),
+        classifier.describe(),
+        classifier._tuning,
+    )
+
+
 # --------------------------------------------------------------------------------------- loop
 
 
 def loop(
     todo: Todo,
-    classifier: Classifier,
+    engine: Engine,
     opts: PredictOptions,
     outputs: Outputs,
     err: Console,
@@ -252,9 +290,7 @@ def loop(
     shown = opts.progress and not opts.quiet
     try:
         with StopFlag() as stop, progress_for(err, shown, recount, under_results=on_terminal) as bar:
-            batches = classifier._batches(
-                todo.inputs, topk=opts.topk, threshold=opts.threshold, stats=stats, should_stop=stop
-            )
+            batches = engine.batches(todo.inputs, stats, stop)
             for records in batches:
                 t0 = time.perf_counter()
                 bar.clear()  # the footer's line: the rows go where it stood, and it is drawn again below

@@ -287,3 +287,18 @@ def test_output_in_a_missing_folder_gets_the_reports_hint(cli, images, tmp_path,
     hint = "Hint: choose a file in an existing folder you can write to"
     assert report.stderr.splitlines()[-1] == hint
     assert result.stderr.splitlines() == [f"Error: cannot write --output {out}: No such file or directory", hint]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ray-address", "auto"], "Error: --ray-address is for --engine ray"),
+        (["--engine", "ray", "--gpu-decode"], "Error: --gpu-decode runs with the local engine"),
+        (["--engine", "spark"], "Invalid value for '--engine'"),
+    ],
+)
+def test_engine_options_are_checked_before_anything_runs(run, images, args, message):
+    r = run(images[0], *args)
+    assert r.exit_code == 2
+    assert message in r.stderr
+    assert r.stdout == ""

@@ -49,14 +49,14 @@ class RedBackend:
 @pytest.fixture
 def red(monkeypatch):
     """The runner gets RedBackend instead of a model; labels as the run would have them."""
-    from shufflenet_cli import runner
+    from shufflenet_cli import api
     from shufflenet_cli.engine import Ready
     from shufflenet_cli.labels import imagenet_labels, read_labels
 
     def ready(spec, opts, prep, device, tuning):
         return Ready(RedBackend(), read_labels(opts.labels) if opts.labels else imagenet_labels())
 
-    monkeypatch.setattr(runner, "ready", ready)
+    monkeypatch.setattr(api, "ready", ready)
 
 
 @pytest.fixture

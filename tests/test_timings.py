@@ -177,15 +177,15 @@ def test_predict_records_when_it_was_called(cli, images, random_weights, monkeyp
 
     from conftest import ReportPage
 
-    from shufflenet_cli import runner
+    from shufflenet_cli import api
 
-    real_ready = runner.ready
+    real_ready = api.ready
 
     def slow_ready(*args, **kwargs):
         time.sleep(0.5)
         return real_ready(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "ready", slow_ready)
+    monkeypatch.setattr(api, "ready", slow_ready)
     report = tmp_path / "r.html"
     argv = ["predict", images[0].parent, "-m", "x0_5", "--weights", random_weights, "-f", "jsonl", "-j", "1"]
     r = cli(*argv, "--report", report)

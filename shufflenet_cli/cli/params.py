@@ -11,7 +11,7 @@ from typing import Annotated, Any, List, Optional
 
 import typer
 
-from shufflenet_cli.options import BACKENDS, DECODE_IN, FORMATS, PRECISIONS
+from shufflenet_cli.options import BACKENDS, DECODE_IN, ENGINES, FORMATS, PRECISIONS
 
 
 def _choices(name: str, values: tuple[str, ...]) -> Any:
@@ -28,6 +28,7 @@ Format = _choices("Format", FORMATS)
 BackendName = _choices("BackendName", BACKENDS)
 DecodeIn = _choices("DecodeIn", DECODE_IN)
 Precision = _choices("Precision", PRECISIONS)
+Engine = _choices("Engine", ENGINES)
 
 
 PathsArg = Annotated[
@@ -232,6 +233,24 @@ MaxDownloadOpt = Annotated[
         min=0.001,
         metavar="MB",
         help="For http(s) and s3:// inputs: a larger download is that input's error, never held.",
+    ),
+]
+EngineOpt = Annotated[
+    Engine,
+    typer.Option(
+        case_sensitive=False,
+        metavar=choices_metavar(ENGINES),
+        help="local: this machine. ray: Ray Data on a Ray cluster (pip install 'shufflenet-cli[ray]'); "
+        "inputs must be URLs, object storage or storage every node sees (docs/cluster.md).",
+    ),
+]
+RayAddressOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        metavar="ADDR",
+        help="With --engine ray: a running cluster (auto, or HOST:PORT) [default: $RAY_ADDRESS, else a private "
+        "local instance].",
+        show_default=False,
     ),
 ]
 TimingsOpt = Annotated[bool, typer.Option(help="Print throughput and per-stage timings on stderr.")]

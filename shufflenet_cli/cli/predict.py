@@ -50,6 +50,8 @@ def predict(
     report: params.ReportOpt = None,
     timeout: params.TimeoutOpt = 30.0,
     max_download: params.MaxDownloadOpt = 100.0,
+    engine: params.EngineOpt = params.Engine.local,
+    ray_address: params.RayAddressOpt = None,
     timings: params.TimingsOpt = False,
     progress: params.ProgressOpt = True,
     quiet: params.QuietOpt = False,
