@@ -53,6 +53,8 @@ def bucket(s3_server, monkeypatch, images):
             f"{name}/photos/.hidden.jpg": b,
             f"{name}/photos/notes.txt": b"not a photo",
             f"{name}/junk/notes.jpg": b"just some words, not a picture\n",
+            f"{name}/sizes/empty.jpg": b"",
+            f"{name}/sizes/large.jpg": b"\xff" * 200_000,
         }
     )
     return name
@@ -104,6 +106,21 @@ def test_an_object_is_a_file_and_failures_are_records(cli, bucket, images, cache
     assert records[2]["error"] == "no such object or prefix"
     assert records[3]["error"] == "no such bucket: no-such-bucket-here"
     assert "Traceback" not in r.stderr
+
+
+def test_max_download_and_an_empty_object_are_records(cli, bucket, images, cached_weights, tmp_path):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    r = cli("predict", f"s3://{bucket}/sizes/", str(empty), "-m", "x0_5", "-f", "json", "--max-download", "0.05")
+    assert r.exit_code == 1, r.stderr
+    records = r.json()
+    assert [rec["path"] for rec in records] == [
+        f"s3://{bucket}/sizes/empty.jpg",
+        f"s3://{bucket}/sizes/large.jpg",
+        str(empty),
+    ]
+    assert records[0]["error"] == records[2]["error"]  # an empty object is an empty file
+    assert records[1]["error"] == "larger than --max-download (0.05 MB)"
 
 
 def test_an_empty_prefix_alone_is_no_image_found(cli, bucket, cached_weights):

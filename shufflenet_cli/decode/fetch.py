@@ -77,8 +77,8 @@ def _read_object(url: str, max_bytes: int) -> bytes:
     """An s3:// object; the client's own retries and timeouts apply (botocore's standard chain)."""
     try:
         return read_object(url, max_bytes)
-    except TooLarge as exc:
-        raise ImageError(f"larger than --max-download ({max_bytes / MB:.3g} MB): {exc}") from None
+    except TooLarge:
+        raise ImageError(f"larger than --max-download ({max_bytes / MB:.3g} MB)") from None
     except FileNotFoundError:
         raise ImageError("no such object (it vanished after it was listed)") from None
     except PermissionError:

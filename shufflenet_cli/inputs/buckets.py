@@ -7,6 +7,7 @@ The decode workers read each object (decode/fetch.py calls `read_object`).
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib.util
 import os
@@ -16,6 +17,10 @@ from shufflenet_cli.errors import UsageError
 from shufflenet_cli.urls import is_s3_url
 
 S3_EXTRA = "pip install 'shufflenet-cli[s3]'"
+# Connections a process may hold to the store: botocore's default of 10 left most of a remote run's
+# decode threads (decode/fetch.py's REMOTE_WORKERS) queueing for one while each request waited on the
+# network (docs/inputs.md, "Throughput"). They are opened only as they are needed.
+MAX_CONNECTIONS = 128
 
 
 class TooLarge(OSError):
@@ -42,15 +47,29 @@ def _filesystem(pid: int, endpoint: str | None) -> Any:
     import s3fs
 
     # No listings cache: a walk over millions of keys must not keep them all.
-    return s3fs.S3FileSystem(use_listings_cache=False, skip_instance_cache=True)
+    return s3fs.S3FileSystem(
+        use_listings_cache=False,
+        skip_instance_cache=True,
+        config_kwargs={"max_pool_connections": MAX_CONNECTIONS},
+    )
 
 
 def read_object(url: str, max_bytes: int) -> bytes:
-    """The object's bytes; TooLarge without reading where its size passes `max_bytes`; OSErrors as s3fs raises them."""
-    with filesystem().open(url[5:], "rb") as f:
-        if f.size > max_bytes:
-            raise TooLarge(f"{f.size} bytes")
-        return f.read()
+    """The object's bytes; TooLarge where it has more than `max_bytes`; OSErrors as s3fs raises them.
+
+    One ranged GET of at most `max_bytes + 1` bytes: asking for the size first (a HEAD, as opening the
+    object does) doubled the requests, and each waits a round trip. An oversized object is refused
+    after that many bytes, as an http(s) body without a Content-Length is."""
+    fs, key = filesystem(), url[5:]
+    try:
+        data = fs.cat_file(key, start=0, end=max_bytes + 1)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL or fs.size(key) != 0:
+            raise
+        return b""  # S3 refuses any range of an empty object (416): the empty file's own error follows
+    if len(data) > max_bytes:
+        raise TooLarge(f"more than {max_bytes} bytes")
+    return bytes(data)
 
 
 def expand_s3(url: str, recursive: bool, hidden: bool, extensions: frozenset[str]) -> Iterator[tuple[str, str | None]]:
