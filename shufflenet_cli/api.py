@@ -10,12 +10,16 @@ The public names are those `shufflenet_cli/__init__.py` exports; everything else
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Union
+from typing import Any, NamedTuple, Union
+
+import numpy as np
+from PIL import Image
 
 from shufflenet_cli import device as devices
 from shufflenet_cli import pipeline, weights
@@ -28,6 +32,7 @@ from shufflenet_cli.decode.memory import crop_in_memory
 from shufflenet_cli.decode.preprocess import Preprocess
 from shufflenet_cli.decode.workers import Prepare
 from shufflenet_cli.engine import ready
+from shufflenet_cli.errors import UsageError
 from shufflenet_cli.image_formats import image_extensions, parse_extensions
 from shufflenet_cli.inputs.paths import Input, WalkOptions, iter_inputs
 from shufflenet_cli.models import ModelSpec
@@ -35,15 +40,14 @@ from shufflenet_cli.options import PredictOptions, validate
 from shufflenet_cli.outcome import Stats
 from shufflenet_cli.records import Record
 from shufflenet_cli.tuning import default_tuning
+from shufflenet_cli.urls import is_remote_url
 
-if TYPE_CHECKING:
-    import numpy as np
-    from PIL import Image
-
-# What `Classifier.classify` takes: a path or URL (read as the CLI reads it), a PIL image, an H x W or
-# H x W x 3/4 NumPy array (uint8, or floats in 0..1), or an encoded file's bytes.
-ImageLike = Union[str, "os.PathLike[str]", "Image.Image", "np.ndarray", bytes]
+# What `Classifier.classify` takes: an image file's path or URL, a PIL image, an H x W or H x W x 3/4
+# NumPy array (docs/api.md says which dtypes), or an image file's bytes.
+ImageLike = Union[str, "os.PathLike[str]", Image.Image, np.ndarray, bytes, bytearray, memoryview]
 PathLike = Union[str, "os.PathLike[str]"]
+# The one image a bare argument is, rather than a collection of them (an array is iterable by rows)
+_ONE = (str, bytes, bytearray, memoryview, os.PathLike, Image.Image, np.ndarray)
 
 
 class Classifier:
@@ -137,27 +141,38 @@ class Classifier:
         self, images: ImageLike | Iterable[ImageLike], *, topk: int = 5, threshold: float = 0.0
     ) -> Iterator[Record]:
         """One record per image, in order, `batch_size` images at a time: an image that cannot be
-        read or decoded is an error record in its place, never an exception. A path or URL keeps its
-        name as the record's `path`; an in-memory image is named `<image N>`, N its position.
-        A single image (not in a list) gives one record."""
-        if isinstance(images, (str, bytes, os.PathLike)) or not isinstance(images, Iterable) or _is_array(images):
+        read or decoded is an error record in its place, never an exception. A path or URL (of one
+        file: `classify()` walks folders) keeps its name as the record's `path`; an in-memory image is
+        named `<image N>`, N its position. A single image (not in a list) gives one record.
+        The images are read as the records are taken: a PIL image must stay open until then."""
+        _check(topk, threshold)
+        if isinstance(images, _ONE) or _is_array(images) or not isinstance(images, Iterable):
             images = [images]  # type: ignore[list-item]
         return self._classify(iter(images), topk, threshold)
 
     # ------------------------------------------------------------------ for the runner and Ray
 
     def _classify(self, images: Iterator[Any], topk: int, threshold: float) -> Iterator[Record]:
+        """Each batch decoded on the workers' threads, then classified. A PIL image is converted on
+        this thread: one open image given twice must not be loaded by two threads at once."""
         position = itertools.count()
         with ThreadPoolExecutor(max(self._tuning.workers, 1), thread_name_prefix="classify") as pool:
             while chunk := list(itertools.islice(images, self._tuning.batch_size)):
                 work = [(next(position), image) for image in chunk]
-                decoded = list(pool.map(lambda pair: self._decode(*pair), work))
+                pil = [self._decode(*pair) if isinstance(pair[1], Image.Image) else None for pair in work]
+                rest = pool.map(
+                    lambda pair: self._decode(*pair), [p for p, d in zip(work, pil, strict=True) if d is None]
+                )
+                decoded = [d if d is not None else next(rest) for d in pil]
                 yield from self._classify_decoded(decoded, topk=topk, threshold=threshold)
 
     def _decode(self, position: int, image: Any) -> Decoded:
         """One image as the batch loop's workers hand it on: its crop, or its error."""
         if isinstance(image, (str, os.PathLike)):
-            return decode_one(self._decoders.prepare, Input(os.fspath(image)))
+            path = os.fspath(image)
+            if is_remote_url(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+                return decode_one(self._decoders.prepare, Input(path))
+            return Decoded(Input(path), error=_not_a_file(path))
         return crop_in_memory(self._prep, Input(f"<image {position}>"), image)
 
     def _classify_decoded(self, decoded: list[Decoded], *, topk: int = 5, threshold: float = 0.0) -> list[Record]:
@@ -219,9 +234,8 @@ def classify(
     `options` are Classifier's (weights, device, labels, backend, precision, batch_size, workers,
     threads, decode, timeout, max_download). The model loads before this returns (bad options raise
     here); the inputs are read as the records are taken."""
-    given = [os.fspath(paths)] if isinstance(paths, (str, os.PathLike)) else [os.fspath(p) for p in paths]
-    names = {f.name for f in dataclasses.fields(PredictOptions)}
-    unknown = sorted(set(options) - names - {"paths", "fmt", "output"})
+    given = _paths(paths)
+    unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
         raise TypeError(f"classify() got unexpected keyword argument(s): {', '.join(unknown)}")
     for key in ("weights", "labels"):
@@ -264,6 +278,38 @@ def preprocess_for(opts: PredictOptions, spec: ModelSpec, thumbnail_size: int | 
     return dataclasses.replace(prep, remote=Remote(opts.timeout, int(opts.max_download * MB)))
 
 
+# classify()'s keyword options: Classifier's own (the first of its parameters is the model)
+_OPTIONS = tuple(inspect.signature(Classifier.__init__).parameters)[2:]
+
+
+def _paths(paths: PathLike | Iterable[PathLike]) -> list[str]:
+    if isinstance(paths, (str, os.PathLike)):
+        return [os.fspath(paths)]
+    if isinstance(paths, _ONE) or not isinstance(paths, Iterable):
+        raise TypeError(f"classify() takes paths, not a {type(paths).__name__}; Classifier.classify takes images")
+    given = list(paths)
+    wrong = [p for p in given if not isinstance(p, (str, os.PathLike))]
+    if wrong:
+        raise TypeError(f"classify() takes paths, not a {type(wrong[0]).__name__}; Classifier.classify takes images")
+    return [os.fspath(p) for p in given]
+
+
+def _check(topk: int, threshold: float) -> None:
+    """Classifier.classify's own arguments, checked before any image is read."""
+    if isinstance(topk, bool) or not isinstance(topk, int):
+        raise TypeError(f"topk must be an int, not {type(topk).__name__}")
+    if topk < 1:
+        raise UsageError(f"topk must be at least 1, not {topk}")
+    if not 0.0 <= threshold <= 1.0:  # NaN too
+        raise UsageError(f"threshold must be between 0 and 1, not {threshold}")
+
+
+def _not_a_file(path: str) -> str:
+    if os.path.isdir(path):
+        return "a folder: Classifier.classify takes image files; classify() walks folders"
+    return "no such file or directory"
+
+
 def _spec(opts: PredictOptions) -> ModelSpec:
     """No model named: the width of the weights file, else the default."""
     return weights.spec_for(opts.model, opts.weights)
@@ -274,8 +320,8 @@ def _path(value: PathLike | None) -> Path | None:
 
 
 def _is_array(value: object) -> bool:
-    """A NumPy array is iterable (by rows) but is one image."""
-    return type(value).__module__ == "numpy"
+    """An array of any library (a tensor too) is iterable by rows, but is one image."""
+    return hasattr(value, "__array_interface__") or hasattr(value, "__array__")
 
 
 __all__ = ["Classifier", "ImageLike", "classify"]

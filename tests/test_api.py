@@ -270,3 +270,74 @@ def test_docs_examples_run(tmp_path, cached_weights, monkeypatch):
     lines = [json.loads(line) for line in printed.splitlines() if line.startswith("{")]
     assert [line["path"] for line in lines] == ["<image 0>", "<image 1>", "photos/broken.jpg", "<image 3>"]
     assert ["error" in line for line in lines] == [False, False, True, True]
+
+
+# ------------------------------------------------------------------ what users get wrong
+
+
+def test_one_buffer_of_any_kind_is_one_image(clf, tmp_path):
+    data = make_image(tmp_path / "one.jpg").read_bytes()
+    for one in (data, bytearray(data), memoryview(data), np.ma.masked_array(np.zeros((30, 40, 3), np.uint8))):
+        records = list(clf.classify(one))
+        assert len(records) == 1 and records[0].ok, type(one)
+
+
+def test_one_open_image_given_twice_is_read_once_at_a_time(clf, tmp_path):
+    path = make_image(tmp_path / "twice.jpg", size=(300, 200), seed=4)
+    (expected,) = clf.classify([path])
+    with Image.open(path) as im:  # not loaded yet: each worker would load it
+        records = list(clf.classify([im] * 8))
+    assert [_predictions(r) for r in records] == [_predictions(expected)] * 8
+
+
+def test_a_closed_image_says_so(clf, tmp_path):
+    path = make_image(tmp_path / "closed.jpg")
+    with Image.open(path) as im:
+        records = clf.classify(im)
+    (record,) = records
+    assert "closed" in record.error
+
+
+def test_classify_arguments_are_checked_at_the_call(clf, random_weights, tmp_path):
+    for topk in (0, -1):
+        with pytest.raises(shufflenet_cli.UsageError, match="topk"):
+            clf.classify([], topk=topk)
+    with pytest.raises(TypeError, match="topk"):
+        clf.classify([], topk=2.5)
+    for threshold in (2.0, float("nan")):
+        with pytest.raises(shufflenet_cli.UsageError, match="threshold"):
+            clf.classify([], threshold=threshold)
+    for not_an_option in ("engine", "report", "fmt", "output"):
+        with pytest.raises(TypeError, match=not_an_option):
+            classify(tmp_path, "x0_5", weights=random_weights, **{not_an_option: None})
+    for not_paths in (b"/tmp/x.jpg", Image.new("RGB", (8, 8)), [Image.new("RGB", (8, 8))]):
+        with pytest.raises(TypeError, match="takes paths"):
+            classify(not_paths, "x0_5", weights=random_weights)
+
+
+def test_paths_given_to_a_classifier_are_files(clf, tmp_path):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    gone, folder_record = clf.classify([tmp_path / "gone.jpg", folder])
+    assert gone.error == "no such file or directory"
+    assert "classify() walks folders" in folder_record.error
+
+
+def test_arrays_out_of_their_range_are_errors_not_white(clf):
+    rng = np.random.default_rng(9)
+    pixels = rng.integers(0, 256, (40, 40, 3))  # int64, as np.array of Python ints gives
+    as_int64, as_uint8, floats_0_255, negative = clf.classify(
+        [pixels, pixels.astype(np.uint8), pixels.astype(float), pixels - 300]
+    )
+    assert _predictions(as_int64) == _predictions(as_uint8)
+    assert "within 0..1" in floats_0_255.error and "divide by 255" in floats_0_255.error
+    assert "within 0..255" in negative.error
+
+
+def test_types_resolve_at_run_time():
+    import typing
+
+    hints = typing.get_type_hints(Classifier.classify)
+    assert "images" in hints
+    assert (ROOT / "shufflenet_cli" / "py.typed").is_file()
+    assert dir(shufflenet_cli) == sorted(PUBLIC)

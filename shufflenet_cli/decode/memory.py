@@ -39,6 +39,8 @@ def _picture(image: Any, name: str) -> Image.Image:
     if isinstance(image, (bytes, bytearray, memoryview)):
         return decode_rgb(name, None, data=bytes(image))[0]
     if isinstance(image, Image.Image):
+        if getattr(image, "tile", None) and getattr(image, "fp", True) is None:
+            raise ImageError("the PIL image was closed before it was read: take its records inside the `with`")
         return upright_rgb(image)
     if isinstance(image, np.ndarray):
         return upright_rgb(_from_array(image))
@@ -47,7 +49,9 @@ def _picture(image: Any, name: str) -> Image.Image:
 
 def _from_array(a: np.ndarray) -> Image.Image:
     """RGB order (an OpenCV BGR array needs `a[..., ::-1]` first); uint8 as it is, uint16 grey as
-    16-bit data, floats as 0..1 (NaN black, clipped), bool as black and white."""
+    16-bit data, other integers within 0..255 as uint8, floats as 0..1 (NaN black), bool as black and
+    white. Values out of their range are the image's error, never clipped: floats in 0..255 would
+    otherwise come out white."""
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))) or 0 in a.shape:
@@ -57,9 +61,16 @@ def _from_array(a: np.ndarray) -> Image.Image:
     if a.dtype == np.bool_:
         a = a.astype(np.uint8) * 255
     elif a.dtype.kind == "f":
-        a = np.rint(np.clip(np.nan_to_num(a, nan=0.0), 0.0, 1.0) * 255.0).astype(np.uint8)
+        a = np.nan_to_num(a, nan=0.0)
+        if a.min() < 0.0 or a.max() > 1.0:
+            raise ImageError(f"float pixels must be within 0..1, these span {a.min():g}..{a.max():g}: divide by 255")
+        a = np.rint(a * 255.0).astype(np.uint8)
     elif a.dtype == np.uint16 and a.ndim == 2:
         return Image.fromarray(np.ascontiguousarray(a))  # mode I;16: scaled as 16-bit data
+    elif a.dtype.kind in "iu" and a.dtype != np.uint8:
+        if a.min() < 0 or a.max() > 255:
+            raise ImageError(f"{a.dtype} pixels must be within 0..255, these span {a.min()}..{a.max()}")
+        a = a.astype(np.uint8)
     elif a.dtype != np.uint8:
-        raise ImageError(f"a NumPy array of {a.dtype} is no image: give uint8, uint16 (grey), bool or floats in 0..1")
+        raise ImageError(f"a NumPy array of {a.dtype} is no image: give integers, bool or floats in 0..1")
     return Image.fromarray(np.ascontiguousarray(a))
