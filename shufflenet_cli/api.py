@@ -2,7 +2,8 @@
 in batches, and `classify`, which yields what `shufflenet predict PATHS` prints, as records.
 
 One code path: the CLI's runner makes a `Classifier` for its run and drives `_batches` (the batched
-loop of pipeline.py), and the Ray engine's actors each make one and call `_classify_decoded`.
+loop of pipeline.py, decoding read ahead in workers); `Classifier.classify` and the Ray engine's actors
+hand batches they decoded to `_classify_decoded`, the same batch step (pipeline.classify_chunk).
 The public names are those `shufflenet_cli/__init__.py` exports; everything else is private
 (docs/api.md).
 """
