@@ -210,7 +210,7 @@ def run_cli(workdir: Path, targets: list[str], n: int, args: argparse.Namespace,
             f"exit {proc.returncode}, {len(records)} records of {n}, {len(errors)} errors {first!r}:\n{err[-3000:]}"
         )
     timings = common.parse_timings(err)
-    fetch = re.search(r"fetch ([0-9.]+) ms/image", " ".join(err.split()))
+    fetch = re.search(r"fetch ([0-9.]+) ms per fetched input", " ".join(err.split()))
     return {
         "rate": timings["run_rate"],
         "wall_s": wall,
@@ -341,7 +341,7 @@ def main() -> int:
                 print(
                     f"round {round_ + 1} {name:>10}: {result['rate']:6.1f} images/s, {result['requests']:4d} "
                     f"requests; CPU ms/image: CLI {result['cli_cpu_ms']:.1f}, server {result['server_cpu_ms']:.1f}; "
-                    f"fetch {result['fetch_ms']:.1f} ms/image, wait {result['wait_ms']:.1f} ms/image{ceiling}",
+                    f"fetch {result['fetch_ms']:.1f} ms/input, wait {result['wait_ms']:.1f} ms/image{ceiling}",
                     flush=True,
                 )
     local = statistics.median(rates["local"])

@@ -17,6 +17,8 @@ class Stats:
     failed: int = 0
     batches: int = 0
     decode_s: float = 0.0  # summed over workers
+    fetch_s: float = 0.0  # remote inputs' bytes fetched (http(s), object storage), summed over workers
+    fetched: int = 0  # inputs whose bytes were fetched (and decoded): --timings shows fetch where any were
     preprocess_s: float = 0.0  # summed over workers
     inference_s: float = 0.0
     output_s: float = 0.0

@@ -139,6 +139,8 @@ class _InFlight:
         self.chunk.append(decoded)
         self.stats.decode_s += decoded.decode_s
         self.stats.preprocess_s += decoded.preprocess_s
+        self.stats.fetch_s += decoded.fetch_s
+        self.stats.fetched += decoded.fetched
         if len(self.chunk) >= batch_size:
             self.classify()
 

@@ -5,16 +5,20 @@ on. Each remote image gets the records of its local copy, in place; failures are
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from conftest import ReportPage
 
 from shufflenet_cli.decode.fetch import Remote, fetch
 from shufflenet_cli.decode.images import ImageError
 
+LAG = 0.25  # seconds before a /lagged/ answer
 BIG = 200_000  # bytes; the tests' --max-download is far less
 SMALL_CAP_MB = "0.05"
 
@@ -61,6 +65,9 @@ class Site:
                     )
                 elif path == "/broken.jpg":
                     self._send(503, b"down")
+                elif path.startswith("/lagged/"):  # a store far away: each answer after LAG seconds
+                    time.sleep(LAG)
+                    self._send(200, site.files["/photos/" + path.rsplit("/", 1)[1]])
                 elif path == "/slow.jpg":
                     site.release.wait(30)
                     self._send(200, site.files["/photos/img0.jpg"])
@@ -194,3 +201,35 @@ def test_fetch_stops_reading_at_the_cap(site):
     with pytest.raises(ImageError, match="larger than --max-download"):
         fetch(site.url("/big-unsized.jpg"), Remote(max_bytes=1000))
     assert fetch(site.url("/notes.txt"), Remote()) == site.files["/notes.txt"]
+
+
+@pytest.mark.parametrize("decode_in", ["threads", "processes"])
+def test_timings_show_the_fetches_apart_from_the_decodes(cli, site, images, cached_weights, decode_in):
+    """Each /lagged/ answer waits LAG: the fetch stage holds that wait, read+decode does not."""
+    urls = [site.url(f"/lagged/{p.name}") for p in images]
+    r = cli("predict", *urls, str(images[0]), "-m", "x0_5", "-f", "json", "--timings", "--decode-in", decode_in)
+    assert r.exit_code == 0, r.stderr
+    text = " ".join(r.stderr.split())
+    fetch_ms, fetched = re.search(r"fetch ([0-9.]+) ms per fetched input, (\d+) of them", text).groups()
+    assert int(fetched) == len(urls)  # the local file is not one of them
+    assert float(fetch_ms) >= 1000 * LAG
+    decode_ms = float(re.search(r"read\+decode ([0-9.]+) ms/image", text).group(1))
+    assert decode_ms < 1000 * LAG * len(urls) / (len(urls) + 1)  # the waits are not counted in it
+
+
+def test_timings_without_remote_inputs_have_no_fetch_stage(cli, images, cached_weights):
+    r = cli("predict", *map(str, images), "-m", "x0_5", "-f", "json", "--timings")
+    assert r.exit_code == 0, r.stderr
+    assert "read+decode" in r.stderr and "fetch" not in r.stderr
+
+
+def test_report_thumbnails_of_urls_are_their_local_copies(cli, site, images, cached_weights, tmp_path):
+    urls = [site.url(f"/photos/{p.name}") for p in images]
+    report = tmp_path / "report.html"
+    r = cli("predict", *urls, *map(str, images), site.url("/missing.jpg"), "-m", "x0_5", "--report", report)
+    assert r.exit_code == 1, r.stderr
+    page = ReportPage(report.read_text(encoding="utf-8"))
+    assert page.by_class["path"] == [*urls, *map(str, images)]
+    n = len(images)
+    assert len(page.imgs) == 2 * n and page.imgs[:n] == page.imgs[n:]
+    assert [row[0] for row in page.rows if row] == [site.url("/missing.jpg")]

@@ -196,3 +196,23 @@ def test_predict_records_when_it_was_called(cli, images, random_weights, monkeyp
     total, start = float(found[1]), float(found[2])
     assert start >= 0.5 and total >= start
     assert re.fullmatch(pattern, ReportPage(report.read_text()).by_class["summary"][0])
+
+
+def test_fetches_are_summed_apart_and_shown_only_where_there_were_some(monkeypatch, clock):
+    def some_fetched(*args):
+        for i in range(6):
+            remote = i % 2 == 0
+            yield Decoded(
+                Input(f"{i}.jpg"), np.zeros((2, 2, 3), np.uint8), decode_s=0.01, fetch_s=0.1 * remote, fetched=remote
+            )
+
+    monkeypatch.setattr(pipeline, "decode_in_order", some_fetched)
+    stats = new_stats(clock)
+    list(pipeline.run([], None, SlowFirstBatch(clock), ["a", "b"], batch_size=4, topk=2, stats=stats))
+    assert (stats.fetched, stats.fetch_s, stats.decode_s) == (3, pytest.approx(0.3), pytest.approx(0.06))
+    text = "\n".join(timings_lines(Outcome(stats)))
+    assert "fetch 100.00 ms per fetched input, 3 of them" in text
+    assert "read+decode 10.00 ms/image" in text
+
+    stats.fetched, stats.fetch_s = 0, 0.0
+    assert "fetch" not in "\n".join(timings_lines(Outcome(stats)))

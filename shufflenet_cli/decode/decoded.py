@@ -27,6 +27,8 @@ class Decoded:
     jpeg: Any = None  # --gpu-decode: decoded with its batch, on the GPU
     slot: int | None = None  # processes: the crop waits in this shared-memory slot (crop_slots.py)
     drafted: bool = False  # decoded at a reduced JPEG DCT scale (preprocess.py): a near-tie is redone
+    fetch_s: float = 0.0  # a remote input's bytes fetched (decode/fetch.py); not in decode_s
+    fetched: bool = False  # its bytes came over the network
 
 
 def decode_one(prep: Prepare, item: Input) -> Decoded:
@@ -41,7 +43,16 @@ def decode_one(prep: Prepare, item: Input) -> Decoded:
     except Exception as exc:  # noqa: BLE001 - a decoder bug must cost one record, not the run
         return Decoded(item, error=f"decoder failed: {type(exc).__name__}: {exc}")
     return Decoded(
-        item, crop.array, None, crop.decode_s, crop.preprocess_s, crop.thumbnail, crop.jpeg, drafted=crop.drafted
+        item,
+        crop.array,
+        None,
+        crop.decode_s,
+        crop.preprocess_s,
+        crop.thumbnail,
+        crop.jpeg,
+        drafted=crop.drafted,
+        fetch_s=crop.fetch_s,
+        fetched=crop.fetched,
     )
 
 

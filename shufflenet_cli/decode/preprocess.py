@@ -44,6 +44,8 @@ class Crop:
     thumbnail: bytes | None = None  # small JPEG of the whole upright image, when asked for
     jpeg: Any = None  # --gpu-decode: the still-compressed file (gpu_decode.EncodedJpeg)
     drafted: bool = False  # decoded at a reduced JPEG DCT scale (not byte for byte the reference)
+    fetch_s: float = 0.0  # getting a remote input's bytes (http(s), object storage); in decode_s no more
+    fetched: bool = False  # the bytes came over the network: --timings shows a fetch stage
 
 
 @dataclass(frozen=True)
@@ -96,12 +98,15 @@ class Preprocess:
         # a URL's bytes are decoded as a pipe's; a local file named like one (`https:/host/x`) stays a file
         remote = is_remote_url(path) and not os.path.lexists(path)
         data = fetch(path, self.remote) if remote else None
+        fetched = time.perf_counter()
         # checked: a pipe's (or URL's) bytes are not read again for the exact decode, so they get it at once
         img, drafted = decode_rgb(path, self.draft_min, draft_pipes=self.decode != "checked", data=data)
         t1 = time.perf_counter()
         array = self.crop_array(img, approximate=drafted)
         thumb = make_thumbnail(img, self.thumbnail_size) if self.thumbnail_size else None
-        return Crop(array, t1 - t0, time.perf_counter() - t1, thumb, drafted=drafted)
+        return Crop(
+            array, t1 - fetched, time.perf_counter() - t1, thumb, drafted=drafted, fetch_s=fetched - t0, fetched=remote
+        )
 
     def resized_size(self, w: int, h: int) -> tuple[int, int]:
         """The size torchvision's F.resize(img, [resize]) gives a w x h PIL image (shorter side = resize)."""

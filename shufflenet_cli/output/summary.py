@@ -45,6 +45,7 @@ def timings_lines(outcome: Outcome) -> list[str]:
         f"timings: {rate}",
         *start,
         *first,
+        *_fetch_line(s),
         f"  read+decode {ms(s.decode_s):.2f} ms/image (worker time), preprocess {ms(s.preprocess_s):.2f} ms/image "
         f"(worker time), inference {ms(s.inference_s):.2f} ms/image, output {ms(s.output_s):.2f} ms/image",
         f"  waiting for decoded images {ms(s.wait_s):.2f} ms/image (in the main process; "
@@ -56,6 +57,14 @@ def timings_lines(outcome: Outcome) -> list[str]:
         f"  backend {outcome.backend}; batch size {t.batch_size}, workers {t.workers} ({kind}), threads {t.threads}",
         *_draft_line(s),
     ]
+
+
+def _fetch_line(s: Stats) -> list[str]:
+    """Remote inputs' fetches, apart from their decodes; nothing where the run fetched none."""
+    if not s.fetched:
+        return []
+    each = 1000.0 * s.fetch_s / s.fetched
+    return [f"  fetch {each:.2f} ms per fetched input, {s.fetched} of them (worker time, mostly network waits)"]
 
 
 def _draft_line(s: Stats) -> list[str]:
