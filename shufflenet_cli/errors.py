@@ -33,6 +33,13 @@ class ModelLoadError(ShufflenetError):
     exit_code = EXIT_MODEL
 
 
+class EngineError(ShufflenetError):
+    """The Ray engine cannot go on: the cluster cannot be reached or refuses us, lacks what the run
+    asks for, or the run made no progress for too long (exit 3, as for a device that is unavailable)."""
+
+    exit_code = EXIT_MODEL
+
+
 class OutputError(ShufflenetError):
     """--output or --report cannot be opened (exit 2): found before anything is classified."""
 
