@@ -43,6 +43,7 @@ WINDOW_PER_ACTOR = 2048
 # --ray-timeout's default: an actor's start (a fresh process importing torch and building the model)
 # takes seconds, a GPU node joining an autoscaling cluster minutes.
 STALL_TIMEOUT_S = 600.0
+CLOSE_GRACE_S = 30.0  # at most this long (plus a little) for a stopped run's last Ray call to return
 
 
 def batches(
@@ -82,16 +83,21 @@ def batches(
             lambda feed: _produce(feed, inputs, prep, sizing, actor_args, timeout_s, window), timeout_s
         )
         order = _InOrder(stats)
-        for kind, item in feed.items(should_stop, order.waited):
-            if kind == "window":
-                order.expect(*item)
-            elif kind == "rows":
-                order.add(item)
-            else:
-                order.check_complete(item)
-            if records := order.take():
-                yield records
-        stats.end()
+        try:
+            for kind, item in feed.items(should_stop, order.waited):
+                if kind == "window":
+                    order.expect(*item)
+                elif kind == "rows":
+                    order.add(item)
+                else:
+                    order.check_complete(item)
+                if records := order.take():
+                    yield records
+            stats.end()
+        finally:
+            # After a stop or the watchdog, the execution ends at its next batch or at Ray's own
+            # no-progress guard (set to the same timeout), before Ray is shut down.
+            feed.close(grace_s=min(timeout_s, CLOSE_GRACE_S) + 5.0)
 
 
 def _produce(

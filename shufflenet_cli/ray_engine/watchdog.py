@@ -95,6 +95,13 @@ class Feed(Generic[T]):
         finally:
             self.cancelled.set()  # the producer stops at its next item (a stuck one is a daemon thread)
 
+    def close(self, grace_s: float) -> None:
+        """Stop the producer and wait up to `grace_s` for it to finish: Ray must not be shut down
+        under it, where a Ray call it makes afterwards would start (or attach to) another instance."""
+        self.cancelled.set()
+        if self._thread.is_alive():
+            self._thread.join(grace_s)
+
     def _run(self, produce: Callable[[Feed[T]], None]) -> None:
         try:
             produce(self)
