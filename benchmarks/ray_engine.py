@@ -7,9 +7,9 @@ per node by default).
     python -m benchmarks.ray_engine --fused            # also: decode fused into the actors (the trap)
     python -m benchmarks.ray_engine --window 100       # also: windows of 100 inputs (each restarts the pool)
 
-Each engine runs in this process through the library calls the CLI makes (api.classify for the local
-engine, ray_engine.run.batches for Ray), its records counted and checked equal to the local engine's
-(the first round). Two rates per run: over the whole call (Ray's start included: a fresh instance or
+Each run is a child process of its own (one Ray session per process, as the CLI makes), which calls
+what the CLI calls (api.classify for the local engine, ray_engine.run.batches for Ray); its records
+are counted and checked equal to the first run's (as the output formats write them). Two rates per run: over the whole call (Ray's start included: a fresh instance or
 connection, the actors importing torch and building the model) and after the first records (the
 steady rate). The variants run in interleaved rounds: this host's speed drifts between runs.
 Figures go in docs/cluster.md.
@@ -18,15 +18,18 @@ Figures go in docs/cluster.md.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import BENCH_DIR, machine, make_weights, small_set
+from benchmarks.common import BENCH_DIR, ROOT, machine, make_weights, python_module, small_set
 
 Run = tuple[list[Any], float, tuple[float, int]]  # records, start, (first records' time, how many came then)
 
@@ -87,6 +90,7 @@ def main() -> None:
     parser.add_argument("--node-cpus", type=int, default=1, help="CPUs of each simulated node (default 1)")
     parser.add_argument("--fused", action="store_true", help="also run Ray with the decode fused into the actors")
     parser.add_argument("--window", type=int, default=0, help="also run Ray with windows of this many inputs")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # a child's one run: VARIANT,ADDRESS,RECORDS_FILE
     args = parser.parse_args()
 
     workdir = BENCH_DIR
@@ -95,46 +99,66 @@ def main() -> None:
     images, folder = small_set(workdir, args.images)
     weights, what = make_weights(workdir, args.model)
     paths = [str(folder)]
+    if args.one:
+        _child(args.one, paths, args.model, weights, len(images))
+        return
     print(machine(), file=sys.stderr)
     print(f"{len(images)} ImageNet-size JPEGs, {args.model} ({what})", file=sys.stderr)
 
     from ray.cluster_utils import Cluster
 
-    from shufflenet_cli.ray_engine import run, sizing
-
     simulated = Cluster(initialize_head=True, head_node_args={"num_cpus": args.node_cpus})
     simulated.add_node(num_cpus=args.node_cpus)
+    variants = {
+        "local engine": "local,",
+        "ray, one machine": "ray,",
+        f"ray, 2 nodes x {args.node_cpus} CPU": f"ray,{simulated.address}",
+    }
+    if args.fused:
+        variants["ray, one machine, decode fused into actors"] = "fused,"
+    if args.window:
+        variants[f"ray, one machine, windows of {args.window}"] = f"window{args.window},"
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     try:
-        variants: dict[str, Callable[[], Run]] = {
-            "local engine": lambda: _local(paths, args.model, weights),
-            "ray, one machine": lambda: _ray(paths, args.model, weights, None),
-            f"ray, 2 nodes x {args.node_cpus} CPU": lambda: _ray(paths, args.model, weights, simulated.address),
-        }
-        if args.fused:
-            variants["ray, one machine, decode fused into actors"] = lambda: _fused(paths, args.model, weights, sizing)
-        if args.window:
-            variants[f"ray, one machine, windows of {args.window}"] = lambda: _windowed(
-                paths, args.model, weights, run, args.window
-            )
-        results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
-        reference = None
-        for r in range(args.rounds):
-            names = list(variants) if r % 2 == 0 else list(reversed(variants))
-            for name in names:
-                result = _timed(variants[name], len(images))
-                records = result.pop("records")
-                if reference is None:
-                    reference = records
-                elif _rounded(records) != _rounded(reference):
-                    raise RuntimeError(f"{name}: records differ from the first run's")
-                results[name].append(result)
-                print(f"round {r + 1} {name}: {_line(result)}", file=sys.stderr)
+        with tempfile.TemporaryDirectory() as tmp:
+            reference = None
+            for r in range(args.rounds):
+                names = list(variants) if r % 2 == 0 else list(reversed(variants))
+                for name in names:
+                    out = Path(tmp) / "records.json"
+                    # each run in a process of its own, as the CLI runs: one Ray session per process
+                    cmd = [*python_module(__spec__.name), "--images", str(args.images), "--model", args.model]
+                    done = subprocess.run(
+                        [*cmd, "--one", f"{variants[name]},{out}"], cwd=ROOT, stdout=subprocess.PIPE, check=True
+                    )
+                    result = json.loads(done.stdout.decode().strip().splitlines()[-1])
+                    records = json.loads(out.read_text())
+                    if reference is None:
+                        reference = records
+                    elif records != reference:
+                        raise RuntimeError(f"{name}: records differ from the first run's")
+                    results[name].append(result)
+                    print(f"round {r + 1} {name}: {_line(result)}", file=sys.stderr)
     finally:
         simulated.shutdown()
     print(f"\nmedians over {args.rounds} rounds, {len(images)} images:")
     for name, runs in results.items():
         med = {k: statistics.median(run[k] for run in runs) for k in runs[0]}
         print(f"  {name:45s} {_line(med)}")
+
+
+def _child(spec: str, paths: list[str], model: str, weights: Path, n: int) -> None:
+    """One run, its figures as a JSON line on stdout and its records (as written) in a file."""
+    variant, address, out = spec.split(",", 2)
+    calls: dict[str, Callable[[], Run]] = {
+        "local": lambda: _local(paths, model, weights),
+        "ray": lambda: _ray(paths, model, weights, address or None),
+        "fused": lambda: _fused(paths, model, weights),
+    }
+    call = calls.get(variant) or (lambda: _windowed(paths, model, weights, int(variant.removeprefix("window"))))
+    result = _timed(call, n)
+    Path(out).write_text(json.dumps([r.to_dict() for r in result.pop("records")]))
+    print(json.dumps(result))
 
 
 def _line(r: dict[str, float]) -> str:
@@ -144,30 +168,19 @@ def _line(r: dict[str, float]) -> str:
     )
 
 
-def _rounded(records: list[Any]) -> list[Any]:
-    """Records as the output formats write them (probabilities to 6 places)."""
-    return [r.to_dict() for r in records]
-
-
-def _fused(paths: list[str], model: str, weights: Path, sizing: Any) -> Run:
+def _fused(paths: list[str], model: str, weights: Path) -> Run:
     """Ray with the decode's request made equal to the actors': Ray Data fuses the two steps."""
-    saved = sizing.DECODE_MEMORY
     from shufflenet_cli.ray_engine import plan
 
-    sizing.DECODE_MEMORY = plan.DECODE_MEMORY = None
-    try:
-        return _ray(paths, model, weights, None)
-    finally:
-        sizing.DECODE_MEMORY = plan.DECODE_MEMORY = saved
+    plan.DECODE_MEMORY = None  # type: ignore[assignment]
+    return _ray(paths, model, weights, None)
 
 
-def _windowed(paths: list[str], model: str, weights: Path, run: Any, window: int) -> Run:
-    saved = run.MIN_WINDOW, run.WINDOW_PER_ACTOR
+def _windowed(paths: list[str], model: str, weights: Path, window: int) -> Run:
+    from shufflenet_cli.ray_engine import run
+
     run.MIN_WINDOW, run.WINDOW_PER_ACTOR = window, 1
-    try:
-        return _ray(paths, model, weights, None)
-    finally:
-        run.MIN_WINDOW, run.WINDOW_PER_ACTOR = saved
+    return _ray(paths, model, weights, None)
 
 
 if __name__ == "__main__":
