@@ -9,9 +9,10 @@ per node by default).
 
 Each run is a child process of its own (one Ray session per process, as the CLI makes), which calls
 what the CLI calls (api.classify for the local engine, ray_engine.run.batches for Ray); its records
-are counted and checked equal to the first run's (as the output formats write them). Two rates per run: over the whole call (Ray's start included: a fresh instance or
-connection, the actors importing torch and building the model) and after the first records (the
-steady rate). The variants run in interleaved rounds: this host's speed drifts between runs.
+are counted and checked equal to the first run's (as the output formats write them). Two rates per
+run: over the whole call (Ray's start included: a fresh instance or connection, the actors importing
+torch and building the model) and after the first records (the steady rate). The variants run in
+interleaved rounds: this host's speed drifts between runs.
 Figures go in docs/cluster.md.
 """
 
