@@ -38,9 +38,9 @@ def bucket(s3_server, monkeypatch, images):
         monkeypatch.setenv(name, value)
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
         monkeypatch.delenv(name, raising=False)
-    from shufflenet_cli.inputs.buckets import filesystem
+    from shufflenet_cli.inputs.buckets import STORES, filesystem
 
-    fs = filesystem()
+    fs = filesystem(STORES["s3"])
     name = f"bucket-{next(_BUCKETS)}"  # one per test: moto keeps them for the module
     fs.mkdir(name)
     a, b, c = (p.read_bytes() for p in images)
@@ -138,7 +138,7 @@ def test_resume_matches_objects_as_given(cli, bucket, cached_weights, tmp_path):
 
 
 def test_without_s3fs_an_s3_argument_is_a_usage_error_naming_the_extra(cli, images, cached_weights, monkeypatch):
-    monkeypatch.setattr("shufflenet_cli.inputs.buckets.have_s3", lambda: False)
+    monkeypatch.setattr("shufflenet_cli.inputs.buckets.installed", lambda store: False)
     r = cli("predict", "s3://b/photos/", str(images[0]), "-m", "x0_5")
     assert r.exit_code == 2
     assert "pip install 'shufflenet-cli[s3]'" in r.stderr

@@ -1,10 +1,12 @@
-"""An http(s) input's bytes, fetched in the decode worker that decodes them (preprocess.py), so that
-fetches run as concurrently as decodes do. Every failure is an `ImageError` naming what went wrong
-(the status and host, a refused port, a timeout, the size cap): that input's error record.
+"""An http(s) or object-storage input's bytes, fetched in the decode worker that decodes them
+(preprocess.py), so that fetches run as concurrently as decodes do. Every failure is an `ImageError`
+naming what went wrong (the status and host, a refused port, a timeout, the size cap): that input's
+error record.
 
-Redirects are followed (urllib's default). Timeouts, connection resets and 5xx responses are tried
-again after a growing pause: they are often passing. A 4xx, a refused connection or an unknown host is
-not: asking again gives the same answer.
+For http(s), redirects are followed (urllib's default). Timeouts, connection resets and 5xx responses
+are tried again after a growing pause: they are often passing. A 4xx, a refused connection or an
+unknown host is not: asking again gives the same answer. Objects are read by inputs/buckets.py,
+whose clients retry on their own.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from urllib.parse import urlsplit
 from shufflenet_cli import __version__
 from shufflenet_cli.decode.images import ImageError
 from shufflenet_cli.inputs.buckets import TooLarge, read_object
-from shufflenet_cli.urls import is_http_url, is_remote_url, is_s3_url
+from shufflenet_cli.urls import is_http_url, is_object_url, is_remote_url
 
 MB = 1 << 20
 CHUNK = 1 << 16
@@ -59,8 +61,8 @@ class _Retry(Exception):
 
 
 def fetch(url: str, remote: Remote) -> bytes:
-    """The body at `url` (http(s) or s3); ImageError with the reason where it cannot be had."""
-    if is_s3_url(url):
+    """The body at `url` (http(s) or object storage); ImageError with the reason where it cannot be had."""
+    if is_object_url(url):
         return _read_object(url, remote.max_bytes)
     for attempt in range(remote.retries + 1):
         try:
@@ -74,7 +76,7 @@ def fetch(url: str, remote: Remote) -> bytes:
 
 
 def _read_object(url: str, max_bytes: int) -> bytes:
-    """An s3:// object; the client's own retries and timeouts apply (botocore's standard chain)."""
+    """An object in object storage (inputs/buckets.py); its client's own retries and timeouts apply."""
     try:
         return read_object(url, max_bytes)
     except TooLarge:

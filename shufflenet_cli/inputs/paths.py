@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import IO, Iterable, Iterator
 
 from shufflenet_cli.image_formats import image_extensions
-from shufflenet_cli.inputs.buckets import check_extras, expand_s3
+from shufflenet_cli.inputs.buckets import check_extras, expand_objects
 from shufflenet_cli.inputs.globbing import has_magic, iglob
-from shufflenet_cli.urls import NOT_SUPPORTED, is_http_url, is_s3_url, looks_like_url
+from shufflenet_cli.urls import NOT_SUPPORTED, is_http_url, is_object_url, looks_like_url
 
 
 @dataclass(frozen=True)
@@ -178,12 +178,13 @@ def _expand(arg: str, options: WalkOptions, extensions: frozenset[str], from_lis
 
 
 def _remote(arg: str, options: WalkOptions, extensions: frozenset[str]) -> Iterator[Input]:
-    """A URL's inputs: an http(s) one is itself (the decode worker fetches it), an s3:// one an object or
-    the objects under a prefix; other schemes are not supported."""
+    """A URL's inputs: an http(s) one is itself (the decode worker fetches it), an object-storage one
+    (s3://, gs://, az://, abfs://) an object or the objects under a prefix (buckets.py); one that only
+    looks like a URL (`https:/host/x`, one slash) is not supported."""
     if is_http_url(arg):
         yield Input(arg)
-    elif is_s3_url(arg):
-        for path, error in expand_s3(arg, options.recursive, options.hidden, extensions):
+    elif is_object_url(arg):
+        for path, error in expand_objects(arg, options.recursive, options.hidden, extensions):
             yield Input(path, error)
     else:
         yield Input(arg, error=NOT_SUPPORTED)
