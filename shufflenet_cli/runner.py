@@ -252,11 +252,11 @@ def _engine(opts: PredictOptions, spec: ModelSpec) -> Engine:
     Ray imported only then."""
     thumbnail_size = REPORT_THUMBNAIL if opts.report else None
     if opts.engine == "ray":
-        from shufflenet_cli.ray_engine import run as on_ray
+        from shufflenet_cli.ray_engine.run import batches as on_ray
 
         prep = preprocess_for(opts, spec, thumbnail_size)
         return Engine(
-            lambda inputs, stats, stop: on_ray.batches(inputs, opts, spec, prep, stats, stop),
+            lambda inputs, stats, stop: on_ray(inputs, opts, spec, prep, stats, stop),
             "Ray Data (--engine ray)",
             default_tuning("cpu", opts),
         )
