@@ -6,7 +6,7 @@ Three rules, each from a way the plan fails:
   (all but one GPU actor's CPU on a GPU cluster) go to actors.
 - Decode tasks and actors ask for different resources. Where their requests are equal, Ray Data fuses
   the decode step into the actors: each actor then decodes and classifies in turn, and the CPUs left
-  for decode tasks stay idle (half the throughput, docs/cluster.md). Decode tasks also reserve
+  for decode tasks stay idle (docs/cluster.md, "How the plan is built"). Decode tasks also reserve
   DECODE_MEMORY, which a large photo's decode does take, and which sets them apart from the actors.
 - The pool autoscales from one actor to `max_actors`; each CPU actor runs one inference thread on
   its one CPU, so its request is what it uses.
