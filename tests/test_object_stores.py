@@ -11,6 +11,7 @@ import io
 import json
 
 import pytest
+from conftest import ReportPage
 from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.registry import _registry as fsspec_registry  # what fsspec.filesystem(protocol) looks in first
 
@@ -117,18 +118,11 @@ def test_an_object_is_read_whole_and_refused_past_the_cap(store, images):
 
 
 @ALL_SCHEMES
-def test_the_cli_classifies_objects_as_their_local_copies(cli, store, images, cached_weights):
+def test_the_cli_classifies_objects_as_their_local_copies(cli, store, images, cached_weights, tmp_path):
     scheme, _ = store
-    r = cli(
-        "predict",
-        f"{scheme}://bkt/photos/",
-        f"{scheme}://bkt/junk/notes.jpg",
-        *map(str, images),
-        "-m",
-        "x0_5",
-        "-f",
-        "jsonl",
-    )
+    report = tmp_path / "report.html"
+    given = [f"{scheme}://bkt/photos/", f"{scheme}://bkt/junk/notes.jpg", *map(str, images)]
+    r = cli("predict", *given, "-m", "x0_5", "-f", "jsonl", "--report", report)
     assert r.exit_code == 1, r.stderr
     records = [json.loads(line) for line in r.stdout.splitlines()]
     assert [rec["path"] for rec in records[:5]] == [
@@ -139,6 +133,8 @@ def test_the_cli_classifies_objects_as_their_local_copies(cli, store, images, ca
     local = [{k: v for k, v in rec.items() if k != "path"} for rec in records[5:]]
     remote = [{k: v for k, v in rec.items() if k != "path"} for rec in records[:4]]
     assert remote == [local[0], local[1], local[2], local[0]]
+    thumbnails = ReportPage(report.read_text(encoding="utf-8")).imgs  # the failed text object has none
+    assert thumbnails[:4] == [thumbnails[4], thumbnails[5], thumbnails[6], thumbnails[4]]
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
