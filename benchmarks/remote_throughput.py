@@ -15,8 +15,12 @@ start-up are left out, an S3 prefix's listing is in). The servers run in this pr
   moto's answers are passed on untouched.
 
 The latency is a sleep on the server: it models a store far away (each request waits, the CPU does
-not), not a slow link. Configurations run in interleaved rounds (the host's speed drifts between
-runs); the medians are printed, and the ratio of each remote rate to the local one.
+not), not a slow link. A control runs the local folder on as many decode threads as a remote run gets
+(`-j 32`). For each remote configuration, the fetches alone (decode/fetch.py's `fetch` on those
+threads, in a child process, no decode, no model) give the rate remote reads allow whatever the
+machine's decode rate; the CPU time of the CLI and of the servers is printed per image.
+Configurations run in interleaved rounds (the host's speed drifts between runs); the medians are
+printed, and the ratio of each remote rate to the local one.
 
     python -m benchmarks.remote_throughput                    # 200 photos, 0 and 50 ms, 3 rounds
     python -m benchmarks.remote_throughput --latency-ms 50 --rounds 5
