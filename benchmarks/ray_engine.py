@@ -56,8 +56,7 @@ def _ray(paths: list[str], model: str, weights: Path, address: str | None) -> Ru
     from shufflenet_cli.ray_engine import run
     from shufflenet_cli.weights import spec_for
 
-    opts = PredictOptions(paths=paths, model=model, weights=weights)
-    opts.ray_address = address  # type: ignore[attr-defined]  # the runner's options carry it
+    opts = PredictOptions(paths=paths, model=model, weights=weights, engine="ray", ray_address=address)
     spec = spec_for(model, weights)
     prep = Preprocess.from_spec(spec, decode=opts.decode)
     t0 = time.perf_counter()

@@ -59,9 +59,11 @@ class PredictOptions:
     timeout: float = 30.0  # seconds per request for an http(s) input (decode/fetch.py)
     max_download: float = 100.0  # MB: an http(s) input larger than this is an error record, never held
     engine: str = "local"  # ENGINES
-    ray_address: str | None = (
-        None  # --engine ray: a running cluster (auto, HOST:PORT); None: RAY_ADDRESS, or a private one
-    )
+    ray_address: str | None = None  # --engine ray: auto or HOST:PORT; None: $RAY_ADDRESS, else a private instance
+    # --engine ray: seconds without a record before the run stops (exit 3). An actor's start (a fresh
+    # process importing torch and building the model) takes seconds, a GPU node joining an
+    # autoscaling cluster minutes.
+    ray_timeout: float = 600.0
     timings: bool = False
     progress: bool = True
     quiet: bool = False
@@ -83,7 +85,11 @@ def validate(opts: PredictOptions) -> None:
     ):
         if value is not None and value < least:
             raise UsageError(f"{name} must be at least {least}")
-    for flag, amount in (("--timeout", opts.timeout), ("--max-download", opts.max_download)):
+    for flag, amount in (
+        ("--timeout", opts.timeout),
+        ("--max-download", opts.max_download),
+        ("--ray-timeout", opts.ray_timeout),
+    ):
         if not amount > 0:  # NaN too
             raise UsageError(f"{flag} must be more than 0")
     if not 0.0 <= opts.threshold <= 1.0:

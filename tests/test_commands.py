@@ -538,7 +538,7 @@ def test_every_predict_option_reaches_the_library_options(monkeypatch, tmp_path)
         "-k 4 --threshold 0.25 -o out.csv --resume --force --csv-safe --no-recursive --hidden --ext jpg,png -0 "
         "--backend torch "
         "--precision bf16 --fast-decode --gpu-decode --no-cuda-graphs --report r.html --timings --no-progress -q "
-        "--timeout 5 --max-download 7"
+        "--timeout 5 --max-download 7 --engine ray --ray-address 10.0.0.1:6379 --ray-timeout 9"
     ).split()
     result = CliRunner().invoke(app, ["predict", *args])
     assert result.exit_code == 0, result.output
@@ -549,6 +549,7 @@ def test_every_predict_option_reaches_the_library_options(monkeypatch, tmp_path)
         backend="torch",
         report=Path("r.html"), decode="fast", gpu_decode=True, decode_in="processes", cuda_graphs=False,
         timings=True, progress=False, quiet=True, force=True, timeout=5.0, max_download=7.0,
+        engine="ray", ray_address="10.0.0.1:6379", ray_timeout=9.0,
     )  # fmt: skip
     assert seen == [expected]
     for f in fields(PredictOptions):  # every field is set off its default above, so none can be dropped unseen

@@ -79,10 +79,7 @@ def two_nodes(ray_env):
 
 
 def _opts(paths: list[str], weights: Path, **ray_options) -> PredictOptions:
-    opts = PredictOptions(paths=paths, model="x0_5", weights=weights)
-    for name, value in ray_options.items():  # engine fields the runner's options carry (getattr in run.py)
-        setattr(opts, name, value)
-    return opts
+    return PredictOptions(paths=paths, model="x0_5", weights=weights, engine="ray", **ray_options)
 
 
 def _ray_records(opts: PredictOptions, should_stop=lambda: False) -> tuple[list, Stats]:

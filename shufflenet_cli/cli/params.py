@@ -253,6 +253,14 @@ RayAddressOpt = Annotated[
         show_default=False,
     ),
 ]
+RayTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        min=0.001,
+        metavar="SECONDS",
+        help="With --engine ray: stop with exit 3 when no record has come for this long (a stuck cluster).",
+    ),
+]
 TimingsOpt = Annotated[bool, typer.Option(help="Print throughput and per-stage timings on stderr.")]
 ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar on stderr (only on a terminal).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary on stderr.")]

@@ -52,6 +52,7 @@ def predict(
     max_download: params.MaxDownloadOpt = 100.0,
     engine: params.EngineOpt = params.Engine.local,
     ray_address: params.RayAddressOpt = None,
+    ray_timeout: params.RayTimeoutOpt = 600.0,
     timings: params.TimingsOpt = False,
     progress: params.ProgressOpt = True,
     quiet: params.QuietOpt = False,

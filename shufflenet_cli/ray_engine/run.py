@@ -26,7 +26,7 @@ from typing import Any
 
 from shufflenet_cli import weights
 from shufflenet_cli.decode.preprocess import Preprocess
-from shufflenet_cli.errors import EngineError, ModelLoadError, ShufflenetError, UsageError
+from shufflenet_cli.errors import EngineError, ModelLoadError, ShufflenetError
 from shufflenet_cli.inputs.paths import STALL, Input
 from shufflenet_cli.models import ModelSpec
 from shufflenet_cli.options import PredictOptions
@@ -40,9 +40,6 @@ from shufflenet_cli.urls import is_remote_url
 
 MIN_WINDOW = 4096
 WINDOW_PER_ACTOR = 2048
-# --ray-timeout's default: an actor's start (a fresh process importing torch and building the model)
-# takes seconds, a GPU node joining an autoscaling cluster minutes.
-STALL_TIMEOUT_S = 600.0
 CLOSE_GRACE_S = 30.0  # at most this long (plus a little) for a stopped run's last Ray call to return
 
 
@@ -59,14 +56,8 @@ def batches(
     Raises UsageError (exit 2) for an address or option the engine refuses, EngineError (exit 3)
     where the cluster cannot be used or the run stops making progress, ModelLoadError (exit 3) for
     weights that cannot be read."""
-    if opts.gpu_decode:
-        raise UsageError(
-            "--gpu-decode does not apply with --engine ray", hint="leave it out: workers decode with Pillow"
-        )
-    address = address_for(getattr(opts, "ray_address", None))
-    timeout_s = float(getattr(opts, "ray_timeout", None) or STALL_TIMEOUT_S)
-    if timeout_s <= 0:
-        raise UsageError(f"--ray-timeout must be above 0 seconds, not {timeout_s:g}")
+    address = address_for(opts.ray_address)
+    timeout_s = opts.ray_timeout  # above 0: options.validate
     weights_data = _read(_weights_file(spec, opts), "weights")  # before Ray starts: a bad file fails at once
     labels_data = _read(opts.labels, "labels") if opts.labels is not None else None
     with connect(address) as session:
