@@ -63,7 +63,7 @@ def predict(
 
     Results go to stdout; progress, warnings and errors go to stderr.
     Exit codes: 0 all classified, 1 some inputs failed, 2 usage error or no image found,
-    3 model could not be loaded, 74 results could not be written, 130 interrupted.
+    3 model (or --engine ray's cluster) could not be used, 74 results could not be written, 130 interrupted.
     """
     from shufflenet_cli.output.formats import choose_format
     from shufflenet_cli.output.summary import print_summary, print_timings
