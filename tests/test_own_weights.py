@@ -239,13 +239,13 @@ def test_a_torchscript_file_as_weights_says_how_to_get_a_state_dict(cli, images,
     )
 
 
-@pytest.mark.parametrize("url", ["gs://b/k", "gs://b/photos/"])  # http(s), s3: test_remote.py, test_buckets.py
-def test_a_url_as_input_says_urls_are_not_supported(cli, images, cached_weights, url):
-    r = cli("predict", url, images[0], "-m", "x0_5", "-f", "json")
+def test_a_url_folded_to_one_slash_says_so(cli, images, cached_weights):
+    """http(s) and object storage: test_remote.py, test_buckets.py, test_object_stores.py."""
+    r = cli("predict", "https:/host/dog.jpg", images[0], "-m", "x0_5", "-f", "json")
     assert r.exit_code == 1
     bad, good = r.json()
-    assert bad["path"] == url and good["path"] == str(images[0])
-    assert bad["error"] == "URLs are not supported yet: download the file first and pass its local path"
+    assert bad["path"] == "https:/host/dog.jpg" and good["path"] == str(images[0])
+    assert "two slashes" in bad["error"]
 
 
 def test_a_local_path_that_looks_like_a_url_is_still_a_file(cli, tmp_path, monkeypatch, cached_weights, images):

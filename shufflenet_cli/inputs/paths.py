@@ -17,7 +17,7 @@ from typing import IO, Iterable, Iterator
 from shufflenet_cli.image_formats import image_extensions
 from shufflenet_cli.inputs.buckets import check_extras, expand_objects
 from shufflenet_cli.inputs.globbing import has_magic, iglob
-from shufflenet_cli.urls import NOT_SUPPORTED, is_http_url, is_object_url, looks_like_url
+from shufflenet_cli.urls import is_http_url, is_object_url, looks_like_url
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,9 @@ class Input:
     path: str  # as the user will see it in the output
     error: str | None = None  # set when the path cannot be an image input at all
 
+
+# Neither a file nor a URL: `https:/host/x` (a shell or pathlib folded the two slashes into one)
+ONE_SLASH = "no such file, and not a URL either: a URL has two slashes after its scheme (https://host/...)"
 
 # Not a file: "no new path from stdin for STALL_AFTER seconds" (compared by identity). It goes out only
 # after a real input has: runner.first_found reads to the first input without an error, and a STALL
@@ -187,7 +190,7 @@ def _remote(arg: str, options: WalkOptions, extensions: frozenset[str]) -> Itera
         for path, error in expand_objects(arg, options.recursive, options.hidden, extensions):
             yield Input(path, error)
     else:
-        yield Input(arg, error=NOT_SUPPORTED)
+        yield Input(arg, error=ONE_SLASH)
 
 
 def _nul_error(arg: str, from_list: bool) -> str:
