@@ -34,8 +34,14 @@ class Decoded:
 def decode_one(prep: Prepare, item: Input) -> Decoded:
     if item.error is not None:
         return Decoded(item, error=item.error)
+    return decoded_from(item, lambda: prep(item.path))
+
+
+def decoded_from(item: Input, make: Callable[[], Crop]) -> Decoded:
+    """`item` decoded by `make`, each failure its error: the one place where a decode's exception
+    becomes a record (files here, the Python API's in-memory images in memory.py)."""
     try:
-        crop = prep(item.path)
+        crop = make()
     except ImageError as exc:
         return Decoded(item, error=str(exc))
     except MemoryError:

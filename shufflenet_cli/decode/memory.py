@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from shufflenet_cli.decode.decoded import Decoded
+from shufflenet_cli.decode.decoded import Decoded, decoded_from
 from shufflenet_cli.decode.images import ImageError, decode_rgb, upright_rgb
-from shufflenet_cli.decode.preprocess import Preprocess, make_thumbnail
+from shufflenet_cli.decode.preprocess import Crop, Preprocess, make_thumbnail
 from shufflenet_cli.inputs.paths import Input
 
 TAKEN = "a path, a URL, a PIL image, a NumPy array (H x W, H x W x 3 RGB or H x W x 4 RGBA) or an image file's bytes"
@@ -20,19 +20,16 @@ TAKEN = "a path, a URL, a PIL image, a NumPy array (H x W, H x W x 3 RGB or H x 
 
 def crop_in_memory(prep: Preprocess, item: Input, image: Any) -> Decoded:
     """`image` decoded and cropped as `prep` crops a file (at full size: nothing is drafted)."""
+    return decoded_from(item, lambda: _crop(prep, image, item.path))
+
+
+def _crop(prep: Preprocess, image: Any, name: str) -> Crop:
     t0 = time.perf_counter()
-    try:
-        picture = _picture(image, item.path)
-        t1 = time.perf_counter()
-        array = prep.crop_array(picture)
-        thumbnail = make_thumbnail(picture, prep.thumbnail_size) if prep.thumbnail_size else None
-    except ImageError as exc:
-        return Decoded(item, error=str(exc))
-    except MemoryError:
-        return Decoded(item, error="out of memory while decoding this image")
-    except Exception as exc:  # noqa: BLE001 - a decoder bug must cost one record, not the call
-        return Decoded(item, error=f"decoder failed: {type(exc).__name__}: {exc}")
-    return Decoded(item, array, None, t1 - t0, time.perf_counter() - t1, thumbnail)
+    picture = _picture(image, name)
+    t1 = time.perf_counter()
+    array = prep.crop_array(picture)
+    thumbnail = make_thumbnail(picture, prep.thumbnail_size) if prep.thumbnail_size else None
+    return Crop(array, t1 - t0, time.perf_counter() - t1, thumbnail)
 
 
 def _picture(image: Any, name: str) -> Image.Image:
