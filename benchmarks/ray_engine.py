@@ -109,8 +109,6 @@ def main() -> None:
 
     simulated = Cluster(initialize_head=True, head_node_args={"num_cpus": args.node_cpus})
     simulated.add_node(num_cpus=args.node_cpus)
-    # The simulated cluster's runs come first in every round: after a private instance had run on this
-    # machine, its actors died before starting (docs/cluster.md, "Known traps").
     variants = {
         f"ray, 2 nodes x {args.node_cpus} CPU": f"ray,{simulated.address}",
         "local engine": "local,",

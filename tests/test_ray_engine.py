@@ -10,8 +10,11 @@ Ray's files (its token in ~/.ray, the ONNX exports its actors make) go to tempor
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,14 +24,14 @@ from conftest import make_image
 ray = pytest.importorskip("ray", reason="--engine ray needs the ray extra: pip install 'shufflenet-cli[ray]'")
 
 from shufflenet_cli.decode.preprocess import Preprocess  # noqa: E402
-from shufflenet_cli.errors import EXIT_MODEL, EXIT_USAGE, EngineError, UsageError  # noqa: E402
+from shufflenet_cli.errors import EXIT_MODEL, EXIT_SOME_FAILED, EXIT_USAGE, EngineError, UsageError  # noqa: E402
 from shufflenet_cli.inputs.paths import Input, WalkOptions, iter_inputs  # noqa: E402
 from shufflenet_cli.options import PredictOptions  # noqa: E402
 from shufflenet_cli.outcome import Stats  # noqa: E402
 from shufflenet_cli.ray_engine import cluster, run, sizing, worker  # noqa: E402
 from shufflenet_cli.weights import spec_for  # noqa: E402
 
-pytestmark = [pytest.mark.ray]
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(30)]  # a test that starts Ray sets a longer one
 
 START = 240  # seconds: a Ray start, actors importing torch and building the model, on 2 busy cores
 
@@ -97,9 +100,23 @@ def _local_records(paths: list[str], weights: Path) -> list:
     return list(classify(paths, model="x0_5", weights=weights))
 
 
-# The two-node tests come first: in one process, after a private instance has been started and shut
-# down, Ray Data's actors on a cluster started afterwards died before starting (seen with Ray 2.60);
-# the CLI runs one Ray session per process.
+@pytest.mark.timeout(START)
+def test_private_instance_gives_the_local_records_in_order(ray_env, photos, random_weights, monkeypatch):
+    """No address: a private local instance, started and stopped by the run; windows of 6 inputs,
+    so the records of several Ray executions are put back together in input order."""
+    monkeypatch.setattr(run, "MIN_WINDOW", 6)
+    monkeypatch.setattr(run, "WINDOW_PER_ACTOR", 1)
+    paths = [str(photos), str(photos / "gone.jpg")]
+    records, stats = _ray_records(_opts(paths, random_weights))
+
+    assert records == _local_records(paths, random_weights)
+    assert [r.path for r in records][-1] == str(photos / "gone.jpg")
+    assert sum(not r.ok for r in records) == 4 and stats.failed == 4  # three broken files, one missing
+    assert stats.classified == 11 and stats.batches >= 3  # the windows' forward passes
+    assert not ray.is_initialized()  # the instance it started is stopped again
+    assert "RAY_AUTH_MODE" not in os.environ  # ray.init's token mode is not left in this process
+
+
 @pytest.mark.timeout(START)
 def test_two_node_cluster_gives_the_local_records(ray_env, two_nodes, photos, random_weights, monkeypatch):
     """--ray-address HOST:PORT of a two-node cluster; relative paths, which the workers (in other
@@ -129,20 +146,75 @@ def test_watchdog_turns_no_progress_into_an_error(ray_env, two_nodes, photos, ra
 
 
 @pytest.mark.timeout(START)
-def test_private_instance_gives_the_local_records_in_order(ray_env, photos, random_weights, monkeypatch):
-    """No address: a private local instance, started and stopped by the run; windows of 6 inputs,
-    so the records of several Ray executions are put back together in input order."""
-    monkeypatch.setattr(run, "MIN_WINDOW", 6)
-    monkeypatch.setattr(run, "WINDOW_PER_ACTOR", 1)
-    paths = [str(photos), str(photos / "gone.jpg")]
-    records, stats = _ray_records(_opts(paths, random_weights))
+def test_cli_on_a_two_node_cluster_writes_the_local_engines_lines(ray_env, two_nodes, photos, random_weights):
+    """What a user runs: `shufflenet predict ... --engine ray --ray-address HOST:PORT`, a fresh process
+    connecting to a running cluster, with a token in ~/.ray from an earlier local run (which a cluster
+    started without token authentication must not be sent); the same JSON Lines as the local engine,
+    error lines in place, exit 1 for both."""
+    (ray_env / ".ray").mkdir(exist_ok=True)
+    (ray_env / ".ray" / "auth_token").write_text("a-token-left-by-an-earlier-local-instance\n")
+    paths = [str(photos), str(photos / "gone.jpg"), str(photos / "a3.jpg")]
+    base = [sys.executable, "-m", "shufflenet_cli", "predict", *paths, "-m", "x0_5", "--weights", str(random_weights)]
+    base += ["-f", "jsonl", "--no-progress"]
+    local = subprocess.run(base, capture_output=True, text=True, timeout=START)
+    ray_run = subprocess.run(
+        [*base, "--engine", "ray", "--ray-address", two_nodes.address, "--ray-timeout", "120"],
+        capture_output=True,
+        text=True,
+        timeout=START,
+    )
 
-    assert records == _local_records(paths, random_weights)
-    assert [r.path for r in records][-1] == str(photos / "gone.jpg")
-    assert sum(not r.ok for r in records) == 4 and stats.failed == 4  # three broken files, one missing
-    assert stats.classified == 11 and stats.batches >= 3  # the windows' forward passes
-    assert not ray.is_initialized()  # the instance it started is stopped again
-    assert "RAY_AUTH_MODE" not in os.environ  # ray.init's token mode is not left in this process
+    assert (local.returncode, ray_run.returncode) == (EXIT_SOME_FAILED, EXIT_SOME_FAILED), ray_run.stderr
+    assert "Traceback" not in ray_run.stderr
+    lines = [json.loads(line) for line in ray_run.stdout.splitlines()]
+    assert ray_run.stdout == local.stdout
+    expected = [str(p) for p in sorted(photos.iterdir())] + [paths[1], paths[2]]
+    assert [line["path"] for line in lines] == expected
+    failed = [p.name.startswith("b_") for p in sorted(photos.iterdir())] + [True, False]  # the broken, the missing
+    assert [bool(line.get("error")) for line in lines] == failed
+
+
+@pytest.mark.timeout(60)
+def test_auth_mode_that_does_not_match_the_cluster_fails_at_once(ray_env, two_nodes, monkeypatch):
+    """RAY_AUTH_MODE=token against a cluster without token authentication: the driver would refuse the
+    cluster's calls to it (its actors die before they start), so it is an error before connecting."""
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "some-token")
+    with pytest.raises(EngineError, match="does not use token authentication, and RAY_AUTH_MODE is 'token'"):
+        with cluster.connect(two_nodes.address):
+            pass
+    assert os.environ["RAY_AUTH_MODE"] == "token" and not ray.is_initialized()
+
+
+@pytest.mark.timeout(START)
+def test_cluster_with_token_authentication(ray_env, monkeypatch):
+    """A cluster started with RAY_AUTH_MODE=token: without the token, or with another, an error at once
+    (ray.init would time out as "Failed to connect"); with it, connected, and RAY_AUTH_MODE unset again
+    after."""
+    from ray.cluster_utils import Cluster
+
+    with monkeypatch.context() as started:
+        started.setenv("RAY_AUTH_MODE", "token")
+        started.setenv("RAY_AUTH_TOKEN", "the-clusters-token")
+        guarded = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        (ray_env / ".ray" / "auth_token").unlink(missing_ok=True)  # an earlier test's local instance wrote one
+        began = time.monotonic()
+        with pytest.raises(EngineError, match="uses token authentication and no token was found"):
+            with cluster.connect(guarded.address):
+                pass
+        (ray_env / ".ray").mkdir(exist_ok=True)
+        (ray_env / ".ray" / "auth_token").write_text("another-clusters-token\n")
+        with pytest.raises(EngineError, match="refuses the authentication token found here"):
+            with cluster.connect(guarded.address):
+                pass
+        assert time.monotonic() - began < 10
+        monkeypatch.setenv("RAY_AUTH_TOKEN", "the-clusters-token")
+        with cluster.connect(guarded.address) as session:
+            assert session.cpus == 1 and not session.started
+        assert "RAY_AUTH_MODE" not in os.environ and not ray.is_initialized()
+    finally:
+        guarded.shutdown()
 
 
 @pytest.mark.timeout(30)
