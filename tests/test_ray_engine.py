@@ -193,10 +193,15 @@ def test_cluster_with_token_authentication(ray_env, monkeypatch):
     after."""
     from ray.cluster_utils import Cluster
 
-    with monkeypatch.context() as started:
+    with monkeypatch.context() as started:  # Ray reads the mode once per process: read again around the start
         started.setenv("RAY_AUTH_MODE", "token")
         started.setenv("RAY_AUTH_TOKEN", "the-clusters-token")
-        guarded = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+        cluster._reload_auth_mode()
+        try:
+            guarded = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+        finally:
+            started.undo()
+            cluster._reload_auth_mode()
     try:
         (ray_env / ".ray" / "auth_token").unlink(missing_ok=True)  # an earlier test's local instance wrote one
         began = time.monotonic()
