@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -172,6 +173,41 @@ def test_cli_on_a_two_node_cluster_writes_the_local_engines_lines(ray_env, two_n
     assert [line["path"] for line in lines] == expected
     failed = [p.name.startswith("b_") for p in sorted(photos.iterdir())] + [True, False]  # the broken, the missing
     assert [bool(line.get("error")) for line in lines] == failed
+
+
+@pytest.mark.timeout(START)
+def test_cli_outputs_report_and_resume_on_a_cluster(ray_env, two_nodes, photos, random_weights, tmp_path):
+    """-o FILE, --report and --resume go through the runner's sink as for the local engine: the CSV
+    the cluster writes is the local engine's, the report has a card per input, and a resumed run
+    classifies only what the file lacks."""
+    first = [str(p) for p in sorted(photos.iterdir()) if p.name != "c.png"]
+    base = [sys.executable, "-m", "shufflenet_cli", "predict", "-m", "x0_5", "--weights", str(random_weights), "-q"]
+    on_ray = ["--engine", "ray", "--ray-address", two_nodes.address, "--ray-timeout", "120"]
+    local_csv, ray_csv = tmp_path / "local.csv", tmp_path / "ray.csv"
+    local_report, report = tmp_path / "local.html", tmp_path / "r.html"
+    local = subprocess.run(
+        [*base, *first, "-o", str(local_csv), "--report", str(local_report)],
+        capture_output=True,
+        text=True,
+        timeout=START,
+    )
+    ray_run = subprocess.run(
+        [*base, *first, "-o", str(ray_csv), "--report", str(report), *on_ray],
+        capture_output=True,
+        text=True,
+        timeout=START,
+    )
+    assert (local.returncode, ray_run.returncode) == (EXIT_SOME_FAILED, EXIT_SOME_FAILED), ray_run.stderr
+    cards = [re.findall(r"<article.*?</article>", r.read_text(), flags=re.S) for r in (local_report, report)]
+    assert cards[0] and cards[1] == cards[0]  # the same thumbnails, predictions and errors, in order
+    local_csv.unlink()
+    subprocess.run([*base, str(photos), "-o", str(local_csv)], check=False, timeout=START)
+    resumed = subprocess.run(
+        [*base, str(photos), "-o", str(ray_csv), "--resume", *on_ray], capture_output=True, text=True, timeout=START
+    )
+    assert resumed.returncode == EXIT_SOME_FAILED, resumed.stderr  # the earlier error records count
+    assert sorted(ray_csv.read_text().splitlines()) == sorted(local_csv.read_text().splitlines())
+    assert ray_csv.read_text().splitlines()[-1].startswith(str(photos / "c.png"))  # the one it lacked, added
 
 
 @pytest.mark.timeout(60)
