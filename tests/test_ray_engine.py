@@ -29,7 +29,7 @@ from shufflenet_cli.errors import EXIT_MODEL, EXIT_SOME_FAILED, EXIT_USAGE, Engi
 from shufflenet_cli.inputs.paths import Input, WalkOptions, iter_inputs  # noqa: E402
 from shufflenet_cli.options import PredictOptions  # noqa: E402
 from shufflenet_cli.outcome import Stats  # noqa: E402
-from shufflenet_cli.ray_engine import cluster, run, sizing, worker  # noqa: E402
+from shufflenet_cli.ray_engine import auth, cluster, run, sizing, worker  # noqa: E402
 from shufflenet_cli.weights import spec_for  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(30)]  # a test that starts Ray sets a longer one
@@ -232,12 +232,12 @@ def test_cluster_with_token_authentication(ray_env, monkeypatch):
     with monkeypatch.context() as started:  # Ray reads the mode once per process: read again around the start
         started.setenv("RAY_AUTH_MODE", "token")
         started.setenv("RAY_AUTH_TOKEN", "the-clusters-token")
-        cluster._reload_auth_mode()
+        auth.reload()
         try:
             guarded = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
         finally:
             started.undo()
-            cluster._reload_auth_mode()
+            auth.reload()
     try:
         (ray_env / ".ray" / "auth_token").unlink(missing_ok=True)  # an earlier test's local instance wrote one
         began = time.monotonic()
