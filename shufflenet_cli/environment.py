@@ -67,7 +67,13 @@ def collect_info() -> dict[str, Any]:
     """Everything `info` shows, as plain JSON-ready data."""
     import PIL
     import torch
-    import torchvision
+
+    from shufflenet_cli.models import torchvision_mismatch
+
+    try:
+        import torchvision
+    except (RuntimeError, ImportError, OSError) as exc:  # another torch's build: say which, not a traceback
+        raise torchvision_mismatch(exc) from None
 
     from shufflenet_cli import __version__, weights
     from shufflenet_cli.image_formats import readable_formats

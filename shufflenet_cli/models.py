@@ -11,7 +11,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
-from shufflenet_cli.errors import UsageError
+from shufflenet_cli.errors import ModelLoadError, UsageError
 
 DEFAULT_MODEL = "x1_0"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -31,15 +31,11 @@ class ModelSpec:
     std: tuple[float, float, float] = IMAGENET_STD
 
     def builder(self) -> Any:
-        from torchvision import models
-
-        return getattr(models, self.arch)
+        return getattr(torchvision_models(), self.arch)
 
     def weights(self) -> Any:
         """torchvision's IMAGENET1K_V1 entry: url, transforms, categories, metrics."""
-        from torchvision import models
-
-        return getattr(models, self.weights_enum).IMAGENET1K_V1
+        return getattr(torchvision_models(), self.weights_enum).IMAGENET1K_V1
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -94,3 +90,31 @@ def _nearest_width(key: str) -> str | None:
     except ValueError:
         return None
     return min(MODELS, key=lambda k: abs(float(k[1:].replace("_", ".")) - wanted))
+
+
+def torchvision_models() -> Any:
+    """torchvision.models; ModelLoadError (exit 3) where torchvision cannot load with the installed
+    torch: a torchvision built for another torch fails at import ("operator torchvision::nms does not
+    exist"), which pip allows when the two come from different indexes."""
+    try:
+        from torchvision import models
+    except (RuntimeError, ImportError, OSError) as exc:
+        raise torchvision_mismatch(exc) from None
+    return models
+
+
+def torchvision_mismatch(exc: BaseException) -> ModelLoadError:
+    from importlib import metadata
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    found = f"torch {version('torch')}, torchvision {version('torchvision')}"
+    return ModelLoadError(
+        f"torchvision cannot be loaded with this torch ({found}): {type(exc).__name__}: {exc}",
+        hint="install the two together, from one index, so that they match: "
+        "pip install --force-reinstall torch torchvision",
+    )

@@ -576,3 +576,30 @@ def test_download_from_shows_a_file_name_escaped(cli, monkeypatch, x0_5_file, tm
     r = cli("download", "x0_5", "--from", odd)
     assert r.exit_code == 0, r.stderr
     assert r.stderr == f"x0_5: copied {tmp_path}/x\\x1b[31m\\u202e.pth (sha256 checked)\n"
+
+
+class _TorchvisionForAnotherTorch:
+    """An import hook that fails torchvision's import as a torchvision built for another torch does."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torchvision" or name.startswith("torchvision."):
+            raise RuntimeError("operator torchvision::nms does not exist")
+        return None
+
+
+@pytest.mark.parametrize("command", ["predict", "info"])
+def test_a_torchvision_for_another_torch_is_exit_3_naming_both(cli, run, images, monkeypatch, command):
+    import sys
+
+    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [_TorchvisionForAnotherTorch(), *sys.meta_path])
+    r = run(images[0]) if command == "predict" else cli("info")
+    assert r.exit_code == 3, r.stderr
+    first, hint = r.stderr.splitlines()[:2]
+    assert first.startswith("Error: torchvision cannot be loaded with this torch (torch ")
+    assert "torchvision::nms does not exist" in first
+    assert hint == "Hint: install the two together, from one index, so that they match: " + (
+        "pip install --force-reinstall torch torchvision"
+    )
+    assert "Traceback" not in r.stderr
