@@ -118,7 +118,7 @@ def find_inputs(opts: PredictOptions, stdin: IO[bytes] | None, err: Console) -> 
     todo = Todo(inputs, walk, completed)
     done, failed = completed.records, completed.failed
     if not done:
-        _, todo.inputs = first_found(inputs)
+        _, todo.inputs = first_found(inputs, opts.paths)
         return todo
     if not opts.quiet:
         errors = f" ({n} of them errors; --resume does not try those again)" if (n := sum(failed.values())) else ""
@@ -141,15 +141,22 @@ def find_inputs(opts: PredictOptions, stdin: IO[bytes] | None, err: Console) -> 
     return todo
 
 
-def first_found(inputs: Iterator[Input]) -> tuple[list[Input], Iterator[Input]]:
-    """Read ahead to the first real input; UsageError (exit 2) when there is none at all."""
+def first_found(inputs: Iterator[Input], paths: list[str] | None = None) -> tuple[list[Input], Iterator[Input]]:
+    """Read ahead to the first real input; UsageError (exit 2) when there is none at all, naming where
+    it looked (`paths`, the arguments)."""
     held: list[Input] = []
     for item in inputs:
         held.append(item)
         if item.error is None:
             return held, itertools.chain(held, inputs)
     if not held:
-        raise UsageError("no image files found in the given paths")
+        where = ", ".join(_shown(Path(p)) if p != "-" else "the paths on stdin" for p in (paths or [])[:3])
+        more = f" (and {len(paths) - 3} more)" if paths and len(paths) > 3 else ""
+        raise UsageError(
+            f"no image files found in {where or 'the given paths'}{more}",
+            hint="folders are searched for image extensions (--ext), recursively unless --no-recursive, "
+            "skipping hidden names unless --hidden",
+        )
     shown = "; ".join(f"{i.path}: {i.error}" for i in held[:5])
     more = f" (and {len(held) - 5} more)" if len(held) > 5 else ""
     raise UsageError(f"no image found: {shown}{more}")

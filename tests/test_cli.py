@@ -302,3 +302,16 @@ def test_engine_options_are_checked_before_anything_runs(run, images, args, mess
     assert r.exit_code == 2
     assert message in r.stderr
     assert r.stdout == ""
+
+
+def test_no_image_at_all_names_where_it_looked(run, tmp_path):
+    empty, notes = tmp_path / "empty", tmp_path / "notes"
+    empty.mkdir()
+    notes.mkdir()
+    (notes / "todo.txt").write_text("not a picture")
+    r = run(empty, notes)
+    assert r.exit_code == 2
+    assert r.stdout == ""
+    lines = r.stderr.splitlines()
+    assert lines[0] == f"Error: no image files found in {empty}, {notes}"
+    assert lines[1].startswith("Hint: folders are searched for image extensions (--ext)")
