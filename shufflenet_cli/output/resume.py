@@ -1,5 +1,5 @@
-"""--resume, in one place: what an earlier run's --output FILE already holds, cutting what a killed
-run left unfinished, and skipping the inputs that already have a record.
+"""--resume, in one place: what --output FILE already holds, cutting a record that a killed run left
+unfinished, and skipping the inputs that already have a record.
 
 Only a FILE this tool wrote is resumed: a line that is not a record, or another csv header, is a
 usage error and FILE is left as it is; so is one made with other settings (its provenance, in
